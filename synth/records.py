@@ -1,0 +1,115 @@
+"""Pipeline records: one pydantic model per JSONL file in the run directory.
+
+Every record carries a content-hash `id` and the `unit` it was made for (the id of the input unit
+of work). Resume skips units that already have records, so a killed run neither loses nor repeats.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from synth.hashing import content_hash
+from tools.spec import ToolSpec
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = ""
+    unit: str = Field("", description="Id of the unit of work this record was made for.")
+
+    def model_post_init(self, _context: Any) -> None:
+        if not self.id:
+            self.id = content_hash(self.model_dump(exclude={"id"}))
+
+
+class Agent(Record):
+    toolset_id: str
+    toolset: str
+    domain: str
+    tool_ids: list[str]
+    name: str
+    system_prompt: str
+
+
+class Criterion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    weight: float = Field(1.0, gt=0)
+    kind: Literal["essential", "important", "optional", "pitfall"] = "important"
+
+
+class Task(Record):
+    agent_id: str
+    goal: str
+    persona: str
+    user_facts: list[str] = Field(default_factory=list, description="Facts only the user knows.")
+    difficulty: Literal["easy", "medium", "hard"] = "easy"
+    initial_state: dict[str, Any] = Field(default_factory=dict)
+    rubric: list[Criterion]
+
+
+class ToolCallTrace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str
+    name: str
+    arguments: str
+    result: str
+    is_error: bool = False
+    fault: str | None = Field(None, description="A fault injected by the runtime, if any.")
+    latency_s: float = 0.0
+    turn: int = 0
+
+
+class Trajectory(Record):
+    task_id: str
+    agent_id: str
+    sample: int = 0
+    seed: int = 0
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(description="OpenAI function specs offered to the agent.")
+    tool_calls: list[ToolCallTrace] = Field(default_factory=list)
+    final_state: dict[str, Any] = Field(default_factory=dict)
+    user_stopped: bool = Field(False, description="The user simulator ended the conversation itself.")
+    turns: int = 0
+    duration_s: float = 0.0
+
+
+class CriterionResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    passed: bool
+    reason: str
+    turn: int | None = None
+
+
+class Verdict(Record):
+    trajectory_id: str
+    task_id: str
+    results: list[CriterionResult] = Field(default_factory=list)
+    checks: dict[str, bool] = Field(default_factory=dict, description="Verifiable checks by name.")
+    score: float = 0.0
+    keep: bool = False
+    reasons: list[str] = Field(default_factory=list, description="Why it was dropped (empty when kept).")
+
+
+class ErrorRecord(Record):
+    stage: str
+    error_type: str
+    message: str
+    raw: str = ""
+
+
+RECORD_FILES: dict[str, type[Record]] = {
+    "tools": ToolSpec,
+    "agents": Agent,
+    "tasks": Task,
+    "trajectories": Trajectory,
+    "verdicts": Verdict,
+    "errors": ErrorRecord,
+}

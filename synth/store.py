@@ -1,0 +1,139 @@
+"""The run directory: append-only JSONL per record kind, errors.jsonl, manifest.json, config.yaml.
+
+Records of one unit of work are appended with a single write and flushed, so a SIGKILL leaves at
+most one torn last line, which the next open trims. A unit with records is done; resume skips it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+from synth.errors import ConfigError
+from synth.records import RECORD_FILES, ErrorRecord, Record
+
+R = TypeVar("R", bound=Record)
+
+
+class RunStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._lock_fd: int | None = None
+        self._ids: dict[str, set[str]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self, config_yaml: str, config_hash: str) -> None:
+        """Create or reopen the run dir; refuse one made with a different config."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        manifest = self.manifest()
+        previous = manifest.get("config_hash")
+        if previous and previous != config_hash:
+            raise ConfigError(
+                f"{self.root} was made with a different config (hash {previous}, now {config_hash}); "
+                "resume it with its own config.yaml, or give this run a new name (--name)"
+            )
+        (self.root / "config.yaml").write_text(config_yaml)
+        manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        manifest["config_hash"] = config_hash
+        self.write_manifest(manifest)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        fd = os.open(self.root / ".lock", os.O_CREAT | os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"another synth process is using {self.root}; wait for it or use another --name") from None
+        self._lock_fd = fd
+
+    # -- records ---------------------------------------------------------------------------
+    def path(self, kind: str) -> Path:
+        return self.root / f"{kind}.jsonl"
+
+    def read(self, kind: str, model: type[R] | None = None) -> list[R]:
+        model = model or RECORD_FILES[kind]  # type: ignore[assignment]
+        path = self.path(kind)
+        if not path.exists():
+            return []
+        self._trim_torn_tail(path)
+        records = []
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                try:
+                    records.append(model.model_validate_json(line))
+                except ValueError as exc:
+                    raise ConfigError(f"{path}:{lineno} is not a valid {model.__name__} record ({exc}); "
+                                      "move the file away to redo that stage") from None
+        return records
+
+    def done_units(self, kind: str) -> set[str]:
+        return {r.unit for r in self.read(kind)}
+
+    def append(self, kind: str, records: Iterable[Record]) -> int:
+        """Append records not already present (by id) in one write; returns how many were new."""
+        ids = self._known_ids(kind)
+        fresh = [r for r in records if r.id not in ids]
+        if not fresh:
+            return 0
+        blob = "".join(r.model_dump_json(by_alias=True) + "\n" for r in fresh).encode()
+        fd = os.open(self.path(kind), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, blob)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        ids.update(r.id for r in fresh)
+        return len(fresh)
+
+    def error(self, stage: str, unit: str, exc: BaseException, raw: str = "") -> ErrorRecord:
+        record = ErrorRecord(unit=unit, stage=stage, error_type=type(exc).__name__, message=str(exc) or repr(exc),
+                             raw=raw[:4000])
+        self.append("errors", [record])
+        return record
+
+    def _known_ids(self, kind: str) -> set[str]:
+        if kind not in self._ids:
+            self._ids[kind] = {r.id for r in self.read(kind)}
+        return self._ids[kind]
+
+    @staticmethod
+    def _trim_torn_tail(path: Path) -> None:
+        # A line without its newline was cut by a kill mid-write: drop it, its unit is redone.
+        with path.open("rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            data = fh.read()
+            fh.truncate(data.rfind(b"\n") + 1)
+
+    # -- manifest --------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        path = self.root / "manifest.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        path = self.root / "manifest.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    def update_manifest(self, **sections: Any) -> dict[str, Any]:
+        manifest = self.manifest()
+        manifest.update(sections)
+        self.write_manifest(manifest)
+        return manifest
