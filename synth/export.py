@@ -88,10 +88,11 @@ def export_run(ctx: Context) -> dict[str, int]:
     out = ctx.store.root / "export"
     staging = ctx.store.root / "export.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    sft = DatasetDict({"train": Dataset.from_list(sft_rows(ctx, trajectories, verdicts), features=SFT_FEATURES)})
-    rl = DatasetDict({"train": Dataset.from_list(rl_rows(ctx, tasks), features=RL_FEATURES)})
+    sft = DatasetDict({"train": _dataset(sft_rows(ctx, trajectories, verdicts), SFT_FEATURES)})
+    rl = DatasetDict({"train": _dataset(rl_rows(ctx, tasks), RL_FEATURES)})
     for name, data in (("sft", sft), ("rl", rl)):
-        data.save_to_disk(str(staging / name))
+        # datasets cannot load back an empty split saved with its default zero shards.
+        data.save_to_disk(str(staging / name), num_shards={k: 1 for k, ds in data.items() if len(ds) == 0})
         if ctx.cfg.export.parquet:
             for split, ds in data.items():
                 ds.to_parquet(str(staging / "parquet" / name / f"{split}.parquet"))
@@ -99,6 +100,11 @@ def export_run(ctx: Context) -> dict[str, int]:
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return {"sft_rows": len(sft["train"]), "rl_rows": len(rl["train"])}
+
+
+def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
+    # Column-wise, so an empty export still has its columns (from_list([]) would have none).
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
 
 
 def funnel(ctx: Context) -> dict[str, int]:

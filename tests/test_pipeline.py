@@ -1,0 +1,150 @@
+"""Every stage against the scripted OpenAI-compatible fake (real HTTP on loopback, no model)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import load_from_disk
+
+from synth.config import RunConfig
+from synth.run import STAGES, open_run, run_stages
+from tests.fake_openai import FakeOpenAI
+from synth.user_sim import STOP
+
+
+def config(tmp_path, fake: FakeOpenAI, **overrides) -> RunConfig:
+    data = {
+        "name": "t", "runs_dir": str(tmp_path), "llm": {"base_url": fake.base_url, "model": "fake", "max_retries": 1},
+        "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
+        "tasks": {"per_agent": 2, "rubric_items": 3},
+        "rollout": {"samples_per_task": 2, "max_turns": 2, "max_tool_steps": 2, "sandbox": {"type": "local", "isolation": "none"}},
+    }
+    data.update(overrides)
+    return RunConfig.model_validate(data)
+
+
+async def run_all(cfg: RunConfig):
+    async with open_run(cfg, quiet=True) as ctx:
+        await run_stages(ctx, list(STAGES))
+        return ctx
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+async def fake():
+    async with FakeOpenAI(stop_marker=STOP) as server:
+        yield server
+
+
+async def test_full_run_produces_linked_records_and_a_loadable_export(tmp_path, fake):
+    cfg = config(tmp_path, fake)
+    ctx = await run_all(cfg)
+    root = cfg.run_dir
+    tools, agents, tasks = lines(root / "tools.jsonl"), lines(root / "agents.jsonl"), lines(root / "tasks.jsonl")
+    trajectories, verdicts = lines(root / "trajectories.jsonl"), lines(root / "verdicts.jsonl")
+    toolsets = {t["toolset_id"] for t in tools}
+    assert len(toolsets) == 2 and len(agents) == 2
+    assert {a["toolset_id"] for a in agents} == toolsets
+    assert 2 <= len(tasks) <= 4 and {t["agent_id"] for t in tasks} <= {a["id"] for a in agents}
+    assert len(trajectories) == 2 * len(tasks)
+    assert {v["trajectory_id"] for v in verdicts} == {t["id"] for t in trajectories}
+    for trajectory in trajectories:
+        assert trajectory["messages"][0]["role"] == "system"
+        assert trajectory["final_state"] is not None
+    # The simulator's state ledger lives in the sandbox and is snapshotted into the trajectory.
+    assert any(t["final_state"] for t in trajectories)
+    # Every id is unique across every file.
+    for records in (tools, agents, tasks, trajectories, verdicts):
+        assert len({r["id"] for r in records}) == len(records)
+    sft = load_from_disk(str(root / "export" / "sft"))["train"]
+    assert len(sft) == sum(v["keep"] for v in verdicts)
+    rl = load_from_disk(str(root / "export" / "rl"))["train"]
+    assert len(rl) == len(tasks)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["counts"]["trajectories"] == len(trajectories)
+    assert manifest["usage"]["rollout"]["requests"] > 0 and manifest["usage"]["tools"]["requests"] >= 3
+    assert ctx.meter.total().requests == len(fake.requests)
+
+
+async def test_rerun_of_a_finished_run_sends_no_request(tmp_path, fake):
+    cfg = config(tmp_path, fake)
+    await run_all(cfg)
+    sent = len(fake.requests)
+    before = {kind: (cfg.run_dir / f"{kind}.jsonl").read_text() for kind in ("tools", "tasks", "trajectories")}
+    ctx = await run_all(cfg)
+    assert len(fake.requests) == sent
+    assert ctx.meter.total().requests == 0
+    assert all(stats.done == 0 for stats in ctx.stats.values() if stats.stage != "export")
+    assert before == {kind: (cfg.run_dir / f"{kind}.jsonl").read_text() for kind in before}
+
+
+async def test_samples_of_one_task_are_distinct_requests(tmp_path, fake):
+    cfg = config(tmp_path, fake)
+    await run_all(cfg)
+    trajectories = lines(cfg.run_dir / "trajectories.jsonl")
+    by_task: dict[str, set[int]] = {}
+    for t in trajectories:
+        by_task.setdefault(t["task_id"], set()).add(t["seed"])
+    assert all(len(seeds) == 2 for seeds in by_task.values())
+
+
+async def test_unparseable_judge_replies_are_recorded_and_the_run_goes_on(tmp_path):
+    def handler(body):
+        prompt = body["messages"][-1]["content"] if body["messages"] else ""
+        if "strict judge" in str(body["messages"][0]["content"]) or "strict judge" in str(prompt):
+            return "I think it went well, no JSON here"
+        return None
+
+    async with FakeOpenAI(stop_marker=STOP, handler=handler) as fake:
+        cfg = config(tmp_path, fake)
+        ctx = await run_all(cfg)
+    errors = lines(cfg.run_dir / "errors.jsonl")
+    judged = [e for e in errors if e["stage"] == "judge"]
+    assert judged and all(e["error_type"] == "ParseError" for e in judged)
+    assert all(e["raw"] for e in judged), "the unparseable reply is kept raw"
+    assert ctx.stats["judge"].failed == len(lines(cfg.run_dir / "trajectories.jsonl"))
+    assert load_from_disk(str(cfg.run_dir / "export" / "sft"))["train"].num_rows == 0
+
+
+async def test_duplicate_tool_names_are_rejected_with_their_reason(tmp_path):
+    def handler(body):
+        text = body["messages"][-1]["content"]
+        if "toolset for an AI assistant" in text:
+            tool = {"name": "get_item", "description": "Get one item by id.",
+                    "parameters": [{"name": "item_id", "type": "string", "description": "id", "required": True}]}
+            return json.dumps({"name": "items", "state_model": "items with ids", "tools": [tool, tool]})
+        return None
+
+    async with FakeOpenAI(stop_marker=STOP, handler=handler) as fake:
+        cfg = config(tmp_path, fake)
+        async with open_run(cfg, quiet=True) as ctx:
+            await run_stages(ctx, ["tools"], export=False)
+    tools = lines(cfg.run_dir / "tools.jsonl")
+    assert [t["name"] for t in tools] == ["get_item", "get_item"]  # one per toolset, two toolsets
+    rejected = [e for e in lines(cfg.run_dir / "errors.jsonl") if e["error_type"] == "Rejected"]
+    assert len(rejected) == 2 and "duplicate tool name 'get_item'" in rejected[0]["message"]
+    assert all(t["inputSchema"]["required"] == ["item_id"] for t in tools)
+
+
+async def test_provider_failures_become_error_records(tmp_path):
+    async with FakeOpenAI(stop_marker=STOP) as fake:
+        cfg = config(tmp_path, fake)
+        async with open_run(cfg, quiet=True) as ctx:
+            await run_stages(ctx, ["tools", "agents"], export=False)
+        fake.fail_left = 10**6  # the endpoint now answers 429 forever
+        fake.retry_after = "0"
+        async with open_run(cfg, quiet=True) as ctx:
+            await run_stages(ctx, ["tasks"], export=False)
+            assert ctx.stats["tasks"].failed == 2
+        errors = lines(cfg.run_dir / "errors.jsonl")
+        assert [e["error_type"] for e in errors] == ["ProviderError", "ProviderError"]
+        assert "429" in errors[0]["message"]
+        # The failed units are not done: a later run with a healthy endpoint finishes them.
+        fake.fail_left = 0
+        async with open_run(cfg, quiet=True) as ctx:
+            await run_stages(ctx, ["tasks"], export=False)
+            assert ctx.stats["tasks"].done == 2
