@@ -1,0 +1,90 @@
+"""kill -9 in the middle of rollouts, then rerun: nothing duplicated, nothing lost, nothing resent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from synth.llm_cache import ResponseCache
+from synth.user_sim import STOP
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(tmp_path):
+    port, log = free_port(), tmp_path / "requests.jsonl"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_openai", "--port", str(port), "--latency-ms", "40", "--log", str(log),
+         "--stop-marker", STOP, "--stop-after", "3"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "the fake endpoint")
+        config = tmp_path / "run.yaml"
+        config.write_text(yaml.safe_dump({
+            "name": "killed", "runs_dir": str(tmp_path / "runs"),
+            "llm": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "fake"},
+            "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
+            "tasks": {"per_agent": 3, "rubric_items": 2},
+            "rollout": {"samples_per_task": 2, "max_turns": 3, "max_tool_steps": 2, "concurrency": 2,
+                        "sandbox": {"type": "local", "isolation": "none"}},
+        }))
+        run_dir = tmp_path / "runs" / "killed"
+        argv = [sys.executable, str(REPO / "cli.py"), "run", str(config), "--quiet"]
+
+        first = subprocess.Popen(argv, cwd=REPO, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: len(jsonl(run_dir / "trajectories.jsonl")) >= 2 or first.poll() is not None, 120,
+                 "the first trajectories")
+        assert first.poll() is None, f"the run ended before it could be killed: {first.stderr.read().decode()}"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        finished_calls = {p.stem for p in (run_dir / "cache").glob("*/*.json")}
+        sent_before = len(log.read_text().splitlines())
+        done_before = {t["id"] for t in jsonl(run_dir / "trajectories.jsonl")}
+
+        second = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr
+
+        tasks = jsonl(run_dir / "tasks.jsonl")
+        trajectories = jsonl(run_dir / "trajectories.jsonl")
+        assert len(trajectories) == 2 * len(tasks), "every episode was finished exactly once"
+        assert done_before < {t["id"] for t in trajectories}
+        for kind in ("tools", "agents", "tasks", "trajectories", "verdicts", "errors"):
+            ids = [r["id"] for r in jsonl(run_dir / f"{kind}.jsonl")]
+            assert len(ids) == len(set(ids)), f"duplicate ids in {kind}.jsonl"
+        assert {(t["task_id"], t["sample"]) for t in trajectories} == {(t["id"], s) for t in tasks for s in (0, 1)}
+
+        cache = ResponseCache(run_dir / "cache")
+        resent = [body for body in map(json.loads, log.read_text().splitlines()[sent_before:])
+                  if cache.key(body) in finished_calls]
+        assert resent == [], "an LLM call answered before the kill was sent again"
+        assert len(log.read_text().splitlines()) > sent_before, "the rerun did the remaining work"
+    finally:
+        server.kill()
+        server.wait()
