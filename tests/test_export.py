@@ -1,0 +1,227 @@
+"""Export of a hand-built run directory: SFT/RL datasets read back exactly, parquet, dataset card, reruns."""
+
+import json
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import Dataset, load_from_disk
+
+from synth.config import RunConfig, dump_config
+from synth.export import export_run, rl_rows, sft_rows
+from synth.pipeline import Context
+from synth.records import Agent, Criterion, Task, Trajectory, Verdict
+from synth.store import RunStore
+from synth.usage import UsageMeter
+from tools.spec import ToolSpec
+
+SEARCH = ToolSpec(name="search_flights", description="Find flights.", toolset="travel", inputSchema={
+    "type": "object", "properties": {"origin": {"type": "string"}, "date": {"type": "string", "format": "date"}},
+    "required": ["origin"]})
+BOOK = ToolSpec(name="book_seat", description="Book a seat.", toolset="travel", kind="executable", inputSchema={
+    "type": "object", "properties": {"flight": {"type": "integer"}, "window": {"type": "boolean"},
+                                     "meal": {"type": "object", "properties": {"vegan": {"type": "boolean"}}}},
+    "required": ["flight"]})
+
+
+def tool_call(call_id, name, arguments):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+@dataclass
+class Run:
+    ctx: Context
+    agent: Agent
+    task: Task
+    a: Trajectory  # uses search_flights
+    b: Trajectory  # uses book_seat: different schema, different argument keys
+
+    @property
+    def export(self):
+        return self.ctx.store.root / "export"
+
+    def verdicts(self, keep_a: bool, keep_b: bool) -> None:
+        self.ctx.store.append("verdicts", [
+            Verdict(trajectory_id=self.a.id, task_id=self.task.id, score=0.9 if keep_a else 0.2, keep=keep_a,
+                    reasons=[] if keep_a else ["score 0.20 below threshold 0.50"]),
+            Verdict(trajectory_id=self.b.id, task_id=self.task.id, score=0.75 if keep_b else 1.0, keep=keep_b,
+                    reasons=[] if keep_b else ["check failed: tool_calls_answered",
+                                               "essential criterion failed: books a seat"]),
+        ])
+
+    def reload(self) -> list:
+        """Everything the store holds, as export_run sees it."""
+        s = self.ctx.store
+        return [s.read("trajectories"), s.read("verdicts")]
+
+
+@pytest.fixture
+def run(tmp_path):
+    cfg = RunConfig(runs_dir=str(tmp_path), name="tiny", llm={"model": "gen-model"}, export={"license": "mit"})
+    store = RunStore(cfg.run_dir)
+    store.open(dump_config(cfg), cfg.content_hash())
+    agent = Agent(toolset_id="ts", toolset="travel", domain="airlines", tool_ids=[SEARCH.id, BOOK.id],
+                  name="agent", system_prompt="You book flights.")
+    task = Task(agent_id=agent.id, goal="Fly to Oslo on Friday", persona="student", user_facts=["from Bergen"],
+                difficulty="medium", initial_state={"flights": [{"id": 7, "seats": 3}]},
+                rubric=[Criterion(text="books a seat", kind="essential", weight=2), Criterion(text="rude", kind="pitfall")])
+    a = Trajectory(task_id=task.id, agent_id=agent.id, seed=11, sample=0, user_stopped=True, tools=[SEARCH.to_openai()],
+                   messages=[
+                       {"role": "system", "content": "You book flights."},
+                       {"role": "user", "content": "Flights from Bergen?"},
+                       {"role": "assistant", "content": None,
+                        "tool_calls": [tool_call("c1", "search_flights", {"origin": "BGO", "date": "2025-01-03"})]},
+                       {"role": "tool", "tool_call_id": "c1", "name": "search_flights", "content": '[{"id": 7}]'},
+                       {"role": "assistant", "content": "Flight 7 leaves at 9."},
+                   ])
+    b = Trajectory(task_id=task.id, agent_id=agent.id, seed=12, sample=1, tools=[BOOK.to_openai()], messages=[
+        {"role": "user", "content": "Book flight 7, window, vegan."},
+        {"role": "assistant", "content": "",
+         "tool_calls": [tool_call("x1", "book_seat", {"flight": 7, "window": True, "meal": {"vegan": True}})]},
+        {"role": "tool", "tool_call_id": "x1", "content": "booked"},
+        {"role": "assistant", "content": "Done."},
+    ])
+    store.append("tools", [SEARCH, BOOK])
+    store.append("agents", [agent])
+    store.append("tasks", [task])
+    store.append("trajectories", [a, b])
+    yield Run(Context(cfg=cfg, store=store, llm=None, meter=UsageMeter(), quiet=True), agent, task, a, b)
+    store.close()
+
+
+def load_rows(path) -> list[dict]:
+    data = load_from_disk(str(path))
+    assert list(data) == ["train"]
+    return data["train"].to_list()
+
+
+def test_sft_rows_read_back_exactly(run):
+    run.verdicts(True, True)
+    written = sft_rows(run.ctx, *run.reload())
+    assert export_run(run.ctx) == {"sft_rows": 2, "rl_rows": 1}
+
+    back = load_rows(run.export / "sft")
+    assert back == written
+    assert [r["trajectory_id"] for r in back] == [run.a.id, run.b.id]
+    for row in back:
+        assert all(set(m) == {"role", "content", "tool_calls", "tool_call_id", "name"} for m in row["messages"])
+
+
+def test_tools_and_arguments_are_not_unified_across_rows(run):
+    run.verdicts(True, True)
+    export_run(run.ctx)
+    row_a, row_b = load_rows(run.export / "sft")
+    assert row_a["tools"] == json.dumps([SEARCH.to_openai()])
+    assert row_b["tools"] == json.dumps([BOOK.to_openai()])
+    assert json.loads(row_a["tools"])[0]["function"]["parameters"] == SEARCH.input_schema
+    assert set(json.loads(row_a["tools"])[0]["function"]["parameters"]["properties"]) == {"origin", "date"}
+    assert set(json.loads(row_b["tools"])[0]["function"]["parameters"]["properties"]) == {"flight", "window", "meal"}
+    [call] = row_b["messages"][1]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"flight": 7, "window": True, "meal": {"vegan": True}}
+    assert row_a["messages"][2]["content"] == ""  # None content becomes ""
+    assert row_a["messages"][0]["tool_calls"] is None
+
+
+def test_row_metadata(run):
+    run.verdicts(True, True)
+    export_run(run.ctx)
+    row_a, row_b = load_rows(run.export / "sft")
+    assert (row_a["score"], row_b["score"]) == (0.9, 0.75)
+    assert (row_a["user_stopped"], row_b["user_stopped"]) == (True, False)
+    assert (row_a["seed"], row_b["sample"]) == (11, 1)
+    assert row_a["domain"] == "airlines" and row_a["toolset"] == "travel"
+    assert row_a["model"] == "gen-model"
+    assert row_a["config_hash"] == run.ctx.cfg.content_hash()
+
+
+def test_only_kept_trajectories_are_exported(run):
+    run.verdicts(keep_a=False, keep_b=True)
+    assert export_run(run.ctx)["sft_rows"] == 1
+    [row] = load_rows(run.export / "sft")
+    assert row["trajectory_id"] == run.b.id
+
+
+def test_rl_rows_read_back(run):
+    run.verdicts(True, False)
+    written = rl_rows(run.ctx, [run.task])
+    export_run(run.ctx)
+    [row] = load_rows(run.export / "rl")
+    assert [row] == written
+    assert [m["content"] for m in row["prompt"]] == ["You book flights.", "Fly to Oslo on Friday"]
+    assert json.loads(row["tools"]) == [SEARCH.to_openai(), BOOK.to_openai()]
+    assert json.loads(row["rubric"]) == [c.model_dump() for c in run.task.rubric]
+    assert json.loads(row["initial_state"]) == run.task.initial_state
+    assert json.loads(row["user"]) == {"persona": "student", "goal": "Fly to Oslo on Friday", "facts": ["from Bergen"]}
+    environment = json.loads(row["environment"])
+    assert environment["sandbox"]["type"] == "local"
+    assert environment["toolsets"] == [{"kind": "simulated", "spec": SEARCH.to_mcp()},
+                                       {"kind": "executable", "spec": BOOK.to_mcp()}]
+
+
+def test_parquet_files_match(run):
+    run.verdicts(True, False)
+    export_run(run.ctx)
+    for name, rows in (("sft", 1), ("rl", 1)):
+        path = run.export / "parquet" / name / "train.parquet"
+        assert path.is_file()
+        data = Dataset.from_parquet(str(path))
+        assert data.num_rows == rows
+        assert data.to_list() == load_rows(run.export / name)
+
+
+def test_no_parquet_when_disabled(run):
+    run.ctx.cfg.export.parquet = False
+    run.verdicts(True, True)
+    export_run(run.ctx)
+    assert not (run.export / "parquet").exists()
+    assert len(load_rows(run.export / "sft")) == 2
+
+
+def test_dataset_card_reports_funnel_and_drop_reasons(run):
+    run.verdicts(keep_a=False, keep_b=False)
+    run.ctx.store.error("rollouts", "task-x", TimeoutError("slow"))
+    export_run(run.ctx)
+    card = (run.export / "README.md").read_text()
+    assert "license: mit" in card
+    assert "# tiny:" in card
+    for line in ("| tools | 2 |", "| agents | 1 |", "| tasks | 1 |", "| trajectories | 2 |", "| verdicts | 2 |",
+                 "| kept | 0 |"):
+        assert line in card
+    assert "| score | 1 |" in card
+    assert "| check failed | 1 |" in card
+    assert "| essential criterion failed | 1 |" in card
+    assert "| rollouts | TimeoutError | 1 |" in card
+    assert "`gen-model`" in card and run.ctx.cfg.content_hash() in card
+    assert "$" not in card.replace("$defs", "")
+
+
+def test_zero_kept_rows_still_writes_a_loadable_dataset(run):
+    run.verdicts(False, False)
+    assert export_run(run.ctx)["sft_rows"] == 0
+    data = load_from_disk(str(run.export / "sft"))["train"]
+    assert data.num_rows == 0
+    assert "messages" in data.column_names and "tools" in data.column_names
+    # Dataset.from_parquet / load_dataset("parquet") refuse an empty file ("corresponds to no data"), so read it raw.
+    table = pq.read_table(run.export / "parquet" / "sft" / "train.parquet")
+    assert table.num_rows == 0 and table.schema.names == data.column_names
+    card = (run.export / "README.md").read_text()
+    assert "| kept | 0 |" in card and "0 kept trajectories" in card
+
+
+def test_rerun_replaces_previous_output(run):
+    run.verdicts(True, True)
+    export_run(run.ctx)
+    assert len(load_rows(run.export / "sft")) == 2
+    (run.export / "stale.txt").write_text("from an older export")
+
+    # The verdicts change (e.g. the judge stage was redone): rewrite verdicts.jsonl and export again.
+    run.ctx.store.path("verdicts").unlink()
+    run.ctx.store = RunStore(run.ctx.store.root)
+    run.verdicts(keep_a=False, keep_b=True)
+    assert export_run(run.ctx)["sft_rows"] == 1
+
+    assert [r["trajectory_id"] for r in load_rows(run.export / "sft")] == [run.b.id]
+    assert Dataset.from_parquet(str(run.export / "parquet" / "sft" / "train.parquet")).num_rows == 1
+    assert not (run.export / "stale.txt").exists()
+    assert not (run.ctx.store.root / "export.tmp").exists()
+    assert "| kept | 1 |" in (run.export / "README.md").read_text()

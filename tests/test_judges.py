@@ -1,0 +1,275 @@
+"""Judges without an LLM: rubric score arithmetic, structural state checks, drop reasons, and the judge prompt."""
+
+import copy
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from judges.filters import drop_reasons
+from judges.judge import judge_trajectory, judgment_model, rubric_score, transcript
+from judges.state_check import (calls_answered, ends_with_reply, invalid_arguments, structural_checks,
+                                unknown_tools)
+from synth.config import JudgeConfig
+from synth.records import Criterion, CriterionResult, Task, Trajectory
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                   "required": ["city"]}}}
+CHECKS = {"tool_calls_name_offered_tools", "tool_arguments_valid", "tool_calls_answered", "ends_with_assistant_reply"}
+
+
+def call(call_id="c1", name="get_weather", arguments='{"city": "Paris"}'):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def clean_messages():
+    return [
+        {"role": "system", "content": "You are a weather bot."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [call()]},
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
+        {"role": "assistant", "content": "It is sunny in Paris."},
+    ]
+
+
+def trajectory(messages=None, **kw) -> Trajectory:
+    return Trajectory(task_id="t1", agent_id="a1", messages=clean_messages() if messages is None else messages,
+                      tools=[WEATHER], **kw)
+
+
+def failed(traj: Trajectory) -> set[str]:
+    checks = structural_checks(traj)
+    assert set(checks) == CHECKS
+    return {name for name, ok in checks.items() if not ok}
+
+
+def crit(kind="important", weight=1.0, text=None) -> Criterion:
+    return Criterion(text=text or f"{kind} {weight}", weight=weight, kind=kind)
+
+
+def results(*passed: bool) -> list[CriterionResult]:
+    return [CriterionResult(index=i, passed=p, reason="r") for i, p in enumerate(passed)]
+
+
+# -- rubric_score ----------------------------------------------------------------------------
+
+def test_score_is_weighted_and_normalized():
+    rubric = [crit("essential", 2), crit("important", 1), crit("optional", 1)]
+    assert rubric_score(rubric, results(True, False, True)) == pytest.approx(0.75)
+    assert rubric_score(rubric, results(False, True, True)) == pytest.approx(0.5)
+    assert rubric_score(rubric, results(True, True, True)) == pytest.approx(1.0)
+    assert rubric_score(rubric, results(False, False, False)) == 0.0
+
+
+def test_pitfall_subtracts_only_when_it_happened():
+    rubric = [crit(weight=1), crit(weight=1), crit("pitfall", 1)]
+    assert rubric_score(rubric, results(True, True, False)) == pytest.approx(1.0)
+    assert rubric_score(rubric, results(True, True, True)) == pytest.approx(0.5)
+    assert rubric_score(rubric, results(True, False, True)) == pytest.approx(0.0)
+
+
+def test_score_is_clamped_to_unit_interval():
+    rubric = [crit(weight=1), crit("pitfall", 5)]
+    assert rubric_score(rubric, results(True, True)) == 0.0
+    assert rubric_score(rubric, results(False, True)) == 0.0
+    assert rubric_score([crit(weight=3)], results(True)) == 1.0
+
+
+def test_all_pitfall_rubric_scores_zero():
+    rubric = [crit("pitfall"), crit("pitfall")]
+    assert rubric_score(rubric, results(False, False)) == 0.0
+    assert rubric_score(rubric, results(True, True)) == 0.0
+
+
+def test_score_matches_results_by_index_and_missing_counts_as_failed():
+    rubric = [crit(weight=1), crit(weight=3)]
+    shuffled = [CriterionResult(index=1, passed=True, reason="r"), CriterionResult(index=0, passed=False, reason="r")]
+    assert rubric_score(rubric, shuffled) == pytest.approx(0.75)
+    assert rubric_score(rubric, [CriterionResult(index=0, passed=True, reason="r")]) == pytest.approx(0.25)
+    assert rubric_score(rubric, []) == 0.0
+
+
+# -- structural checks -----------------------------------------------------------------------
+
+def test_clean_trajectory_passes_every_check():
+    assert failed(trajectory()) == set()
+
+
+def test_plain_chat_without_tools_passes():
+    assert failed(trajectory([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])) == set()
+
+
+def break_call(**kw):
+    messages = clean_messages()
+    messages[2]["tool_calls"] = [call(**kw)]
+    return messages
+
+
+@pytest.mark.parametrize("messages, expected", [
+    (break_call(name="get_wether"), {"tool_calls_name_offered_tools"}),
+    (break_call(arguments='{"city": 3}'), {"tool_arguments_valid"}),
+    (break_call(arguments='{"days": 2}'), {"tool_arguments_valid"}),
+    (break_call(arguments='{"city": "Paris"'), {"tool_arguments_valid"}),
+    (break_call(arguments='["Paris"]'), {"tool_arguments_valid"}),
+    (clean_messages()[:3] + clean_messages()[4:], {"tool_calls_answered"}),
+    ([*clean_messages()[:3], {**clean_messages()[3], "tool_call_id": "c2"}, clean_messages()[4]],
+     {"tool_calls_answered"}),
+    (clean_messages()[:4], {"ends_with_assistant_reply"}),
+    ([*clean_messages()[:2], {"role": "assistant", "content": "Let me check.", "tool_calls": [call()]}],
+     {"ends_with_assistant_reply", "tool_calls_answered"}),  # its call is necessarily unanswered too
+    ([*clean_messages()[:4], {"role": "assistant", "content": "  "}], {"ends_with_assistant_reply"}),
+], ids=["unknown-tool", "wrong-type", "missing-required", "not-json", "not-object", "unanswered",
+        "wrong-answer-id", "ends-on-tool", "ends-on-tool-call", "ends-on-blank-reply"])
+def test_each_defect_fails_exactly_its_check(messages, expected):
+    assert failed(trajectory(messages)) == expected
+
+
+def test_unknown_tools_lists_names():
+    assert unknown_tools(trajectory(break_call(name="launch_missiles"))) == ["launch_missiles"]
+    assert unknown_tools(trajectory()) == []
+
+
+def test_invalid_arguments_names_call_and_path():
+    [problem] = invalid_arguments(trajectory(break_call(call_id="c9", arguments='{"city": "Paris", "days": "two"}')))
+    assert problem.startswith("c9: ") and "days" in problem
+    [problem] = invalid_arguments(trajectory(break_call(call_id="c9", arguments="{oops")))
+    assert problem == "c9: arguments are not JSON"
+
+
+def test_empty_arguments_mean_an_empty_object():
+    relaxed = copy.deepcopy(WEATHER)
+    relaxed["function"]["parameters"]["required"] = []
+    traj = Trajectory(task_id="t", agent_id="a", messages=break_call(arguments=""), tools=[relaxed])
+    assert invalid_arguments(traj) == []
+    assert invalid_arguments(trajectory(break_call(arguments=""))) != []  # city is required
+
+
+def test_calls_answered_needs_answers_before_the_next_assistant_turn():
+    messages = clean_messages()
+    late = [messages[0], messages[1], messages[2], {"role": "assistant", "content": "wait"}, messages[3]]
+    assert calls_answered(late) is False
+    duplicate = [*messages[:4], messages[3], messages[4]]
+    assert calls_answered(duplicate) is False
+    parallel = [*messages[:2], {"role": "assistant", "content": "", "tool_calls": [call("a"), call("b")]},
+                {"role": "tool", "tool_call_id": "b", "content": "x"}, {"role": "tool", "tool_call_id": "a", "content": "y"},
+                messages[4]]
+    assert calls_answered(parallel) is True
+    assert calls_answered(parallel[:4] + parallel[5:]) is False
+
+
+def test_ends_with_reply_on_empty_messages():
+    assert ends_with_reply([]) is False
+
+
+# -- drop_reasons ----------------------------------------------------------------------------
+
+RUBRIC = [Criterion(text="books the room", kind="essential"), Criterion(text="is polite"),
+          Criterion(text="deletes data", kind="pitfall")]
+TASK = Task(agent_id="a1", goal="book a room", persona="p", rubric=RUBRIC)
+OK_CHECKS = {name: True for name in CHECKS}
+
+
+def reasons(cfg=None, traj=None, res=None, checks=None, score=1.0):
+    return drop_reasons(cfg or JudgeConfig(), TASK, traj or trajectory(user_stopped=True),
+                        results(True, True, False) if res is None else res,
+                        OK_CHECKS if checks is None else checks, score)
+
+
+def test_good_trajectory_has_no_drop_reasons():
+    assert reasons() == []
+    assert reasons(score=0.5) == []  # reaching the threshold keeps
+
+
+def test_essential_failure_drops():
+    assert reasons(res=results(False, True, False)) == ["essential criterion failed: books the room"]
+    assert reasons(res=[]) == ["essential criterion failed: books the room"]  # no result = failed
+
+
+def test_threshold_drops():
+    assert reasons(score=0.49) == ["score 0.49 below threshold 0.50"]
+    assert reasons(cfg=JudgeConfig(keep_threshold=0.9), score=0.8) == ["score 0.80 below threshold 0.90"]
+
+
+def test_check_vetoes_a_perfect_score():
+    assert reasons(checks={**OK_CHECKS, "tool_arguments_valid": False}, score=1.0) == [
+        "check failed: tool_arguments_valid"]
+
+
+def test_require_user_stop():
+    cut = trajectory(user_stopped=False)
+    assert reasons(traj=cut) == []
+    assert reasons(cfg=JudgeConfig(require_user_stop=True), traj=cut) == [
+        "cut off by max_turns before the user ended the conversation"]
+    assert reasons(cfg=JudgeConfig(require_user_stop=True), traj=trajectory(user_stopped=True)) == []
+
+
+def test_every_reason_is_kept():
+    found = reasons(cfg=JudgeConfig(require_user_stop=True), traj=trajectory(user_stopped=False),
+                    res=results(False, False, True), checks={**OK_CHECKS, "tool_calls_answered": False}, score=0.0)
+    assert len(found) == 4
+
+
+# -- transcript and the LLM judge ------------------------------------------------------------
+
+def test_transcript_numbers_turns_and_shows_tools():
+    text = transcript(clean_messages())
+    assert "weather bot" not in text  # the system prompt is not shown to the judge
+    assert text.splitlines() == [
+        "[turn 1] USER: Weather in Paris?",
+        '[turn 1] ASSISTANT CALLS get_weather({"city": "Paris"})',
+        "[turn 1] TOOL RESULT (get_weather): sunny",
+        "[turn 1] ASSISTANT: It is sunny in Paris.",
+    ]
+    two = transcript(clean_messages() + [{"role": "user", "content": "thanks"}])
+    assert two.splitlines()[-1] == "[turn 2] USER: thanks"
+
+
+def test_transcript_of_nothing_shown_is_raw_json():
+    messages = [{"role": "system", "content": "s"}]
+    assert transcript(messages) == json.dumps(messages)
+
+
+class FakeJudgeLLM:
+    """Answers structured() with a fixed list of verdicts and remembers what it was sent."""
+
+    def __init__(self, verdicts):
+        self.verdicts = verdicts
+        self.calls = []
+
+    async def structured(self, messages, schema, **kw):
+        self.calls.append((messages, schema, kw))
+        return schema.model_validate({"results": [
+            {"reason": f"because {i}", "passed": passed, "turn": i + 1} for i, passed in enumerate(self.verdicts)]})
+
+
+async def test_judge_trajectory_sends_criteria_and_maps_results_in_order():
+    llm = FakeJudgeLLM([True, False, True])
+    found = await judge_trajectory(llm, TASK, trajectory(), seed=42)
+
+    [(messages, schema, kw)] = llm.calls
+    prompt = messages[0]["content"]
+    assert messages[0]["role"] == "user" and len(messages) == 1
+    assert "book a room" in prompt
+    assert "1. [essential] books the room\n2. [important] is polite\n3. [pitfall] deletes data" in prompt
+    assert "[turn 1] USER: Weather in Paris?" in prompt
+    assert "$" not in prompt  # every placeholder filled
+    assert kw["seed"] == 42 and kw["temperature"] == 0.0
+
+    assert [r.index for r in found] == [0, 1, 2]
+    assert [r.passed for r in found] == [True, False, True]
+    assert [r.reason for r in found] == ["because 0", "because 1", "because 2"]
+    assert [r.turn for r in found] == [1, 2, 3]
+    assert rubric_score(TASK.rubric, found) == pytest.approx(0.0)  # 1 of 2 positives, pitfall happened
+
+
+def test_judgment_model_demands_one_result_per_criterion():
+    model = judgment_model(2)
+    one = {"reason": "r", "passed": True, "turn": 1}
+    assert len(model.model_validate({"results": [one, one]}).results) == 2
+    for wrong in ([one], [one, one, one]):
+        with pytest.raises(ValidationError):
+            model.model_validate({"results": wrong})
+    with pytest.raises(ValidationError):
+        model.model_validate({"results": [one, {**one, "reason": ""}]})  # a verdict needs its reason
