@@ -1,0 +1,348 @@
+"""The LLM client: one OpenAI-compatible endpoint with retries, a concurrency limit, a response
+cache, usage accounting and structured output.
+
+This is the pipeline's hot path (DESIGN.md, "Facts measured"): each request is serialized once
+(the same bytes are hashed for the cache key and sent) and posted through the SDK's low-level
+`post` over its aiohttp transport. `chat.completions.create` over httpx costs ~20x more CPU per call.
+"""
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Mapping
+from typing import Literal, TypeVar
+
+import openai
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel, Field, ValidationError
+
+from synth.errors import ConfigError, ParseError, ProviderError
+from synth.llm_cache import ResponseCache, canonical_json, digest
+from synth.usage import UsageMeter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T", bound=BaseModel)
+
+StructuredMode = Literal["json_schema", "json_object", "prompt"]
+RETRY_AFTER_CAP_S = 60.0
+_FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+class LLMConfig(BaseModel, extra="forbid"):
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1. "
+        "Unset: env OPENAI_BASE_URL, else the embedded local server.",
+    )
+    model: str = Field("smollm2", description="Model name sent in every request.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (the key itself is never "
+        "stored or logged). Unset variable: a placeholder key, which local servers accept.",
+    )
+    temperature: float = Field(0.7, description="Default sampling temperature.")
+    max_tokens: int = Field(512, description="Default completion token limit per request.")
+    timeout_s: float = Field(120.0, description="Timeout of one HTTP request, in seconds.")
+    max_retries: int = Field(4, description="Retries on 429, 408, 5xx, timeouts and connection errors.")
+    concurrency: int = Field(8, ge=1, description="Maximum requests in flight for this client.")
+    structured_mode: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
+        "auto",
+        description="How structured() asks for JSON. auto: try response_format json_schema, then "
+        "llama.cpp's json_object+schema, then a schema in the prompt; remember what works.",
+    )
+
+
+class ChatResult(BaseModel):
+    message: dict
+    """The assistant message as an OpenAI dict; `tool_calls` only when there are some."""
+    finish_reason: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+
+class _Choice(BaseModel):
+    message: dict
+    finish_reason: str | None = None
+
+
+class _TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Completion(BaseModel):
+    """The part of a chat completion response we rely on: validated at the boundary."""
+
+    choices: list[_Choice] = Field(min_length=1)
+    usage: _TokenUsage | None = None
+
+    def result(self, cached: bool) -> ChatResult:
+        choice, usage = self.choices[0], self.usage or _TokenUsage()
+        message = {"role": "assistant", "content": choice.message.get("content")}
+        if choice.message.get("tool_calls"):
+            message["tool_calls"] = choice.message["tool_calls"]
+        tokens = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+        return ChatResult(message=message, finish_reason=choice.finish_reason, cached=cached, **tokens)
+
+
+class _HTTPFailure(Exception):
+    """One failed attempt: an HTTP error status (status set) or a timeout/connection error."""
+
+    def __init__(self, status: int | None, text: str, retry_after: float | None = None):
+        super().__init__(f"HTTP {status}: {text}" if status else text)
+        self.status, self.text, self.retry_after = status, text, retry_after
+
+    def retryable(self) -> bool:
+        return self.status is None or self.status in (408, 429) or self.status >= 500
+
+    def rejects_format(self) -> bool:
+        """Whether a structured-output probe failed because the server refuses that format."""
+        text = self.text.lower()
+        return self.status in (400, 422, 500) or "response_format" in text or "json_schema" in text
+
+
+class _FormatRejected(Exception):
+    """The server refused a response_format while structured() was probing for one that works."""
+
+
+class _BadReply(Exception):
+    """A structured reply that is not valid JSON for the schema (or was cut off)."""
+
+
+class LLM:
+    backoff_base_s = 0.5  # first retry waits 0.25-0.5 s, doubling per retry; tests shrink it
+    backoff_max_s = 30.0
+
+    def __init__(self, cfg: LLMConfig, *, base_url: str | None = None, meter: UsageMeter | None = None,
+                 cache: ResponseCache | None = None):
+        url = base_url or cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+        if not url:
+            raise ConfigError("no LLM endpoint: set `llm.base_url` in the config or env OPENAI_BASE_URL")
+        self.cfg, self.meter, self.cache = cfg, meter or UsageMeter(), cache
+        self._api_key = os.environ.get(cfg.api_key_env) or "sk-no-key"
+        self._sem = asyncio.Semaphore(cfg.concurrency)
+        self._mode: StructuredMode | None = None if cfg.structured_mode == "auto" else cfg.structured_mode
+        self._client = openai.AsyncOpenAI(
+            base_url=url,
+            api_key=self._api_key,
+            max_retries=0,  # we retry ourselves, to count retries and honor our own limits
+            timeout=cfg.timeout_s,
+            http_client=_aiohttp_client(cfg),
+        )
+
+    async def __aenter__(self) -> "LLM":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def chat(self, messages: list[dict], *, tools: list[dict] | None = None, seed: int | None = None,
+                   max_tokens: int | None = None, temperature: float | None = None) -> ChatResult:
+        body = self._body(messages, seed, max_tokens, temperature)
+        if tools:
+            body["tools"], body["tool_choice"] = tools, "auto"
+        return await self._complete(body)
+
+    async def structured(self, messages: list[dict], schema: type[T], *, seed: int | None = None,
+                         max_tokens: int | None = None, temperature: float | None = None) -> T:
+        """Ask for JSON matching `schema`; one repair round on a bad reply, then ParseError."""
+        convo = list(messages)
+        for _ in range(2):
+            result = await self._structured_call(convo, schema, seed, max_tokens, temperature)
+            raw = result.message.get("content") or ""
+            try:
+                return _parse(raw, result.finish_reason, schema)
+            except _BadReply as err:
+                error = str(err)
+            convo = [*convo, {"role": "assistant", "content": raw}, _repair_request(error)]
+        raise ParseError(f"{schema.__name__}: no valid reply after a repair round: {error}", raw=raw)
+
+    async def _structured_call(self, convo: list[dict], schema: type[BaseModel], *params) -> ChatResult:
+        """One structured request in the working mode; while that is unknown, probe modes in order."""
+        modes: list[StructuredMode] = [self._mode] if self._mode else ["json_schema", "json_object", "prompt"]
+        bodies = {mode: self._structured_body(convo, schema, mode, *params) for mode in modes}
+        if len(modes) > 1 and self.cache:
+            # A rerun learns the mode from its cache instead of re-sending a rejected probe.
+            cached = [m for m in modes if self.cache.path(self.cache.key(bodies[m])).exists()]
+            modes = cached[:1] or modes
+        for mode in modes:
+            try:
+                result = await self._complete(bodies[mode], probe=mode != modes[-1])
+            except _FormatRejected as err:
+                log.info("structured mode %s rejected by the server, falling back: %s", mode, err)
+                continue
+            self._mode = mode
+            return result
+        raise AssertionError("unreachable: the last mode is never probed")
+
+    def _structured_body(self, convo: list[dict], schema: type[BaseModel], mode: StructuredMode, *params) -> dict:
+        if mode == "prompt":
+            return self._body(_with_schema_prompt(convo, schema), *params)
+        return {**self._body(convo, *params), "response_format": _response_format(schema, mode)}
+
+    def _body(self, messages: list[dict], seed: int | None, max_tokens: int | None,
+              temperature: float | None) -> dict:
+        body = {
+            "model": self.cfg.model,
+            "messages": [_outgoing(m) for m in messages],
+            "temperature": self.cfg.temperature if temperature is None else temperature,
+            "max_tokens": self.cfg.max_tokens if max_tokens is None else max_tokens,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        return body
+
+    async def _complete(self, body: dict, *, probe: bool = False) -> ChatResult:
+        """Cached POST /chat/completions. Only valid 200 responses reach the cache."""
+        data = canonical_json(body)
+        key = digest(data) if self.cache else None
+        if key and (hit := self.cache.get(key)) is not None:
+            self.meter.record(cached=1)
+            return _Completion.model_validate(hit).result(cached=True)
+        payload = await self._post_with_retries(data, probe)
+        try:
+            result = _Completion.model_validate(payload).result(cached=False)
+        except ValidationError as err:
+            self.meter.record(failures=1)
+            raise ProviderError(f"malformed chat completion response: {err}") from None
+        self.meter.record(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        if key:
+            self.cache.put(key, payload)
+        return result
+
+    async def _post_with_retries(self, data: bytes, probe: bool) -> dict:
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                return await self._post(data)
+            except _HTTPFailure as failure:
+                if probe and failure.status and failure.rejects_format():
+                    raise _FormatRejected(str(failure)) from None
+                if not failure.retryable() or attempt == self.cfg.max_retries:
+                    self.meter.record(failures=1)
+                    tries = f" after {attempt + 1} attempts" if failure.retryable() else ""
+                    raise ProviderError(f"LLM request failed{tries}: {failure}") from None
+                self.meter.record(retries=1)
+                await asyncio.sleep(self._backoff(attempt, failure.retry_after))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _post(self, data: bytes) -> dict:
+        async with self._sem:
+            start = time.perf_counter()
+            try:
+                response = await self._client.post("/chat/completions", content=data, cast_to=bytes)
+                return json.loads(response)
+            except openai.APIStatusError as err:
+                text = self._redact(err.response.text[:1000])
+                raise _HTTPFailure(err.status_code, text, _retry_after(err.response.headers)) from None
+            except openai.APIConnectionError as err:  # includes APITimeoutError
+                cause = f"{type(err).__name__}: {err.__cause__ or err}"  # the cause says what failed
+                raise _HTTPFailure(None, self._redact(cause)) from None
+            except json.JSONDecodeError as err:
+                raise _HTTPFailure(None, f"response is not JSON: {err}") from None
+            finally:
+                self.meter.record(requests=1, seconds=time.perf_counter() - start)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, RETRY_AFTER_CAP_S)
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+        return delay * (0.5 + random.random() / 2)  # jitter spreads out synchronized retries
+
+    def _redact(self, text: str) -> str:
+        # Servers may quote a bad key back in their error text; too short a key cannot be told from text.
+        return text.replace(self._api_key, "<api-key>") if len(self._api_key) >= 8 else text
+
+
+def _aiohttp_client(cfg: LLMConfig) -> openai.DefaultAioHttpClient | None:
+    # Its default pool (1000 connections) exceeds any sane `concurrency`, which bounds requests in flight.
+    try:
+        return openai.DefaultAioHttpClient(timeout=cfg.timeout_s)
+    except RuntimeError:  # openai installed without its aiohttp extra
+        log.warning("openai[aiohttp] not installed: using httpx, which costs ~20x more CPU per call")
+        return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    try:
+        if ms := headers.get("retry-after-ms"):
+            return max(0.0, float(ms) / 1000)
+        if seconds := headers.get("retry-after"):
+            return max(0.0, float(seconds))
+    except ValueError:
+        pass  # the HTTP-date form, which LLM servers do not use: back off exponentially
+    return None
+
+
+def _outgoing(message: dict) -> dict:
+    # llama-cpp's chatml-function-calling template answers 500 when content is missing here.
+    if message.get("role") == "assistant" and message.get("tool_calls") and message.get("content") is None:
+        return {**message, "content": ""}
+    return message
+
+
+@functools.cache  # schema generation costs more than the rest of a request
+def _response_format(schema: type[BaseModel], mode: StructuredMode) -> dict:
+    if mode == "json_object":  # llama.cpp's form: JSON mode constrained by a schema grammar
+        return {"type": "json_object", "schema": schema.model_json_schema()}
+    name = re.sub(r"[^a-zA-Z0-9_-]", "_", schema.__name__)[:64]
+    # OpenAI's strict mode needs every property required and additionalProperties false.
+    strict = to_strict_json_schema(schema)
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": strict, "strict": True}}
+
+
+@functools.cache
+def _schema_instruction(schema: type[BaseModel]) -> str:
+    return (
+        "Reply with one JSON object only, no prose and no code fence, valid against this JSON Schema:\n"
+        + json.dumps(schema.model_json_schema())
+    )
+
+
+def _with_schema_prompt(convo: list[dict], schema: type[BaseModel]) -> list[dict]:
+    """The schema described in the system message: merged into the first one, as some chat templates
+    accept only one system message, in first place."""
+    instruction = _schema_instruction(schema)
+    if convo and convo[0].get("role") == "system":
+        return [{**convo[0], "content": f"{convo[0].get('content') or ''}\n\n{instruction}"}, *convo[1:]]
+    return [{"role": "system", "content": instruction}, *convo]
+
+
+def _parse(raw: str, finish_reason: str | None, schema: type[T]) -> T:
+    if finish_reason == "length":
+        raise _BadReply("the reply was cut off at max_tokens (finish_reason 'length'): the JSON is incomplete")
+    try:
+        return schema.model_validate_json(_json_text(raw))
+    except ValidationError as err:
+        raise _BadReply(_describe(err)) from None
+
+
+def _json_text(raw: str) -> str:
+    """The JSON inside a reply: a ```json fenced block, else from the first { to the last }."""
+    if fenced := _FENCED.search(raw):
+        return fenced.group(1)
+    start, end = raw.find("{"), raw.rfind("}")
+    return raw[start : end + 1] if 0 <= start < end else raw
+
+
+def _describe(err: ValidationError) -> str:
+    problems = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}"
+                for e in err.errors(include_url=False)]
+    more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    return "; ".join(problems[:10]) + more
+
+
+def _repair_request(error: str) -> dict:
+    return {
+        "role": "user",
+        "content": f"Your reply could not be used: {error}\n"
+        "Reply again with the corrected, complete JSON object only.",
+    }
