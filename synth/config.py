@@ -6,7 +6,7 @@ A misspelled key or a bad value fails before any work, naming the key and what i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,6 +45,8 @@ class RolloutConfig(_Strict):
     max_turns: int = Field(3, ge=1, le=50, description="User turns before the episode is cut off.")
     max_tool_steps: int = Field(4, ge=1, le=50, description="Agent steps (tool-call rounds) per user turn.")
     episode_timeout_s: float = Field(600, gt=0, description="Wall-clock limit of one episode.")
+    tool_timeout_s: float = Field(60, gt=0, description="Limit of one tool call; a timed-out call is an error result the agent sees.")
+    fault_rate: float = Field(0.0, ge=0, le=1, description="Probability that a valid tool call gets an injected, seeded fault.")
     concurrency: int = Field(4, ge=1, le=4096, description="Episodes running at once.")
     sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local} or {type: docker}.")
 
@@ -52,11 +54,19 @@ class RolloutConfig(_Strict):
 class JudgeConfig(_Strict):
     keep_threshold: float = Field(0.5, ge=0, le=1, description="Keep trajectories whose normalized rubric score reaches this.")
     require_user_stop: bool = Field(False, description="Drop episodes cut off by max_turns instead of ended by the user.")
+    mode: Literal["rubric", "single"] = Field(
+        "rubric", description="rubric: pass/fail per criterion; single: one holistic 0-10 score with a reason "
+        "(normalized to 0-1; essential criteria are then not checked one by one).")
+    samples: int = Field(1, ge=1, le=15, description="Judge samples per trajectory (different seeds); per-criterion majority, ties fail.")
+    sample_temperature: float = Field(
+        0.7, ge=0, le=2, description="Temperature of each sample when samples > 1 and of calibration calls; one sample is judged at 0.")
 
 
 class ExportConfig(_Strict):
     parquet: bool = Field(True, description="Also write parquet files beside save_to_disk output.")
     license: str = Field("apache-2.0", description="License named in the dataset card.")
+    test_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Share of domains held out as the test split (never in train); one domain: all train.")
 
 
 class RunConfig(_Strict):
@@ -80,14 +90,20 @@ class RunConfig(_Strict):
         return Path(self.runs_dir) / self.name
 
     def content_hash(self) -> str:
-        """Hash of what decides the records: not the name, paths, endpoint or concurrency."""
-        data = self.model_dump(mode="json")
-        for key in ("name", "runs_dir", "embedded", "concurrency"):
-            data.pop(key)
-        for key in ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries"):
-            data["llm"].pop(key, None)
-        data["rollout"].pop("concurrency")
-        data.pop("export")
+        """Hash of what decides the records: not the name, paths, endpoint or concurrency.
+
+        Fields left at their defaults are not hashed, so a release that adds a config field does
+        not orphan existing run directories.
+        """
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        for key in ("name", "runs_dir", "embedded", "concurrency", "export"):
+            data.pop(key, None)
+        for section, keys in (("llm", ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")),
+                              ("rollout", ("concurrency",))):
+            for key in keys:
+                data.get(section, {}).pop(key, None)
+            if data.get(section) == {}:
+                data.pop(section)
         return content_hash(data)
 
 

@@ -166,3 +166,8 @@ def test_api_key_value_in_config_is_rejected_without_echoing_it(write_yaml):
     message = config_error(write_yaml({"llm": {"api_key": secret}}))
     assert "llm.api_key: unknown key" in message
     assert secret not in message
+
+
+def test_fields_left_at_defaults_do_not_change_the_hash():
+    """A new release may add config fields; existing run dirs must stay resumable."""
+    assert RunConfig(judge={"keep_threshold": 0.5}).content_hash() == RunConfig().content_hash()

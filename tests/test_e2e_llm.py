@@ -1,0 +1,83 @@
+"""`synth run` end to end on the real embedded model (llama.cpp server + SmolLM2-135M), tiny counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from datasets import load_from_disk
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.llm
+
+
+def synth(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}  # force the embedded default
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "tiny.yaml").write_text(yaml.safe_dump({
+        "name": "tiny", "runs_dir": str(root / "runs"),
+        "llm": {"max_tokens": 320, "concurrency": 1},
+        "tools": {"categories": 1, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
+        "tasks": {"per_agent": 2, "rubric_items": 2},
+        "rollout": {"samples_per_task": 1, "max_turns": 1, "max_tool_steps": 1, "concurrency": 1},
+        "judge": {"keep_threshold": 0.0},
+    }))
+    result = synth("run", "tiny.yaml", "--quiet", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "runs" / "tiny", result
+
+
+def test_export_loads_and_every_tool_call_is_well_formed(finished_run):
+    run_dir, _ = finished_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["tools"] >= 1 and counts["agents"] >= 1, (run_dir / "errors.jsonl").read_text()
+    assert manifest["usage"]["tools"]["requests"] >= 3
+    sft = load_from_disk(str(run_dir / "export" / "sft"))["train"]
+    rl = load_from_disk(str(run_dir / "export" / "rl"))["train"]
+    assert len(sft) == counts["kept"] and len(rl) == counts["tasks"]
+    for row in sft:
+        tools = {t["function"]["name"]: t["function"]["parameters"] for t in json.loads(row["tools"])}
+        messages = row["messages"]
+        assert messages[0]["role"] == "system" and messages[1]["role"] == "user"
+        answered = {m["tool_call_id"] for m in messages if m["role"] == "tool"}
+        for message in messages:
+            for call in message["tool_calls"] or []:
+                assert call["function"]["name"] in tools
+                jsonschema.validate(json.loads(call["function"]["arguments"]), tools[call["function"]["name"]])
+                assert call["id"] in answered
+        assert messages[-1]["role"] == "assistant" and messages[-1]["content"]
+
+
+def test_trajectories_ran_in_sandboxes_and_kept_their_state(finished_run):
+    run_dir, _ = finished_run
+    trajectories = [json.loads(line) for line in (run_dir / "trajectories.jsonl").read_text().splitlines()]
+    tasks = (run_dir / "tasks.jsonl").read_text().splitlines()
+    errors = (run_dir / "errors.jsonl").read_text() if (run_dir / "errors.jsonl").exists() else ""
+    assert len(trajectories) + errors.count('"stage":"rollout"') == len(tasks)
+    for trajectory in trajectories:
+        assert isinstance(trajectory["final_state"], dict)
+        for call in trajectory["tool_calls"]:
+            assert call["result"], "every tool call got a result (or an error text) back"
+
+
+def test_rerun_of_the_finished_run_sends_zero_requests(finished_run):
+    run_dir, _ = finished_run
+    before = {p.name: p.read_text() for p in run_dir.glob("*.jsonl")}
+    result = synth("run", str(run_dir.parent.parent / "tiny.yaml"), "--quiet", cwd=run_dir.parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LLM requests sent: 0" in " ".join(result.stderr.split())
+    assert json.loads((run_dir / "manifest.json").read_text())["last_invocation"]["requests"] == 0
+    assert before == {p.name: p.read_text() for p in run_dir.glob("*.jsonl")}
