@@ -77,6 +77,8 @@ class Trajectory(Record):
     user_stopped: bool = Field(False, description="The user simulator ended the conversation itself.")
     turns: int = 0
     duration_s: float = 0.0
+    user_flags: list[str] = Field(default_factory=list, description="User-simulator self-check flags (synth/user_sim.py).")
+    usage: dict[str, int] = Field(default_factory=dict, description="LLM calls and tokens of this episode.")
 
 
 class CriterionResult(BaseModel):

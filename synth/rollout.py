@@ -2,6 +2,11 @@
 
 An episode is all or nothing: it returns one Trajectory, or raises and is recorded as an error and
 redone whole on resume. No half trajectory is ever written.
+
+Several tool calls in one agent message run concurrently (their results keep the message's
+order); each call has its own time limit (`rollout.tool_timeout_s`), and a call that runs out is
+an error result the agent sees, not a failed episode. `pass_report` turns the N samples per task
+and their verdicts into pass@k and pass^k.
 """
 
 from __future__ import annotations
@@ -9,15 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from collections import Counter
+from math import comb
+from typing import Any, Iterable
 
 from sandboxes.base import provision
 from synth.hashing import content_hash
 from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.records import Agent, Task, ToolCallTrace, Trajectory
-from synth.user_sim import UserSimulator
+from synth.records import Agent, Task, ToolCallTrace, Trajectory, Verdict
+from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
 from tools.simulator import SimulatedToolset, ToolOutcome
 from tools.spec import ToolSpec
+
+# Always present in Trajectory.usage. Tool-simulator calls go through LLM.structured, which does not
+# return token counts: they are in the stage's usage in manifest.json, not here.
+USAGE_KEYS = ("agent_calls", "user_calls", "cached_calls", "prompt_tokens", "completion_tokens")
 
 
 async def make_rollouts(ctx: Context) -> StageStats:
@@ -42,13 +53,14 @@ async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, spec
                       sample: int) -> Trajectory:
     cfg = ctx.cfg.rollout
     seed = ctx.seed_for("episode", task.id, sample)
+    usage: Counter[str] = Counter({key: 0 for key in USAGE_KEYS})
     started = time.monotonic()
     async with asyncio.timeout(cfg.episode_timeout_s):
         async with provision(cfg.sandbox, labels={"synth.run": ctx.cfg.name, "synth.episode": unit_id}) as sandbox:
-            runtime = SimulatedToolset(ctx.llm, specs, sandbox, seed=seed)
+            runtime = SimulatedToolset(ctx.llm, specs, sandbox, seed=seed, fault_rate=cfg.fault_rate)
             await runtime.reset(task.initial_state)
-            episode = _Episode(ctx, agent, specs, runtime, seed)
-            user = UserSimulator(ctx.llm, task, seed=seed)
+            episode = _Episode(ctx, agent, specs, runtime, seed, usage)
+            user = UserSimulator(ctx.llm, task, seed=seed, usage=usage)
             episode.messages.append({"role": "user", "content": await user.opening()})
             stopped, turns = False, 0
             while turns < cfg.max_turns:
@@ -59,18 +71,23 @@ async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, spec
                     break  # the closing user message is not kept: nothing answers it
                 episode.messages.append({"role": "user", "content": text})
             final_state = await runtime.snapshot()
+    flags = list(user.flags)
+    if premature_stop(task, specs, episode.traces, stopped):
+        flags.append(PREMATURE_STOP)
     return Trajectory(
         unit=unit_id, task_id=task.id, agent_id=agent.id, sample=sample, seed=seed, messages=episode.messages,
         tools=[s.to_openai() for s in specs], tool_calls=episode.traces, final_state=final_state,
         user_stopped=stopped, turns=turns, duration_s=round(time.monotonic() - started, 3),
+        user_flags=flags, usage=dict(usage),
     )
 
 
 class _Episode:
     """The agent side of one episode: messages so far and the trace of tool calls."""
 
-    def __init__(self, ctx: Context, agent: Agent, specs: list[ToolSpec], runtime: SimulatedToolset, seed: int):
-        self.ctx, self.runtime, self.seed = ctx, runtime, seed
+    def __init__(self, ctx: Context, agent: Agent, specs: list[ToolSpec], runtime: SimulatedToolset, seed: int,
+                 usage: Counter[str]):
+        self.ctx, self.runtime, self.seed, self.usage = ctx, runtime, seed, usage
         self.tools = [s.to_openai() for s in specs]
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": agent.system_prompt}]
         self.traces: list[ToolCallTrace] = []
@@ -80,12 +97,21 @@ class _Episode:
         for step in range(self.ctx.cfg.rollout.max_tool_steps + 1):
             offer = self.tools if step < self.ctx.cfg.rollout.max_tool_steps else None
             reply = await self.ctx.llm.chat(self.messages, tools=offer, seed=self.seed + len(self.messages))
+            count_usage(self.usage, reply, "agent_calls")
             message = self._assistant_message(reply.message)
             self.messages.append(message)
             if not message.get("tool_calls"):
                 return
-            for call in message["tool_calls"]:
-                self.messages.append(await self._run_tool(call, turn))
+            # All calls of one message run at once; every one completes (or times out) before the
+            # first failure is raised, so no call outlives the episode's sandbox.
+            results = await asyncio.gather(*(self._run_tool(c, turn) for c in message["tool_calls"]),
+                                           return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            for tool_message, trace in results:  # type: ignore[misc]
+                self.messages.append(tool_message)
+                self.traces.append(trace)
 
     def _assistant_message(self, raw: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": raw.get("content") or ""}
@@ -103,16 +129,69 @@ class _Episode:
             message["tool_calls"] = calls
         return message
 
-    async def _run_tool(self, call: dict[str, Any], turn: int) -> dict[str, Any]:
+    async def _run_tool(self, call: dict[str, Any], turn: int) -> tuple[dict[str, Any], ToolCallTrace]:
         name, raw_args = call["function"]["name"], call["function"]["arguments"]
+        limit = self.ctx.cfg.rollout.tool_timeout_s
         started = time.monotonic()
         try:
             arguments = json.loads(raw_args or "{}")
         except json.JSONDecodeError as exc:
             outcome = ToolOutcome(text=f"Error: arguments are not valid JSON ({exc.msg})", is_error=True)
         else:
-            outcome = await self.runtime.call(name, arguments)
-        self.traces.append(ToolCallTrace(call_id=call["id"], name=name, arguments=raw_args, result=outcome.text,
-                                         is_error=outcome.is_error, fault=outcome.fault,
-                                         latency_s=round(time.monotonic() - started, 4), turn=turn))
-        return {"role": "tool", "tool_call_id": call["id"], "name": name, "content": outcome.text}
+            try:
+                async with asyncio.timeout(limit):  # the episode's own timeout still cancels from outside
+                    outcome = await self.runtime.call(name, arguments)
+            except TimeoutError:
+                outcome = ToolOutcome(text=f"Error: tool {name!r} did not answer within {limit:g} s", is_error=True)
+        trace = ToolCallTrace(call_id=call["id"], name=name, arguments=raw_args, result=outcome.text,
+                              is_error=outcome.is_error, fault=outcome.fault,
+                              latency_s=round(time.monotonic() - started, 4), turn=turn)
+        return {"role": "tool", "tool_call_id": call["id"], "name": name, "content": outcome.text}, trace
+
+
+# ---------------------------------------------------------------- pass@k over samples per task
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chance that at least one of k samples passes, given c of n passed (Chen et al. 2021, unbiased)."""
+    _check(n, c, k)
+    return 1.0 if n - c < k else 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """Chance that all k samples pass, given c of n passed (tau-bench's pass^k): C(c,k) / C(n,k)."""
+    _check(n, c, k)
+    return comb(c, k) / comb(n, k)
+
+
+def _check(n: int, c: int, k: int) -> None:
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+
+
+def pass_report(trajectories: Iterable[Trajectory], verdicts: Iterable[Verdict]) -> dict[str, Any]:
+    """pass@k and pass^k per task and their means over tasks, k = 1..samples; a sample passes when
+    its verdict keeps it. Trajectories without a verdict (judge failed) are left out and counted."""
+    kept = {v.trajectory_id: v.keep for v in verdicts}
+    outcomes: dict[str, list[bool]] = {}
+    unjudged = 0
+    for trajectory in trajectories:
+        if trajectory.id in kept:
+            outcomes.setdefault(trajectory.task_id, []).append(kept[trajectory.id])
+        else:
+            unjudged += 1
+    metrics = {"pass@k": pass_at_k, "pass^k": pass_hat_k}
+    exact = {task_id: {name: [f(len(o), sum(o), k) for k in range(1, len(o) + 1)] for name, f in metrics.items()}
+             for task_id, o in sorted(outcomes.items())}
+    ks = list(range(1, max((len(o) for o in outcomes.values()), default=0) + 1))
+    # A task counts towards the mean at k only when it has at least k judged samples.
+    mean = {name: {str(k): round(_mean([v[name][k - 1] for v in exact.values() if len(v[name]) >= k]), 4)
+                   for k in ks} for name in metrics}
+    tasks = {task_id: {"n": len(outcomes[task_id]), "c": sum(outcomes[task_id]),
+                       **{name: {str(k): round(v, 4) for k, v in enumerate(values, 1)} for name, values in m.items()}}
+             for task_id, m in exact.items()}
+    return {"tasks_judged": len(tasks), "unjudged_trajectories": unjudged, "k": ks, "mean": mean, "tasks": tasks}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

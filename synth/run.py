@@ -18,10 +18,11 @@ from synth.llm import LLM
 from synth.llm_cache import ResponseCache
 from synth.local_llm import embedded_server
 from synth.pipeline import Context, StageStats
-from synth.rollout import make_rollouts
+from synth.rollout import make_rollouts, pass_report
 from synth.store import RunStore
 from synth.tasks import make_tasks
 from synth.usage import UsageMeter, current_stage
+from synth.user_sim import user_flag_counts
 from judges.stage import judge_all
 from tools.evolve import evolve_tools
 
@@ -83,6 +84,10 @@ def _mark(ctx: Context, stage: str, **extra: int) -> None:
     stats = ctx.stats.get(stage)
     manifest.setdefault("stages", {})[stage] = {"status": "done", "failed_units": stats.failed if stats else 0, **extra}
     manifest["counts"] = funnel(ctx)
+    if stage == "rollout":
+        manifest["user_flags"] = user_flag_counts(ctx.store.read("trajectories"))
+    if stage == "judge":
+        manifest["pass_k"] = pass_report(ctx.store.read("trajectories"), ctx.store.read("verdicts"))
     ctx.store.write_manifest(manifest)
 
 

@@ -7,6 +7,7 @@ sandbox workspace, so it survives calls, dies with the episode and is snapshotte
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Annotated, Any
@@ -37,45 +38,77 @@ class ToolOutcome(BaseModel):
     fault: str | None = Field(None, description="The injected fault, when one was injected.")
 
 
+# Injected faults: what flaky real services answer. Drawn per call from the seed, so a rerun of an
+# episode fails the same calls the same way, whatever order concurrent calls finish in.
+FAULTS = {
+    "unavailable": "Error: service temporarily unavailable (503), retry later",
+    "rate_limited": "Error: rate limit exceeded (429), retry in a few seconds",
+    "timeout": "Error: upstream timed out (504) before completing the request",
+}
+
+
 class SimulatedToolset:
-    """Tool runtime for one episode: call(name, arguments) and snapshot(), backed by an LLM."""
+    """Tool runtime for one episode: call(name, arguments) and snapshot(), backed by an LLM.
+
+    Calls may run concurrently (parallel tool calls): each sees the state as it was when it
+    started, and its updates are merged into the ledger under a lock, so none is lost.
+    """
 
     def __init__(self, llm: LLM, specs: list[ToolSpec], sandbox: Sandbox, *, seed: int, fault_rate: float = 0.0):
         self.llm = llm
         self.specs = {s.name: s for s in specs}
         self.sandbox = sandbox
-        self.rng = random.Random(seed)
         self.seed = seed
         self.fault_rate = fault_rate
         self.calls = 0
+        self._lock = asyncio.Lock()
 
     async def reset(self, initial_state: dict[str, Any]) -> None:
-        await self._save({k: _as_text(v) for k, v in initial_state.items()})
+        async with self._lock:
+            await self._save({k: _as_text(v) for k, v in initial_state.items()})
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         self.calls += 1
+        index = self.calls  # taken before any await: concurrent calls keep their own index
         spec = self.specs.get(name)
         if spec is None:
             return ToolOutcome(text=f"Error: unknown tool {name!r}; available: {sorted(self.specs)}", is_error=True)
         problem = validate_arguments(spec.input_schema, arguments)
         if problem:
             return ToolOutcome(text=f"Error: {problem}", is_error=True)
-        fault = "transient" if self.rng.random() < self.fault_rate else None
-        if fault:  # seeded, so the same episode fails the same way on a rerun
-            return ToolOutcome(text="Error: service temporarily unavailable, retry later", is_error=True, fault=fault)
+        if fault := self.fault(index):
+            return ToolOutcome(text=FAULTS[fault], is_error=True, fault=fault)
         state = await self.snapshot()
         prompt = render(__file__, "simulator", name=name, domain=spec.domain, state_model=spec.state_model or "-",
                         description=spec.description, schema=json.dumps(spec.input_schema),
                         state=json.dumps(state, indent=1) if state else "(empty)",
                         arguments=json.dumps(arguments))
         reply = await self.llm.structured([{"role": "user", "content": prompt}], SimulatedReply,
-                                          seed=self.seed + self.calls, temperature=0.0)
-        state.update({u.key: u.value for u in reply.updates})
-        await self._save(state)
+                                          seed=self.seed + index, temperature=0.0)
+        if reply.updates:
+            # Shielded: a tool timeout must not leave a half-written ledger behind.
+            await asyncio.shield(self._merge({u.key: u.value for u in reply.updates}))
         return ToolOutcome(text=reply.result)
 
+    def fault(self, index: int) -> str | None:
+        """The fault injected into call number `index` of this episode, if any (seeded)."""
+        if self.fault_rate <= 0:
+            return None
+        rng = random.Random(f"{self.seed}:{index}")
+        return rng.choice(sorted(FAULTS)) if rng.random() < self.fault_rate else None
+
     async def snapshot(self) -> dict[str, Any]:
+        async with self._lock:  # a concurrent write truncates the file first: never read it half-written
+            return await self._read()
+
+    async def _read(self) -> dict[str, Any]:
         return json.loads(await self.sandbox.read_file(STATE_FILE))
+
+    async def _merge(self, updates: dict[str, str]) -> None:
+        async with self._lock:
+            state = await self._read()
+            state.update(updates)
+            await self._save(state)
 
     async def _save(self, state: dict[str, Any]) -> None:
         await self.sandbox.write_file(STATE_FILE, json.dumps(state, sort_keys=True).encode())
