@@ -12,6 +12,7 @@ from rich.console import Console
 
 from synth.config import RunConfig, load_config
 from synth.errors import ConfigError, SynthError
+from tools.cli import import_cmd, stats_cmd
 
 app = typer.Typer(
     help="Manufacture verified training data for tool-using agents: evolve MCP tools, write agents and "
@@ -20,7 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-tools_app = typer.Typer(help="Build the tool pool: evolve synthetic MCP tool specs.", no_args_is_help=True)
+tools_app = typer.Typer(
+    help="Build the tool pool: import real MCP servers' tools, evolve synthetic MCP tool specs, show stats.",
+    no_args_is_help=True,
+)
 app.add_typer(tools_app, name="tools")
 console = Console(stderr=True)
 
@@ -92,6 +96,8 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
 
 tools_app.command("evolve")(_stage_command(
     "tools", "Evolve categories -> domains -> toolsets of MCP tool specs into tools.jsonl; invalid schemas are dropped with their reason."))
+tools_app.command("import")(import_cmd)
+tools_app.command("stats")(stats_cmd)
 app.command("agents")(_stage_command(
     "agents", "Write agents: a toolset from tools.jsonl and a fresh system prompt each, into agents.jsonl."))
 app.command("tasks")(_stage_command(

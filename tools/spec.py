@@ -30,12 +30,17 @@ class ToolSpec(BaseModel):
     toolset: str = ""
     toolset_id: str = ""
     state_model: str = Field("", description="The entities and fields the toolset's tools share.")
+    provenance: dict[str, Any] | None = Field(
+        None, description="Where an imported tool came from: server name/version, transport, package, command or URL, file."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     def model_post_init(self, _context: Any) -> None:
         if not self.id:
-            self.id = content_hash(self.model_dump(exclude={"id"}, by_alias=True))
+            # provenance=None stays out of the hash so ids of records made before the field existed hold.
+            exclude = {"id"} if self.provenance is not None else {"id", "provenance"}
+            self.id = content_hash(self.model_dump(exclude=exclude, by_alias=True))
 
     def to_openai(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,134 @@
+"""`synth tools import` / `synth tools stats`: parse options, call tools.mcp_import / tools.repository."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from synth.errors import ConfigError
+
+app = typer.Typer(help="Import real MCP tools into a run's tools.jsonl and measure the tool pool.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (default: RUNS_DIR/NAME).")]
+NameOpt = Annotated[str, typer.Option("--name", help="Run name: the directory under --runs-dir.")]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Parent directory of run directories.")]
+
+
+class ServersFile(BaseModel):
+    """--servers-file: `servers: [{stdio: "cmd args" | [argv], url:, json_path:, label:, package:, ...}]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    servers: list[dict]
+
+
+def _run_dir(run_dir: Optional[Path], name: str, runs_dir: Path) -> Path:
+    return run_dir or runs_dir / name
+
+
+def _sources(stdio: list[str], url: list[str], json_paths: list[Path], catalog: bool, servers_file: Optional[Path]):
+    from tools.catalog import catalog_sources, ensure_installed
+    from tools.mcp_import import ServerSource
+
+    sources = [ServerSource(stdio=cmd) for cmd in stdio] + [ServerSource(url=u) for u in url]
+    for path in json_paths:
+        if not path.exists():
+            raise ConfigError(f"--json {path}: no such file or folder")
+        sources.append(ServerSource(json_path=str(path)))
+    if servers_file is not None:
+        try:
+            data = yaml.safe_load(servers_file.read_text()) or {}
+            entries = ServersFile.model_validate(data if isinstance(data, dict) else {"servers": data}).servers
+            sources += [ServerSource.model_validate(entry) for entry in entries]
+        except (OSError, yaml.YAMLError, ValidationError) as e:
+            raise ConfigError(f"--servers-file {servers_file}: {e}") from None
+    if catalog:
+        err.print("installing the catalog's MCP servers (once; cached)...")
+        sources += catalog_sources(root=asyncio.run(ensure_installed()))
+    if not sources:
+        raise ConfigError("nothing to import: give --stdio, --url, --json, --servers-file or --catalog")
+    return sources
+
+
+def _short(source: str) -> str:
+    # Catalog commands start with a long cache path; the executable's name says enough here.
+    head, _, rest = source.partition(" ")
+    return f"{Path(head).name} {rest}".strip() if head.startswith("/") and " " not in head else source
+
+
+@app.command("import")
+def import_cmd(
+    stdio: Annotated[list[str], typer.Option("--stdio", help='A server command line, e.g. "python -m mcp_server_time" (repeatable).')] = [],  # noqa: B006
+    url: Annotated[list[str], typer.Option("--url", help="A streamable HTTP MCP endpoint (repeatable).")] = [],  # noqa: B006
+    json_paths: Annotated[list[Path], typer.Option("--json", help="A tools/list JSON file or a folder of them (repeatable).")] = [],  # noqa: B006
+    catalog: Annotated[bool, typer.Option("--catalog", help="Install (once) and import every reference server of tools/catalog.py.")] = False,
+    servers_file: Annotated[Optional[Path], typer.Option("--servers-file", help="YAML list of servers (stdio/url/json_path, label, package, env, ro_paths).")] = None,
+    run_dir: RunDirOpt = None,
+    name: NameOpt = "quickstart",
+    runs_dir: RunsDirOpt = Path("runs"),
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per server for start + initialize + tools/list.")] = 60.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Servers started at once.")] = 4,
+) -> None:
+    """Import MCP tool specs from live servers (stdio in a sandbox, streamable HTTP) and JSON dumps.
+
+    Valid tools go to tools.jsonl (kind=real, with provenance); every dropped tool or failed server gets
+    a line in errors.jsonl (stage tools-import) with its reason. Re-running adds nothing new.
+    """
+    from synth.store import RunStore
+    from tools.mcp_import import import_tools
+
+    try:
+        sources = _sources(stdio, url, json_paths, catalog, servers_file)
+    except ConfigError as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+    root = _run_dir(run_dir, name, runs_dir)
+    results = asyncio.run(import_tools(sources, RunStore(root), timeout=timeout, concurrency=concurrency))
+
+    table = Table(title=f"tools import -> {root / 'tools.jsonl'}")
+    for col in ("source", "server", "version", "imported", "rejected", "reasons"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        reasons = "\n".join(e.message[:200] for e in r.rejections[:5]) + ("\n..." if len(r.rejections) > 5 else "")
+        table.add_row(_short(r.source), r.server, r.version, str(len(r.tools)), str(len(r.rejections)), reasons)
+    out.print(table)
+    out.print(f"imported {sum(len(r.tools) for r in results)} tools, rejected {sum(len(r.rejections) for r in results)}")
+
+
+@app.command("stats")
+def stats_cmd(
+    run_dir: RunDirOpt = None,
+    name: NameOpt = "quickstart",
+    runs_dir: RunsDirOpt = Path("runs"),
+    category: Annotated[Optional[str], typer.Option("--category")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="real, executable or simulated")] = None,
+) -> None:
+    """Counts of a run's tools per category and kind, schema validity and duplicate rates."""
+    from tools.repository import NEAR_DUP_JACCARD, filter_tools, load_tools, stats
+
+    root = _run_dir(run_dir, name, runs_dir)
+    try:
+        tools = filter_tools(load_tools(root), category=category, domain=domain, kind=kind)
+    except ConfigError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    s = stats(tools)
+    for title, counts in (("category", s.by_category), ("kind", s.by_kind), ("toolset", s.by_toolset)):
+        table = Table(title=f"tools per {title}")
+        table.add_column(title)
+        table.add_column("tools", justify="right")
+        for key, n in counts.items():
+            table.add_row(key, str(n))
+        out.print(table)
+    out.print(f"total {s.total}; schema-valid {s.valid}/{s.total}; exact duplicates {s.exact_duplicates} "
+              f"({s.exact_duplicate_rate:.1%}); near duplicates (token Jaccard >= {NEAR_DUP_JACCARD}) "
+              f"{s.near_duplicates} ({s.near_duplicate_rate:.1%})")
