@@ -10,10 +10,12 @@ import os
 import uuid
 from pathlib import Path
 
+from synth import hashing
+
 
 def canonical_json(body: dict) -> bytes:
     """The one serialization of a request body: hashed for the key and sent as the HTTP body."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashing.canonical_json(body).encode()
 
 
 def digest(data: bytes) -> str:
