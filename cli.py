@@ -12,6 +12,7 @@ from rich.console import Console
 
 from synth.config import RunConfig, load_config
 from synth.errors import ConfigError, SynthError
+from judges.cli import app as judges_app
 from tools.cli import import_cmd, stats_cmd
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ tools_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(tools_app, name="tools")
+app.add_typer(judges_app, name="judges")
 console = Console(stderr=True)
 
 DEFAULT_CONFIG = Path("examples/quickstart.yaml")
@@ -109,9 +111,23 @@ app.command("judge")(_stage_command(
 
 
 @app.command("export")
-def export(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False) -> None:
-    """Export kept trajectories (SFT) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
-    _run(_checked(config, name, runs_dir), [], export=True, quiet=quiet, need_llm=False)
+def export(
+    config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
+    push_to_hub: Annotated[Optional[str], typer.Option(
+        "--push-to-hub", metavar="REPO", help="Also push export/ to this Hugging Face dataset repo (needs HF_TOKEN).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
+) -> None:
+    """Export kept trajectories (SFT, train/test split by domain) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
+    cfg = _checked(config, name, runs_dir)
+    _run(cfg, [], export=True, quiet=quiet, need_llm=False)
+    if push_to_hub:
+        from synth.export import push_to_hub as push
+
+        try:
+            console.print(f"pushed {push(cfg.run_dir / 'export', push_to_hub, private=private)}")
+        except SynthError as exc:
+            console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
+            raise typer.Exit(1) from None
 
 
 @app.command()

@@ -1,19 +1,63 @@
-"""Keep rules: essential criteria, a score threshold and a verifiable-check veto. Every drop says why."""
+"""Keep rules: essential criteria, a score threshold and a verifiable-check veto. Every drop says why.
+
+Reasons are plain strings with stable prefixes, so `reason_kind` can count them by kind in the
+funnel without losing the detail (which criterion, which check, which score) in verdicts.jsonl.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from synth.config import JudgeConfig
 from synth.records import CriterionResult, Task, Trajectory
+from synth.store import RunStore
+
+CHECK_FAILED = "check failed: "
+ESSENTIAL_FAILED = "essential criterion failed: "
+CUT_OFF = "cut off by max_turns before the user ended the conversation"
+STAGES = ("tools", "agents", "tasks", "trajectories", "verdicts")
 
 
 def drop_reasons(cfg: JudgeConfig, task: Task, trajectory: Trajectory, results: list[CriterionResult],
                  checks: dict[str, bool], score: float) -> list[str]:
-    reasons = [f"check failed: {name}" for name, ok in checks.items() if not ok]
-    passed = {r.index: r.passed for r in results}
-    reasons += [f"essential criterion failed: {c.text}" for i, c in enumerate(task.rubric)
-                if c.kind == "essential" and not passed.get(i)]
+    reasons = [f"{CHECK_FAILED}{name}" for name, ok in checks.items() if not ok]
+    if cfg.mode == "rubric":  # a single holistic score says nothing about one criterion
+        passed = {r.index: r.passed for r in results}
+        reasons += [f"{ESSENTIAL_FAILED}{c.text}" for i, c in enumerate(task.rubric)
+                    if c.kind == "essential" and not passed.get(i)]
     if score < cfg.keep_threshold:
         reasons.append(f"score {score:.2f} below threshold {cfg.keep_threshold:.2f}")
     if cfg.require_user_stop and not trajectory.user_stopped:
-        reasons.append("cut off by max_turns before the user ended the conversation")
+        reasons.append(CUT_OFF)
     return reasons
+
+
+def reason_kind(reason: str) -> str:
+    """The countable kind of a drop reason: the check's name is kept, the criterion's text and score are not."""
+    if reason.startswith(CHECK_FAILED):
+        return reason
+    if reason.startswith(ESSENTIAL_FAILED):
+        return ESSENTIAL_FAILED.rstrip(": ")
+    if reason.startswith("score ") and " below threshold " in reason:
+        return "score below threshold"
+    return reason
+
+
+def funnel_report(store: RunStore) -> dict[str, Any]:
+    """Counts per stage, failed units per stage, and drops per reason kind, for manifest.json and the card.
+
+    A dropped trajectory usually has several reasons, so `drop_reasons` counts reasons (each kind at
+    most once per trajectory) and can sum to more than `dropped`.
+    """
+    verdicts = store.read("verdicts")
+    counts = {kind: len(store.read(kind)) for kind in STAGES}
+    kept = sum(v.keep for v in verdicts)
+    reasons = Counter(kind for v in verdicts for kind in {reason_kind(r) for r in v.reasons})
+    failed = Counter(e.stage for e in store.read("errors"))
+    return {
+        "counts": {**counts, "kept": kept},
+        "dropped": len(verdicts) - kept,
+        "drop_reasons": dict(reasons.most_common()),
+        "failed_units": dict(sorted(failed.items())),
+    }

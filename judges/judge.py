@@ -1,4 +1,9 @@
-"""The LLM judge: each rubric criterion pass/fail with a reason and the turn it rests on."""
+"""The LLM judge: each rubric criterion pass/fail with a reason and the turn it rests on.
+
+Two modes (`judge.mode`): "rubric" asks for one verdict per criterion; "single" asks for one
+holistic 0-10 score with a reason. With `judge.samples` > 1 the judge is asked several times with
+different seeds and the samples are combined: a per-criterion majority (ties fail), or the mean score.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,24 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from synth.config import JudgeConfig
+from synth.hashing import content_hash
 from synth.llm import LLM
 from synth.prompts import render
 from synth.records import Criterion, CriterionResult, Task, Trajectory
+
+SINGLE_INDEX = -1  # a single-mode verdict is stored as one CriterionResult that no rubric index matches
 
 
 class CriterionJudgment(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=200)]  # reason first: the verdict follows from it
     passed: bool
     turn: int = Field(ge=0, le=200)
+
+
+class SingleJudgment(BaseModel):
+    reason: Annotated[str, Field(min_length=1, max_length=300)]
+    score: int = Field(ge=0, le=10)
 
 
 def judgment_model(count: int) -> type[BaseModel]:
@@ -25,12 +39,94 @@ def judgment_model(count: int) -> type[BaseModel]:
     return Judgment
 
 
-async def judge_trajectory(llm: LLM, task: Task, trajectory: Trajectory, *, seed: int) -> list[CriterionResult]:
-    prompt = render(__file__, "judge", goal=task.goal, transcript=transcript(trajectory.messages),
-                    criteria="\n".join(f"{i + 1}. [{c.kind}] {c.text}" for i, c in enumerate(task.rubric)))
+class JudgeOutcome(BaseModel):
+    """What the judge stage stores: combined results, the normalized score, and how much samples agreed."""
+
+    results: list[CriterionResult]
+    score: float
+    samples: list[list[CriterionResult]]
+    scores: list[float]
+
+
+def sample_seeds(seed: int, count: int) -> list[int]:
+    """The first sample keeps `seed` (so samples=1 repeats earlier runs and their cache); others derive from it."""
+    return [seed] + [int(content_hash([seed, i], 8), 16) for i in range(1, count)]
+
+
+def _criteria(task: Task) -> str:
+    return "\n".join(f"{i + 1}. [{c.kind}] {c.text}" for i, c in enumerate(task.rubric))
+
+
+async def judge_trajectory(llm: LLM, task: Task, trajectory: Trajectory, *, seed: int,
+                           temperature: float = 0.0) -> list[CriterionResult]:
+    prompt = render(__file__, "judge", goal=task.goal, transcript=transcript(trajectory.messages), criteria=_criteria(task))
     reply = await llm.structured([{"role": "user", "content": prompt}], judgment_model(len(task.rubric)),
-                                 seed=seed, temperature=0.0)
+                                 seed=seed, temperature=temperature)
     return [CriterionResult(index=i, passed=r.passed, reason=r.reason, turn=r.turn) for i, r in enumerate(reply.results)]
+
+
+async def judge_single(llm: LLM, task: Task, trajectory: Trajectory, *, seed: int,
+                       temperature: float = 0.0) -> tuple[float, str]:
+    """One holistic score in [0, 1] (the 0-10 reply divided by 10) and its reason."""
+    prompt = render(__file__, "single", goal=task.goal, transcript=transcript(trajectory.messages), criteria=_criteria(task))
+    reply = await llm.structured([{"role": "user", "content": prompt}], SingleJudgment, seed=seed, temperature=temperature)
+    return reply.score / 10, reply.reason
+
+
+async def judge_once(llm: LLM, cfg: JudgeConfig, task: Task, trajectory: Trajectory, *, seed: int,
+                     temperature: float) -> tuple[list[CriterionResult], float]:
+    """One judge call in the configured mode: (results, normalized score)."""
+    if cfg.mode == "single":
+        score, reason = await judge_single(llm, task, trajectory, seed=seed, temperature=temperature)
+        return [CriterionResult(index=SINGLE_INDEX, passed=score >= cfg.keep_threshold, reason=reason)], score
+    results = await judge_trajectory(llm, task, trajectory, seed=seed, temperature=temperature)
+    return results, rubric_score(task.rubric, results)
+
+
+async def judge(llm: LLM, cfg: JudgeConfig, task: Task, trajectory: Trajectory, *, seed: int) -> JudgeOutcome:
+    """`cfg.samples` judge calls (sequential: the stage already runs trajectories concurrently), combined."""
+    temperature = 0.0 if cfg.samples == 1 else cfg.sample_temperature
+    samples, scores = [], []
+    for s in sample_seeds(seed, cfg.samples):
+        results, score = await judge_once(llm, cfg, task, trajectory, seed=s, temperature=temperature)
+        samples.append(results)
+        scores.append(score)
+    if cfg.mode == "single":
+        score = sum(scores) / len(scores)
+        combined = [CriterionResult(index=SINGLE_INDEX, passed=score >= cfg.keep_threshold,
+                                    reason=samples[0][0].reason + _tally(scores, score >= cfg.keep_threshold, cfg))]
+    else:
+        combined = majority(samples)
+        score = rubric_score(task.rubric, combined)
+    return JudgeOutcome(results=combined, score=score, samples=samples, scores=scores)
+
+
+def _tally(scores: list[float], kept: bool, cfg: JudgeConfig) -> str:
+    if len(scores) == 1:
+        return ""
+    return f" ({sum((s >= cfg.keep_threshold) == kept for s in scores)}/{len(scores)} samples agree)"
+
+
+def majority(samples: list[list[CriterionResult]]) -> list[CriterionResult]:
+    """Per criterion: passed when more than half the samples pass it (a tie fails: the conservative side).
+
+    The reason and turn come from the first sample that agrees with the majority, with the tally appended.
+    """
+    if len(samples) == 1:
+        return list(samples[0])
+    by_index: dict[int, list[CriterionResult]] = {}
+    for results in samples:
+        for r in results:
+            by_index.setdefault(r.index, []).append(r)
+    combined = []
+    for index in sorted(by_index):
+        votes = by_index[index]
+        passed = sum(r.passed for r in votes) * 2 > len(samples)
+        agree = [r for r in votes if r.passed == passed]
+        first = agree[0] if agree else votes[0]
+        combined.append(CriterionResult(index=index, passed=passed, turn=first.turn,
+                                        reason=f"{first.reason} ({len(agree)}/{len(samples)} samples agree)"))
+    return combined
 
 
 def rubric_score(rubric: list[Criterion], results: list[CriterionResult]) -> float:

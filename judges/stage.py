@@ -5,22 +5,22 @@ from __future__ import annotations
 from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.records import Trajectory, Verdict
 from judges.filters import drop_reasons
-from judges.judge import judge_trajectory, rubric_score
+from judges.judge import judge
 from judges.state_check import structural_checks
 
 
 async def judge_all(ctx: Context) -> StageStats:
     tasks = {t.id: t for t in ctx.store.read("tasks")}
     units = [Unit(t.id, t) for t in ctx.store.read("trajectories") if t.task_id in tasks]
+    cfg = ctx.cfg.judge
 
     async def work(unit: Unit[Trajectory]) -> list[Verdict]:
         trajectory = unit.payload
         task = tasks[trajectory.task_id]
-        results = await judge_trajectory(ctx.llm, task, trajectory, seed=ctx.seed_for("judge", trajectory.id))
+        outcome = await judge(ctx.llm, cfg, task, trajectory, seed=ctx.seed_for("judge", trajectory.id))
         checks = structural_checks(trajectory)
-        score = rubric_score(task.rubric, results)
-        reasons = drop_reasons(ctx.cfg.judge, task, trajectory, results, checks, score)
-        return [Verdict(unit=unit.id, trajectory_id=trajectory.id, task_id=task.id, results=results, checks=checks,
-                        score=round(score, 4), keep=not reasons, reasons=reasons)]
+        reasons = drop_reasons(cfg, task, trajectory, outcome.results, checks, outcome.score)
+        return [Verdict(unit=unit.id, trajectory_id=trajectory.id, task_id=task.id, results=outcome.results,
+                        checks=checks, score=round(outcome.score, 4), keep=not reasons, reasons=reasons)]
 
     return await run_units(ctx, "judge", "verdicts", units, work, ctx.cfg.concurrency)

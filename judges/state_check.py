@@ -1,8 +1,16 @@
-"""Verifiable checks on a trajectory. No LLM is involved, so they can veto the judge."""
+"""Verifiable checks on a trajectory. No LLM is involved, so they can veto the judge.
+
+Besides structural checks there are two reward-hack checks, deliberately simple heuristics:
+- a claimed action: an assistant sentence says something was created / updated / booked /
+  cancelled / deleted / sent, but no tool call whose name carries such a verb succeeded;
+- an ungrounded id: the assistant quotes an id-like token that no tool result, user message or
+  system prompt contains.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from synth.records import Trajectory
@@ -16,6 +24,8 @@ def structural_checks(trajectory: Trajectory) -> dict[str, bool]:
         "tool_arguments_valid": not invalid_arguments(trajectory),
         "tool_calls_answered": calls_answered(trajectory.messages),
         "ends_with_assistant_reply": ends_with_reply(trajectory.messages),
+        "claims_backed_by_tool_calls": not unbacked_claims(trajectory),
+        "stated_ids_grounded": not ungrounded_ids(trajectory),
     }
 
 
@@ -66,3 +76,76 @@ def calls_answered(messages: list[dict[str, Any]]) -> bool:
 def ends_with_reply(messages: list[dict[str, Any]]) -> bool:
     last = messages[-1] if messages else {}
     return last.get("role") == "assistant" and bool((last.get("content") or "").strip()) and not last.get("tool_calls")
+
+
+# -- reward-hack checks ----------------------------------------------------------------------
+
+# A claimed past-tense verb -> the tool-name stems whose successful call backs it.
+ACTION_VERBS: dict[str, tuple[str, ...]] = {
+    "created": ("create", "add", "new", "insert", "register", "open", "make"),
+    "updated": ("update", "edit", "modify", "set", "change", "patch", "rename"),
+    "booked": ("book", "reserve", "schedule"),
+    "reserved": ("book", "reserve", "schedule"),
+    "scheduled": ("schedule", "book", "create", "add"),
+    "cancelled": ("cancel", "void", "revoke", "delete", "remove"),
+    "canceled": ("cancel", "void", "revoke", "delete", "remove"),
+    "deleted": ("delete", "remove", "clear", "purge"),
+    "removed": ("delete", "remove", "clear"),
+    "sent": ("send", "email", "notify", "message", "post", "reply", "share"),
+}
+_CLAIM = re.compile(r"\b(" + "|".join(ACTION_VERBS) + r")\b", re.IGNORECASE)
+# A sentence with a negation, a condition or a future/modal is not a claim that the action happened.
+_HEDGE = re.compile(r"\b(not|never|unable|cannot|failed|if|once|unless|will|would|could|should|whether)\b|n't\b",
+                    re.IGNORECASE)
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+# Ids: an optional '#', 5+ of [A-Z0-9-] with a digit. Not pure digits without '#' (amounts), not ISO dates.
+_ID = re.compile(r"(?<![\w-])#?[A-Z0-9-]{5,}(?![\w-])")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _assistant_texts(messages: list[dict[str, Any]]) -> list[str]:
+    return [m.get("content") or "" for m in messages if m["role"] == "assistant"]
+
+
+def successful_calls(trajectory: Trajectory) -> list[tuple[str, str]]:
+    """(name, arguments JSON) of calls that succeeded, in order: from the traces when the rollout
+    recorded them, else from the messages (a tool answer starting with 'Error' is a failure)."""
+    if trajectory.tool_calls:
+        return [(t.name, t.arguments) for t in trajectory.tool_calls if not t.is_error]
+    failed = {m.get("tool_call_id") for m in trajectory.messages
+              if m["role"] == "tool" and str(m.get("content") or "").lstrip().lower().startswith("error")}
+    answered = {m.get("tool_call_id") for m in trajectory.messages if m["role"] == "tool"}
+    return [(c["function"]["name"], c["function"]["arguments"] or "{}") for c in _calls(trajectory.messages)
+            if c["id"] in answered and c["id"] not in failed]
+
+
+def unbacked_claims(trajectory: Trajectory) -> list[str]:
+    """Claimed actions (by verb) that no successful call of a matching tool backs, e.g. ['booked']."""
+    tools = [name.lower() for name, _ in successful_calls(trajectory)]
+    missing: list[str] = []
+    for text in _assistant_texts(trajectory.messages):
+        for sentence in _SENTENCE.findall(text):
+            if sentence.rstrip().endswith("?") or _HEDGE.search(sentence):
+                continue
+            for verb in (v.lower() for v in _CLAIM.findall(sentence)):
+                backed = any(stem in name for name in tools for stem in ACTION_VERBS[verb])
+                if not backed and verb not in missing:
+                    missing.append(verb)
+    return missing
+
+
+def ungrounded_ids(trajectory: Trajectory) -> list[str]:
+    """Id-like tokens the assistant states that appear in no tool result, user message or system prompt."""
+    given = "\n".join(str(m.get("content") or "") for m in trajectory.messages
+                      if m["role"] in ("tool", "user", "system")).lower()
+    given += "\n" + "\n".join(t.result for t in trajectory.tool_calls).lower()
+    found: list[str] = []
+    for text in _assistant_texts(trajectory.messages):
+        for token in _ID.findall(text):
+            bare = token.lstrip("#").strip("-")
+            if (not any(ch.isdigit() for ch in bare) or _DATE.fullmatch(bare)
+                    or (bare.isdigit() and not token.startswith("#"))):
+                continue
+            if bare.lower() not in given and token not in found:
+                found.append(token)
+    return found

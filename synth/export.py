@@ -1,18 +1,27 @@
 """Export: kept trajectories -> SFT dataset, tasks -> RL dataset, and a dataset card with the funnel.
 
-Schema-bearing values (tools, arguments, rubric, state) are stored as JSON strings: `datasets`
-unifies nested structs across rows and would inject other rows' keys as nulls.
+Schema-bearing values (tools, arguments, rubric, state, criteria, checks) are stored as JSON
+strings: `datasets` unifies nested structs across rows and would inject other rows' keys as nulls.
+Splits are by domain: test domains never appear in train, so the test split measures transfer.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import shutil
 from collections import Counter
+from pathlib import Path
+from statistics import mean
 from typing import Any
 
+import yaml
 from datasets import Dataset, DatasetDict, Features, List, Value, disable_progress_bars
 
+from judges.filters import funnel_report
+from judges.state_check import successful_calls
+from synth.errors import ConfigError, ProviderError
 from synth.pipeline import Context
 from synth.prompts import render
 from synth.records import Task, Trajectory, Verdict
@@ -22,16 +31,20 @@ TOOL_CALL = {"id": Value("string"), "type": Value("string"),
 MESSAGE = {"role": Value("string"), "content": Value("string"), "tool_calls": List(TOOL_CALL),
            "tool_call_id": Value("string"), "name": Value("string")}
 SFT_FEATURES = Features({
-    "messages": List(MESSAGE), "tools": Value("string"), "trajectory_id": Value("string"),
-    "task_id": Value("string"), "agent_id": Value("string"), "domain": Value("string"), "toolset": Value("string"),
-    "score": Value("float64"), "user_stopped": Value("bool"), "seed": Value("int64"), "sample": Value("int32"),
-    "model": Value("string"), "config_hash": Value("string"),
+    "messages": List(MESSAGE), "tools": Value("string"), "privileged": Value("string"),
+    "trajectory_id": Value("string"), "task_id": Value("string"), "agent_id": Value("string"),
+    "domain": Value("string"), "toolset": Value("string"), "difficulty": Value("string"),
+    "score": Value("float64"), "criteria": Value("string"), "checks": Value("string"),
+    "user_stopped": Value("bool"), "turns": Value("int32"), "num_tool_calls": Value("int32"),
+    "seed": Value("int64"), "sample": Value("int32"), "model": Value("string"), "config_hash": Value("string"),
+    "sandbox_type": Value("string"), "sandbox_image": Value("string"), "tool_ids": List(Value("string")),
 })
 RL_FEATURES = Features({
     "task_id": Value("string"), "prompt": List(MESSAGE), "tools": Value("string"), "rubric": Value("string"),
     "user": Value("string"), "initial_state": Value("string"), "environment": Value("string"),
     "domain": Value("string"), "difficulty": Value("string"),
 })
+HINT_ARG_CHARS = 40  # privileged hints stay compact: long argument values are cut
 
 
 def canonical_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -41,20 +54,62 @@ def canonical_message(message: dict[str, Any]) -> dict[str, Any]:
             "name": message.get("name")}
 
 
+def privileged_hint(trajectory: Trajectory) -> str:
+    """The successful action trace as a compact hint (Privileged Information Distillation): ordered
+    tool names with their arguments, e.g. `1. search(city="Oslo") 2. book(flight=7)`."""
+    steps = []
+    for n, (name, arguments) in enumerate(successful_calls(trajectory), 1):
+        try:
+            parsed = json.loads(arguments or "{}")
+        except json.JSONDecodeError:
+            parsed = {}
+        args = parsed.items() if isinstance(parsed, dict) else []
+        shown = ", ".join(f"{k}={_cut(json.dumps(v, ensure_ascii=False))}" for k, v in args)
+        steps.append(f"{n}. {name}({shown})")
+    return " ".join(steps)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= HINT_ARG_CHARS else text[: HINT_ARG_CHARS - 1] + "…"
+
+
+def sandbox_provenance(ctx: Context) -> tuple[str, str]:
+    """(sandbox type, image): the image is what a docker episode ran in; '' for local workspaces."""
+    sandbox = ctx.cfg.rollout.sandbox
+    if sandbox.type != "docker":
+        return sandbox.type, ""
+    try:
+        from sandboxes.image.build import image_tag
+
+        return "docker", sandbox.image or image_tag()
+    except Exception:  # the image build module is optional at export time; the config still names the tag
+        return "docker", sandbox.image or ""
+
+
 def sft_rows(ctx: Context, trajectories: list[Trajectory], verdicts: list[Verdict]) -> list[dict[str, Any]]:
     agents = {a.id: a for a in ctx.store.read("agents")}
+    tasks = {t.id: t for t in ctx.store.read("tasks")}
     kept = {v.trajectory_id: v for v in verdicts if v.keep}
-    manifest = ctx.store.manifest()
+    config_hash = ctx.store.manifest().get("config_hash", "")
+    sandbox_type, image = sandbox_provenance(ctx)
     rows = []
     for t in trajectories:
         if t.id not in kept:
             continue
-        agent = agents[t.agent_id]
+        agent, verdict, task = agents[t.agent_id], kept[t.id], tasks.get(t.task_id)
+        rubric = task.rubric if task else []
+        criteria = [{"index": r.index, "passed": r.passed, "reason": r.reason, "turn": r.turn,
+                     **({"text": rubric[r.index].text, "kind": rubric[r.index].kind, "weight": rubric[r.index].weight}
+                        if 0 <= r.index < len(rubric) else {})} for r in verdict.results]
         rows.append({
             "messages": [canonical_message(m) for m in t.messages], "tools": json.dumps(t.tools),
-            "trajectory_id": t.id, "task_id": t.task_id, "agent_id": t.agent_id, "domain": agent.domain,
-            "toolset": agent.toolset, "score": kept[t.id].score, "user_stopped": t.user_stopped, "seed": t.seed,
-            "sample": t.sample, "model": ctx.cfg.llm.model, "config_hash": manifest.get("config_hash", ""),
+            "privileged": privileged_hint(t), "trajectory_id": t.id, "task_id": t.task_id, "agent_id": t.agent_id,
+            "domain": agent.domain, "toolset": agent.toolset, "difficulty": task.difficulty if task else "",
+            "score": verdict.score, "criteria": json.dumps(criteria), "checks": json.dumps(verdict.checks),
+            "user_stopped": t.user_stopped, "turns": t.turns or sum(m["role"] == "user" for m in t.messages),
+            "num_tool_calls": sum(len(m.get("tool_calls") or []) for m in t.messages), "seed": t.seed,
+            "sample": t.sample, "model": ctx.cfg.llm.model, "config_hash": config_hash,
+            "sandbox_type": sandbox_type, "sandbox_image": image, "tool_ids": list(agent.tool_ids),
         })
     return rows
 
@@ -62,10 +117,12 @@ def sft_rows(ctx: Context, trajectories: list[Trajectory], verdicts: list[Verdic
 def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
     agents = {a.id: a for a in ctx.store.read("agents")}
     tools = {t.id: t for t in ctx.store.read("tools")}
+    sandbox_type, image = sandbox_provenance(ctx)
     rows = []
     for task in tasks:
         agent = agents[task.agent_id]
         specs = [tools[i] for i in agent.tool_ids if i in tools]
+        kinds = sorted({s.kind for s in specs})
         rows.append({
             "task_id": task.id,
             "prompt": [canonical_message({"role": "system", "content": agent.system_prompt}),
@@ -74,32 +131,55 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
             "rubric": json.dumps([c.model_dump() for c in task.rubric]),
             "user": json.dumps({"persona": task.persona, "goal": task.goal, "facts": task.user_facts}),
             "initial_state": json.dumps(task.initial_state),
-            "environment": json.dumps({"sandbox": ctx.cfg.rollout.sandbox.model_dump(mode="json"),
-                                       "toolsets": [{"kind": s.kind, "spec": s.to_mcp()} for s in specs]}),
+            "environment": json.dumps({
+                "sandbox": ctx.cfg.rollout.sandbox.model_dump(mode="json"), "image": image or None,
+                # how tools execute: simulated (LLM tool simulator), executable (generated module), real (MCP server)
+                "runtime": kinds[0] if len(kinds) == 1 else "mixed" if kinds else "none",
+                "toolsets": [{"kind": s.kind, "spec": s.to_mcp()} for s in specs]}),
             "domain": agent.domain, "difficulty": task.difficulty,
         })
     return rows
+
+
+def split_domains(domains: list[str], test_fraction: float, seed: int) -> list[str]:
+    """The held-out test domains: round(fraction x domains) of a seeded shuffle; at least one stays in train."""
+    unique = sorted(set(domains))
+    count = min(len(unique) - 1, round(len(unique) * test_fraction))
+    if count <= 0:
+        return []
+    random.Random(seed).shuffle(unique)
+    return sorted(unique[:count])
 
 
 def export_run(ctx: Context) -> dict[str, int]:
     """Write export/sft, export/rl (save_to_disk + parquet) and export/README.md. Safe to repeat."""
     disable_progress_bars()  # the pipeline shows its own progress; these would flood batch logs
     trajectories, verdicts, tasks = ctx.store.read("trajectories"), ctx.store.read("verdicts"), ctx.store.read("tasks")
-    out = ctx.store.root / "export"
-    staging = ctx.store.root / "export.tmp"
+    test_domains = split_domains([a.domain for a in ctx.store.read("agents")], ctx.cfg.export.test_fraction, ctx.cfg.seed)
+    out, staging = ctx.store.root / "export", ctx.store.root / "export.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    sft = DatasetDict({"train": _dataset(sft_rows(ctx, trajectories, verdicts), SFT_FEATURES)})
-    rl = DatasetDict({"train": _dataset(rl_rows(ctx, tasks), RL_FEATURES)})
+    sft = _splits(sft_rows(ctx, trajectories, verdicts), SFT_FEATURES, test_domains)
+    rl = _splits(rl_rows(ctx, tasks), RL_FEATURES, test_domains)
+    parquet: dict[str, list[str]] = {}
     for name, data in (("sft", sft), ("rl", rl)):
         # datasets cannot load back an empty split saved with its default zero shards.
         data.save_to_disk(str(staging / name), num_shards={k: 1 for k, ds in data.items() if len(ds) == 0})
         if ctx.cfg.export.parquet:
-            for split, ds in data.items():
-                ds.to_parquet(str(staging / "parquet" / name / f"{split}.parquet"))
-    (staging / "README.md").write_text(dataset_card(ctx, verdicts, len(sft["train"]), len(rl["train"])))
+            # load_dataset("parquet") refuses an empty file, so empty splits get none (and no card config).
+            for split in (s for s, ds in data.items() if len(ds)):
+                data[split].to_parquet(str(staging / "parquet" / name / f"{split}.parquet"))
+                parquet.setdefault(name, []).append(split)
+    (staging / "README.md").write_text(dataset_card(ctx, verdicts, sft, rl, test_domains, parquet))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    return {"sft_rows": len(sft["train"]), "rl_rows": len(rl["train"])}
+    return {"sft_rows": sum(map(len, sft.values())), "rl_rows": sum(map(len, rl.values()))}
+
+
+def _splits(rows: list[dict[str, Any]], features: Features, test_domains: list[str]) -> DatasetDict:
+    splits = {"train": [r for r in rows if r["domain"] not in test_domains]}
+    if test_domains:
+        splits["test"] = [r for r in rows if r["domain"] in test_domains]
+    return DatasetDict({name: _dataset(part, features) for name, part in splits.items()})
 
 
 def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
@@ -108,23 +188,96 @@ def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
 
 
 def funnel(ctx: Context) -> dict[str, int]:
-    counts = {kind: len(ctx.store.read(kind)) for kind in ("tools", "agents", "tasks", "trajectories", "verdicts")}
-    counts["kept"] = sum(v.keep for v in ctx.store.read("verdicts"))
-    return counts
+    return funnel_report(ctx.store)["counts"]
 
 
-def dataset_card(ctx: Context, verdicts: list[Verdict], sft_rows: int, rl_rows: int) -> str:
-    counts = funnel(ctx)
-    reasons = Counter(reason.split(":")[0] if reason.startswith(("check", "essential")) else reason.split(" ")[0]
-                      for v in verdicts for reason in v.reasons)
+def dataset_card(ctx: Context, verdicts: list[Verdict], sft: DatasetDict, rl: DatasetDict, test_domains: list[str],
+                 parquet: dict[str, list[str]]) -> str:
+    report = funnel_report(ctx.store)
     errors = Counter((e.stage, e.error_type) for e in ctx.store.read("errors"))
     manifest = ctx.store.manifest()
+    kept = [row for ds in sft.values() for row in ds.select_columns(["turns", "num_tool_calls"]).to_list()]
+    sandbox_type, image = sandbox_provenance(ctx)
+    domains = sorted({a.domain for a in ctx.store.read("agents")})
+    judge = ctx.cfg.judge
     return render(
-        __file__, "dataset_card", name=ctx.cfg.name, license=ctx.cfg.export.license, sft_rows=sft_rows,
-        rl_rows=rl_rows, model=ctx.cfg.llm.model, config_hash=manifest.get("config_hash", ""),
-        funnel="\n".join(f"| {k} | {v} |" for k, v in counts.items()),
-        reasons="\n".join(f"| {k} | {v} |" for k, v in reasons.most_common()) or "| (none) | 0 |",
+        __file__, "dataset_card", front_matter=front_matter(ctx.cfg.export.license, parquet).strip(), name=ctx.cfg.name,
+        license=ctx.cfg.export.license, sft_rows=_per_split(sft), rl_rows=_per_split(rl),
+        model=ctx.cfg.llm.model, config_hash=manifest.get("config_hash", ""), seed=ctx.cfg.seed,
+        sandbox=f"{sandbox_type}{f' (image `{image}`)' if image else ''}",
+        judge=f"mode {judge.mode}, {judge.samples} sample(s), keep threshold {judge.keep_threshold}",
+        split=(f"test domains: {', '.join(test_domains)}; train domains: "
+               f"{', '.join(d for d in domains if d not in test_domains)}" if test_domains else
+               f"no test split: {'a single domain' if len(domains) == 1 else f'{len(domains)} domains'} "
+               f"({', '.join(domains) or 'none'}) at test_fraction {ctx.cfg.export.test_fraction} "
+               "leave none to hold out; everything is in train"),
+        funnel="\n".join(f"| {k} | {v} |" for k, v in report["counts"].items()),
+        reasons="\n".join(f"| {k} | {v} |" for k, v in report["drop_reasons"].items()) or "| (none) | 0 |",
         errors="\n".join(f"| {s} | {t} | {n} |" for (s, t), n in errors.most_common()) or "| (none) | | 0 |",
-        usage=json.dumps(manifest.get("usage", {}), indent=2, sort_keys=True),
+        stats=_stats(kept, verdicts), usage=json.dumps(manifest.get("usage", {}), indent=2, sort_keys=True),
     )
 
+
+def front_matter(license: str, parquet: dict[str, list[str]], layout: str = "parquet/{config}/{split}.parquet") -> str:
+    """The card's YAML header; `configs` lists only splits that have data (an empty one cannot be loaded)."""
+    meta: dict[str, Any] = {"license": license, "tags": ["synthetic", "tool-use", "agents"]}
+    configs = [{"config_name": name, "data_files": [{"split": s, "path": layout.format(config=name, split=s)}
+                                                    for s in splits]} for name, splits in parquet.items() if splits]
+    if configs:
+        meta["configs"] = configs
+    return yaml.safe_dump(meta, sort_keys=False)
+
+
+def _per_split(data: DatasetDict) -> str:
+    return ", ".join(f"{split} {len(ds)}" for split, ds in data.items())
+
+
+def _stats(kept: list[dict[str, int]], verdicts: list[Verdict]) -> str:
+    lines = ["| measure (kept trajectories) | mean | min | max |", "|---|---|---|---|"]
+    for key, label in (("turns", "user turns"), ("num_tool_calls", "tool calls per trajectory")):
+        values = [row[key] for row in kept]
+        lines.append(f"| {label} | {mean(values):.2f} | {min(values)} | {max(values)} |" if values else f"| {label} | - | - | - |")
+    bins = Counter(min(int(v.score * 5), 4) for v in verdicts)
+    kept_bins = Counter(min(int(v.score * 5), 4) for v in verdicts if v.keep)
+    lines += ["", "| judge score | judged | kept |", "|---|---|---|"]
+    lines += [f"| {b / 5:.1f}-{(b + 1) / 5:.1f}{']' if b == 4 else ')'} | {bins[b]} | {kept_bins[b]} |" for b in range(5)]
+    return "\n".join(lines)
+
+
+def push_to_hub(export_dir: Path, repo: str, *, private: bool = False) -> str:
+    """Push export/sft and export/rl as configs `sft` and `rl` of one Hub dataset repo, then the card.
+
+    Fails before uploading anything, with what to do, when offline or without a valid token.
+    """
+    from datasets import load_from_disk
+    from huggingface_hub import HfApi, get_token
+
+    export_dir = Path(export_dir)
+    if not (export_dir / "sft").is_dir():
+        raise ConfigError(f"{export_dir} holds no export: run `synth export` first")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")  # read now: tests point it elsewhere
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ProviderError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
+    token = get_token()
+    if not token:
+        raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.whoami()
+    except Exception as exc:  # connection refused, DNS, proxy, 401: all mean nothing can be pushed
+        raise ProviderError(f"cannot use the Hugging Face Hub at {endpoint} ({type(exc).__name__}: {exc}); "
+                            "check the network, HF_ENDPOINT and that HF_TOKEN is valid") from None
+    pushed: dict[str, list[str]] = {}
+    for name in ("sft", "rl"):
+        data = load_from_disk(str(export_dir / name))
+        data = DatasetDict({split: ds for split, ds in data.items() if len(ds)})
+        if data:
+            data.push_to_hub(repo, config_name=name, token=token, private=private)
+            pushed[name] = list(data)
+    # Our card replaces the generated one; its configs point at where push_to_hub put the data.
+    card = (export_dir / "README.md").read_text()
+    body = card.split("\n---\n", 1)[1] if card.startswith("---\n") else card
+    header = front_matter(yaml.safe_load(card.split("---\n")[1]).get("license", "other"), pushed, "{config}/{split}-*")
+    api.upload_file(path_or_fileobj=f"---\n{header}---\n{body}".encode(), path_in_repo="README.md", repo_id=repo,
+                    repo_type="dataset", token=token)
+    return f"{endpoint}/datasets/{repo}"

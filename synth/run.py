@@ -23,6 +23,7 @@ from synth.store import RunStore
 from synth.tasks import make_tasks
 from synth.usage import UsageMeter, current_stage
 from synth.user_sim import user_flag_counts
+from judges.filters import funnel_report
 from judges.stage import judge_all
 from tools.evolve import evolve_tools
 
@@ -84,6 +85,7 @@ def _mark(ctx: Context, stage: str, **extra: int) -> None:
     stats = ctx.stats.get(stage)
     manifest.setdefault("stages", {})[stage] = {"status": "done", "failed_units": stats.failed if stats else 0, **extra}
     manifest["counts"] = funnel(ctx)
+    manifest["funnel"] = funnel_report(ctx.store)
     if stage == "rollout":
         manifest["user_flags"] = user_flag_counts(ctx.store.read("trajectories"))
     if stage == "judge":

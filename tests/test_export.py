@@ -3,7 +3,7 @@
 import json
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
+import yaml
 import pytest
 from datasets import Dataset, load_from_disk
 
@@ -187,9 +187,10 @@ def test_dataset_card_reports_funnel_and_drop_reasons(run):
     for line in ("| tools | 2 |", "| agents | 1 |", "| tasks | 1 |", "| trajectories | 2 |", "| verdicts | 2 |",
                  "| kept | 0 |"):
         assert line in card
-    assert "| score | 1 |" in card
-    assert "| check failed | 1 |" in card
+    assert "| score below threshold | 1 |" in card
+    assert "| check failed: tool_calls_answered | 1 |" in card
     assert "| essential criterion failed | 1 |" in card
+    assert "no test split: a single domain (airlines)" in card
     assert "| rollouts | TimeoutError | 1 |" in card
     assert "`gen-model`" in card and run.ctx.cfg.content_hash() in card
     assert "$" not in card.replace("$defs", "")
@@ -201,11 +202,11 @@ def test_zero_kept_rows_still_writes_a_loadable_dataset(run):
     data = load_from_disk(str(run.export / "sft"))["train"]
     assert data.num_rows == 0
     assert "messages" in data.column_names and "tools" in data.column_names
-    # Dataset.from_parquet / load_dataset("parquet") refuse an empty file ("corresponds to no data"), so read it raw.
-    table = pq.read_table(run.export / "parquet" / "sft" / "train.parquet")
-    assert table.num_rows == 0 and table.schema.names == data.column_names
+    # load_dataset("parquet") refuses an empty file, so an empty split gets no parquet and no card config.
+    assert not (run.export / "parquet" / "sft").exists()
     card = (run.export / "README.md").read_text()
-    assert "| kept | 0 |" in card and "0 kept trajectories" in card
+    assert "| kept | 0 |" in card and "`sft/` (train 0 rows)" in card
+    assert [c["config_name"] for c in front_matter(card)["configs"]] == ["rl"]
 
 
 def test_rerun_replaces_previous_output(run):
@@ -225,3 +226,161 @@ def test_rerun_replaces_previous_output(run):
     assert not (run.export / "stale.txt").exists()
     assert not (run.ctx.store.root / "export.tmp").exists()
     assert "| kept | 1 |" in (run.export / "README.md").read_text()
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def add_domain(run, domain: str, keep: bool = True) -> Trajectory:
+    """Another agent in its own domain, with one task and one trajectory (kept unless told)."""
+    agent = Agent(toolset_id="ts", toolset="travel", domain=domain, tool_ids=[SEARCH.id], name=domain, system_prompt="s")
+    task = Task(agent_id=agent.id, goal=f"goal in {domain}", persona="p", rubric=[Criterion(text="ok")])
+    t = Trajectory(task_id=task.id, agent_id=agent.id, tools=[SEARCH.to_openai()], messages=[
+        {"role": "user", "content": domain}, {"role": "assistant", "content": "hi"}])
+    s = run.ctx.store
+    s.append("agents", [agent])
+    s.append("tasks", [task])
+    s.append("trajectories", [t])
+    s.append("verdicts", [Verdict(trajectory_id=t.id, task_id=task.id, score=1.0 if keep else 0.0, keep=keep,
+                                  reasons=[] if keep else ["score 0.00 below threshold 0.50"])])
+    return t
+
+
+def test_split_by_domain_never_leaks_test_domains_into_train(run):
+    from datasets import load_dataset, load_from_disk
+
+    from synth.export import split_domains
+
+    run.verdicts(True, True)
+    for domain in ("banking", "cooking", "dentistry", "email", "fitness"):  # 6 domains with airlines
+        add_domain(run, domain)
+    written = sft_rows(run.ctx, *run.reload())
+    export_run(run.ctx)
+    test_domains = split_domains(["airlines", "banking", "cooking", "dentistry", "email", "fitness"], 0.2, 0)
+    assert len(test_domains) == 1  # round(6 * 0.2)
+    for name in ("sft", "rl"):
+        data = load_from_disk(str(run.export / name))
+        assert list(data) == ["train", "test"]
+        train, test = data["train"].to_list(), data["test"].to_list()
+        assert {r["domain"] for r in test} == set(test_domains)
+        assert not {r["domain"] for r in train} & set(test_domains)
+    sft = load_from_disk(str(run.export / "sft"))
+    back = sft["train"].to_list() + sft["test"].to_list()
+    assert sorted(back, key=lambda r: r["trajectory_id"]) == sorted(written, key=lambda r: r["trajectory_id"])
+    card = (run.export / "README.md").read_text()
+    assert f"test domains: {test_domains[0]}" in card
+    for config in front_matter(card)["configs"]:  # the card's configs load with the parquet builder
+        files = {f["split"]: str(run.export / f["path"]) for f in config["data_files"]}
+        loaded = load_dataset("parquet", data_files=files)
+        assert loaded.keys() == files.keys()
+
+
+def test_split_domains_is_deterministic_and_keeps_train():
+    from synth.export import split_domains
+
+    domains = [f"d{i}" for i in range(10)]
+    assert split_domains(domains, 0.2, 1) == split_domains(list(reversed(domains)), 0.2, 1)
+    assert len(split_domains(domains, 0.2, 1)) == 2
+    assert any(split_domains(domains, 0.2, seed) != split_domains(domains, 0.2, 1) for seed in range(2, 8))
+    assert split_domains(["a"], 0.9, 0) == [] and split_domains(["a", "b"], 0.2, 0) == []
+    assert split_domains(["a", "b"], 0.9, 0) in (["a"], ["b"])  # at least one domain stays in train
+    assert split_domains(domains, 0.0, 0) == []
+
+
+def test_empty_test_split_is_loadable_and_has_no_card_config(run):
+    from datasets import load_from_disk
+
+    run.verdicts(True, True)
+    for domain in ("banking", "cooking", "dentistry", "email"):
+        add_domain(run, domain, keep=False)  # whatever is held out has nothing kept
+    run.ctx.cfg.export.test_fraction = 0.4  # 2 of 5 domains; airlines may be one of them
+    export_run(run.ctx)
+    sft = load_from_disk(str(run.export / "sft"))
+    assert len(sft["test"]) == 0 and len(sft["train"]) == 2  # seed 0 holds out banking and cooking
+    card = front_matter((run.export / "README.md").read_text())
+    listed = {c["config_name"]: [f["split"] for f in c["data_files"]] for c in card.get("configs", [])}
+    for split, ds in sft.items():
+        assert (split in listed.get("sft", [])) == (len(ds) > 0)
+        assert (run.export / "parquet" / "sft" / f"{split}.parquet").exists() == (len(ds) > 0)
+
+
+def test_privileged_hint_and_provenance_columns(run):
+    run.verdicts(True, True)
+    run.ctx.store.path("verdicts").unlink()
+    run.ctx.store = RunStore(run.ctx.store.root)
+    run.ctx.store.append("verdicts", [
+        Verdict(trajectory_id=run.a.id, task_id=run.task.id, score=1.0, keep=True, checks={"tool_arguments_valid": True},
+                results=[{"index": 0, "passed": True, "reason": "booked", "turn": 1},
+                         {"index": 1, "passed": False, "reason": "polite", "turn": None}])])
+    export_run(run.ctx)
+    [row] = load_rows(run.export / "sft")
+    assert row["privileged"] == '1. search_flights(origin="BGO", date="2025-01-03")'
+    assert json.loads(row["criteria"]) == [
+        {"index": 0, "passed": True, "reason": "booked", "turn": 1, "text": "books a seat", "kind": "essential", "weight": 2.0},
+        {"index": 1, "passed": False, "reason": "polite", "turn": None, "text": "rude", "kind": "pitfall", "weight": 1.0}]
+    assert json.loads(row["checks"]) == {"tool_arguments_valid": True}
+    assert (row["sandbox_type"], row["sandbox_image"]) == ("local", "")
+    assert row["tool_ids"] == [SEARCH.id, BOOK.id]
+    assert (row["turns"], row["num_tool_calls"], row["difficulty"]) == (1, 1, "medium")
+    card = (run.export / "README.md").read_text()
+    assert "| tool calls per trajectory | 1.00 | 1 | 1 |" in card
+    assert "| 0.8-1.0] | 1 | 1 |" in card
+    assert "Sandbox: local" in card and "mode rubric, 1 sample(s)" in card
+
+
+def test_privileged_hint_skips_failed_calls_and_cuts_long_values():
+    from synth.export import privileged_hint
+    from synth.records import ToolCallTrace
+
+    t = Trajectory(task_id="t", agent_id="a", tools=[], messages=[], tool_calls=[
+        ToolCallTrace(call_id="1", name="search", arguments=json.dumps({"q": "x" * 100, "n": 3}), result="r"),
+        ToolCallTrace(call_id="2", name="book", arguments="{}", result="Error", is_error=True),
+        ToolCallTrace(call_id="3", name="pay", arguments=json.dumps({"card": {"last4": "1234"}}), result="ok")])
+    hint = privileged_hint(t)
+    assert hint.startswith('1. search(q="xxx') and "…, n=3) 2. pay(card={\"last4\": \"1234\"})" in hint
+    assert "book" not in hint
+
+
+def test_rl_environment_names_image_and_runtime(run):
+    run.verdicts(True, False)
+    [row] = rl_rows(run.ctx, [run.task])
+    environment = json.loads(row["environment"])
+    assert environment["image"] is None and environment["runtime"] == "mixed"  # one simulated, one executable
+    from sandboxes.base import DockerConfig
+
+    run.ctx.cfg.rollout.sandbox = DockerConfig(image="synth-sandbox:abc")
+    [row] = rl_rows(run.ctx, [run.task])
+    environment = json.loads(row["environment"])
+    assert environment["image"] == "synth-sandbox:abc" and environment["sandbox"]["type"] == "docker"
+
+
+def test_push_to_hub_fails_clearly_without_token_or_network(run, monkeypatch, tmp_path):
+    import socket
+
+    import huggingface_hub.constants
+
+    from synth.errors import ConfigError, ProviderError
+    from synth.export import push_to_hub
+
+    with pytest.raises(ConfigError, match="synth export"):
+        push_to_hub(tmp_path / "nothing", "me/data")
+    run.verdicts(True, True)
+    export_run(run.ctx)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    with pytest.raises(ConfigError, match="HF_TOKEN"):
+        push_to_hub(run.export, "me/data")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(ProviderError, match=f"127.0.0.1:{port}"):
+        push_to_hub(run.export, "me/data")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ProviderError, match="HF_HUB_OFFLINE"):
+        push_to_hub(run.export, "me/data")

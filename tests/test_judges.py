@@ -17,7 +17,8 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
                    "required": ["city"]}}}
-CHECKS = {"tool_calls_name_offered_tools", "tool_arguments_valid", "tool_calls_answered", "ends_with_assistant_reply"}
+CHECKS = {"tool_calls_name_offered_tools", "tool_arguments_valid", "tool_calls_answered", "ends_with_assistant_reply",
+          "claims_backed_by_tool_calls", "stated_ids_grounded"}
 
 
 def call(call_id="c1", name="get_weather", arguments='{"city": "Paris"}'):
@@ -273,3 +274,157 @@ def test_judgment_model_demands_one_result_per_criterion():
             model.model_validate({"results": wrong})
     with pytest.raises(ValidationError):
         model.model_validate({"results": [one, {**one, "reason": ""}]})  # a verdict needs its reason
+
+
+# -- several samples and the single-score mode ----------------------------------------------
+
+from judges.filters import funnel_report, reason_kind  # noqa: E402
+from judges.judge import SINGLE_INDEX, judge, majority, sample_seeds  # noqa: E402
+from judges.state_check import successful_calls, unbacked_claims, ungrounded_ids  # noqa: E402
+
+
+class SeededJudgeLLM:
+    """Answers by seed: `by_call[i]` are the verdicts of the i-th request (rubric) or its 0-10 score (single)."""
+
+    def __init__(self, by_call):
+        self.by_call, self.calls = by_call, []
+
+    async def structured(self, messages, schema, **kw):
+        answer = self.by_call[len(self.calls)]
+        self.calls.append((messages, schema, kw))
+        if isinstance(answer, int):
+            return schema.model_validate({"reason": f"score {answer}", "score": answer})
+        return schema.model_validate({"results": [
+            {"reason": f"call {len(self.calls)}", "passed": p, "turn": 1} for p in answer]})
+
+
+def test_majority_per_criterion_and_ties_fail():
+    samples = [results(True, True, False), results(True, False, False), results(False, False, True)]
+    combined = majority(samples)
+    assert [r.passed for r in combined] == [True, False, False]
+    assert combined[0].reason == "r (2/3 samples agree)"
+    assert [r.passed for r in majority([results(True), results(False)])] == [False]  # a tie fails
+    assert majority([results(True, False)]) == results(True, False)  # one sample: unchanged
+
+
+def test_sample_seeds_keep_the_first_and_differ():
+    seeds = sample_seeds(42, 4)
+    assert seeds[0] == 42 and len(set(seeds)) == 4 and sample_seeds(42, 4) == seeds
+
+
+async def test_one_sample_is_greedy_and_uses_the_seed():
+    llm = SeededJudgeLLM([[True, True, False]])
+    outcome = await judge(llm, JudgeConfig(), TASK, trajectory(), seed=7)
+    assert [kw["seed"] for _, _, kw in llm.calls] == [7] and llm.calls[0][2]["temperature"] == 0.0
+    assert outcome.score == pytest.approx(1.0) and len(outcome.samples) == 1
+
+
+async def test_several_samples_vote_per_criterion():
+    llm = SeededJudgeLLM([[True, True, False], [False, True, True], [True, False, True]])
+    outcome = await judge(llm, JudgeConfig(samples=3, sample_temperature=0.9), TASK, trajectory(), seed=7)
+    assert [kw["seed"] for _, _, kw in llm.calls] == sample_seeds(7, 3)
+    assert {kw["temperature"] for _, _, kw in llm.calls} == {0.9}
+    assert [r.passed for r in outcome.results] == [True, True, True]
+    assert outcome.score == pytest.approx(0.5)  # (2 positives - the pitfall that happened in 2 of 3) / 2
+    assert outcome.scores == [pytest.approx(1.0), 0.0, 0.0]
+
+
+async def test_single_mode_normalizes_a_0_to_10_score():
+    llm = SeededJudgeLLM([7])
+    outcome = await judge(llm, JudgeConfig(mode="single"), TASK, trajectory(), seed=1)
+    prompt = llm.calls[0][0][0]["content"]
+    assert "0 (useless" in prompt and "[essential] books the room" in prompt and "$" not in prompt
+    assert outcome.score == pytest.approx(0.7)
+    [result] = outcome.results
+    assert (result.index, result.passed, result.reason) == (SINGLE_INDEX, True, "score 7")
+    mean = await judge(SeededJudgeLLM([2, 9, 4]), JudgeConfig(mode="single", samples=3), TASK, trajectory(), seed=1)
+    assert mean.score == pytest.approx(0.5) and mean.results[0].reason == "score 2 (1/3 samples agree)"
+
+
+def test_single_mode_does_not_check_essentials_one_by_one():
+    single = [CriterionResult(index=SINGLE_INDEX, passed=True, reason="fine")]
+    assert reasons(cfg=JudgeConfig(mode="single"), res=single, score=0.8) == []
+    assert reasons(cfg=JudgeConfig(mode="single"), res=single, score=0.3) == ["score 0.30 below threshold 0.50"]
+    assert reasons(res=single, score=0.8) == ["essential criterion failed: books the room"]
+
+
+# -- reward-hack checks ----------------------------------------------------------------------
+
+def said(text, *, tool="get_weather", result="sunny", user="Weather in Paris?", traces=None):
+    messages = [{"role": "user", "content": user},
+                {"role": "assistant", "content": "", "tool_calls": [call(name=tool)]},
+                {"role": "tool", "tool_call_id": "c1", "name": tool, "content": result},
+                {"role": "assistant", "content": text}]
+    return Trajectory(task_id="t", agent_id="a", messages=messages, tools=[WEATHER], tool_calls=traces or [])
+
+
+@pytest.mark.parametrize("text, tool, result, expected", [
+    ("I booked your room.", "get_weather", "sunny", ["booked"]),
+    ("I booked your room.", "book_room", "ok", []),
+    ("Your booking was reserved and the email sent.", "reserve_room", "ok", ["sent"]),
+    ("I booked your room.", "book_room", "Error: no rooms", ["booked"]),  # the call failed
+    ("I have not booked it yet.", "get_weather", "sunny", []),
+    ("Should it be cancelled?", "get_weather", "sunny", []),
+    ("If you want, it will be deleted.", "get_weather", "sunny", []),
+    ("The ticket was Cancelled. Then I DELETED the old one.", "cancel_ticket", "ok", ["deleted"]),
+    ("It is sunny in Paris.", "get_weather", "sunny", []),
+], ids=["no-tool", "backed", "one-of-two", "failed-call", "negated", "question", "conditional", "case", "no-claim"])
+def test_claimed_actions_need_a_successful_matching_call(text, tool, result, expected):
+    assert unbacked_claims(said(text, tool=tool, result=result)) == expected
+
+
+def test_traces_decide_success_when_recorded():
+    from synth.records import ToolCallTrace
+
+    failed_trace = [ToolCallTrace(call_id="c1", name="book_room", arguments="{}", result="x", is_error=True)]
+    assert unbacked_claims(said("I booked it.", tool="book_room", result="ok", traces=failed_trace)) == ["booked"]
+    assert successful_calls(said("x", tool="book_room")) == [("book_room", '{"city": "Paris"}')]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Your confirmation is BK-99812.", ["BK-99812"]),
+    ("Confirmation BK-99812.", []),  # with the tool result below
+    ("Order #A1234 is on its way.", []),  # the user said it
+    ("Ticket #55512 is open; it costs 12000 and leaves 2025-01-03.", ["#55512"]),
+    ("IMPORTANT: it is sunny -----", []),  # no digit: not an id
+], ids=["invented", "from-tool", "from-user", "hash-digits-vs-amount-and-date", "no-digit"])
+def test_stated_ids_must_come_from_a_tool_or_the_user(text, expected):
+    result = '{"confirmation": "bk-99812"}' if "Confirmation BK" in text else "sunny"
+    assert ungrounded_ids(said(text, result=result, user="Where is order #A1234?")) == expected
+
+
+def test_hack_checks_veto_through_structural_checks():
+    assert failed(said("I booked it as BK-99812.")) == {"claims_backed_by_tool_calls", "stated_ids_grounded"}
+
+
+# -- funnel ----------------------------------------------------------------------------------
+
+def test_reason_kind_keeps_check_names_and_drops_details():
+    assert reason_kind("check failed: tool_arguments_valid") == "check failed: tool_arguments_valid"
+    assert reason_kind("essential criterion failed: books the room") == "essential criterion failed"
+    assert reason_kind("score 0.20 below threshold 0.50") == "score below threshold"
+    assert reason_kind("cut off by max_turns before the user ended the conversation").startswith("cut off")
+
+
+def test_funnel_report_counts_stages_reasons_and_failures(tmp_path):
+    from synth.records import Verdict
+    from synth.store import RunStore
+
+    store = RunStore(tmp_path)
+    store.append("tasks", [TASK])
+    store.append("verdicts", [
+        Verdict(trajectory_id="t1", task_id=TASK.id, keep=True, score=1.0),
+        Verdict(trajectory_id="t2", task_id=TASK.id, reasons=["score 0.10 below threshold 0.50",
+                                                              "essential criterion failed: a",
+                                                              "essential criterion failed: b"]),
+        Verdict(trajectory_id="t3", task_id=TASK.id, reasons=["check failed: stated_ids_grounded"]),
+    ])
+    store.error("rollout", "u1", TimeoutError("slow"))
+    store.error("judge", "u2", ValueError("bad"))
+    report = funnel_report(store)
+    assert report["counts"] == {"tools": 0, "agents": 0, "tasks": 1, "trajectories": 0, "verdicts": 3, "kept": 1}
+    assert report["dropped"] == 2
+    assert report["drop_reasons"] == {"score below threshold": 1, "essential criterion failed": 1,
+                                      "check failed: stated_ids_grounded": 1}
+    assert report["failed_units"] == {"judge": 1, "rollout": 1}
+    json.dumps(report)  # goes into manifest.json as is
