@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from synth.config import RunConfig, load_config
-from synth.errors import ConfigError, SynthError
+from synth.cli_support import console, exit_on_errors, run_config
+from synth.config import RunConfig
 from judges.cli import app as judges_app
 from tools.cli import import_cmd, stats_cmd
 
@@ -28,9 +27,6 @@ tools_app = typer.Typer(
 )
 app.add_typer(tools_app, name="tools")
 app.add_typer(judges_app, name="judges")
-console = Console(stderr=True)
-
-DEFAULT_CONFIG = Path("examples/quickstart.yaml")
 ConfigArg = Annotated[
     Optional[Path],
     typer.Argument(help="Run config (YAML). Default: examples/quickstart.yaml when it exists, else built-in defaults."),
@@ -38,12 +34,6 @@ ConfigArg = Annotated[
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name (directory under runs_dir); overrides the config.")]
 RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Parent directory of run directories.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars: plain logs for batch jobs.")]
-
-
-def _config(path: Optional[Path], name: Optional[str], runs_dir: Optional[str]) -> RunConfig:
-    if path is None and DEFAULT_CONFIG.is_file():
-        path = DEFAULT_CONFIG
-    return load_config(path, {"name": name, "runs_dir": runs_dir})
 
 
 def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool, need_llm: bool = True) -> None:
@@ -54,34 +44,17 @@ def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool, need_l
             await run_stages(ctx, stages, export=export)
             console.print(summary_table(ctx))
 
-    try:
+    with exit_on_errors(resume_hint=f"rerun the same command to resume {cfg.run_dir}"):
         asyncio.run(main())
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except SynthError as exc:
-        console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/yellow]: rerun the same command to resume {cfg.run_dir}")
-        raise typer.Exit(130) from None
 
 
 def _stage_command(stage: str, help_text: str):
     def command(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None,
                 quiet: QuietOpt = False) -> None:
-        _run(_checked(config, name, runs_dir), [stage], export=False, quiet=quiet)
+        _run(run_config(config, name, runs_dir), [stage], export=False, quiet=quiet)
 
     command.__doc__ = help_text
     return command
-
-
-def _checked(config: Optional[Path], name: Optional[str], runs_dir: Optional[str]) -> RunConfig:
-    try:
-        return _config(config, name, runs_dir)
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -93,7 +66,7 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     """
     from synth.run import STAGES
 
-    _run(_checked(config, name, runs_dir), list(STAGES), export=True, quiet=quiet)
+    _run(run_config(config, name, runs_dir), list(STAGES), export=True, quiet=quiet)
 
 
 tools_app.command("evolve")(_stage_command(
@@ -118,16 +91,13 @@ def export(
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
 ) -> None:
     """Export kept trajectories (SFT, train/test split by domain) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
-    cfg = _checked(config, name, runs_dir)
+    cfg = run_config(config, name, runs_dir)
     _run(cfg, [], export=True, quiet=quiet, need_llm=False)
     if push_to_hub:
         from synth.export import push_to_hub as push
 
-        try:
+        with exit_on_errors():
             console.print(f"pushed {push(cfg.run_dir / 'export', push_to_hub, private=private)}")
-        except SynthError as exc:
-            console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-            raise typer.Exit(1) from None
 
 
 @app.command()
@@ -138,11 +108,8 @@ def serve(
     """Serve the embedded model as an OpenAI-compatible endpoint until Ctrl-C."""
     from synth.local_llm import EmbeddedConfig, serve_forever
 
-    try:
+    with exit_on_errors():
         serve_forever(EmbeddedConfig(model_file=str(model_file) if model_file else None, port=port))
-    except SynthError as exc:
-        console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":

@@ -7,15 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from synth.config import load_config
-from synth.errors import ConfigError, SynthError
+from synth.cli_support import console, exit_on_errors, run_config
 
 app = typer.Typer(help="Judge tooling: calibrate the LLM judge against verifiable checks.", no_args_is_help=True)
-console = Console(stderr=True)
-DEFAULT_CONFIG = Path("examples/quickstart.yaml")
 
 
 @app.callback()
@@ -41,17 +37,9 @@ def calibrate(
         async with open_run(cfg, quiet=quiet, console=console) as ctx:
             return await run_calibration(ctx, k=k, limit=limit), ctx.store.root / "calibration.json"
 
-    try:
-        if config is None and DEFAULT_CONFIG.is_file():
-            config = DEFAULT_CONFIG
-        cfg = load_config(config, {"name": name, "runs_dir": runs_dir})
+    cfg = run_config(config, name, runs_dir)
+    with exit_on_errors():
         report, path = asyncio.run(main())
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except SynthError as exc:
-        console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-        raise typer.Exit(1) from None
     if not quiet:
         console.print(report_table(report))
     console.print(f"saved {path}")
