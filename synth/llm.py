@@ -320,7 +320,12 @@ def _parse(raw: str, finish_reason: str | None, schema: type[T]) -> T:
     if finish_reason == "length":
         raise _BadReply("the reply was cut off at max_tokens (finish_reason 'length'): the JSON is incomplete")
     try:
-        return schema.model_validate_json(_json_text(raw))
+        # strict=False: small models put raw newlines inside strings; the content is still usable.
+        data = json.loads(_json_text(raw), strict=False)
+    except json.JSONDecodeError as err:
+        raise _BadReply(f"invalid JSON: {err}") from None
+    try:
+        return schema.model_validate(data)
     except ValidationError as err:
         raise _BadReply(_describe(err)) from None
 

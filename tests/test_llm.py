@@ -220,7 +220,7 @@ async def test_repair_round_fixes_a_malformed_reply():
         assert await llm.structured(USER, Answer) == Answer(name="ok", n=1)
     repair = fake.requests[1]["messages"]
     assert repair[-2] == {"role": "assistant", "content": '{"name": "ok", "n": '}
-    assert repair[-1]["role"] == "user" and "Invalid JSON" in repair[-1]["content"]
+    assert repair[-1]["role"] == "user" and "invalid JSON" in repair[-1]["content"]
 
 
 async def test_repair_message_names_the_invalid_field():
