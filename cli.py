@@ -12,6 +12,7 @@ import typer
 from synth.cli_support import console, exit_on_errors, run_config
 from synth.config import RunConfig
 from judges.cli import app as judges_app
+from sandboxes.cli import app as sandboxes_app
 from tools.cli import import_cmd, stats_cmd
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ tools_app = typer.Typer(
 )
 app.add_typer(tools_app, name="tools")
 app.add_typer(judges_app, name="judges")
+app.add_typer(sandboxes_app, name="sandboxes")
 ConfigArg = Annotated[
     Optional[Path],
     typer.Argument(help="Run config (YAML). Default: examples/quickstart.yaml when it exists, else built-in defaults."),

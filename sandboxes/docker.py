@@ -1,0 +1,298 @@
+"""The docker backend: one locked-down container per episode, from the locally built image.
+
+The container idles on `sleep infinity` under docker-init; every exec and spawned process joins it, so
+files and processes persist for the episode and vanish with the container. exec goes through the SDK
+(no CLI start-up per call); spawn uses `docker exec -i`, whose stdio is the pipe MCP speaks over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import posixpath
+import shlex
+import socket
+import threading
+import time
+import uuid
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+import docker.errors
+import requests
+from docker.utils.socket import consume_socket_output, frames_iter
+
+from sandboxes.base import DockerConfig, ExecResult
+from synth.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+WORKSPACE = "/workspace"
+_OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps; the rest is drained and dropped
+_FILE_LIMIT = 1 << 30  # read_file: whole files (the workspace tmpfs is far smaller anyway)
+_OUTER_SLACK_S = 15.0  # beyond the in-container timeout (+2 s kill grace): only a stuck engine gets here
+# exec_start blocks a thread for the whole command: the default executor (cpus + 4 threads) would
+# serialize concurrent episodes behind a few slow commands.
+_POOL = ThreadPoolExecutor(max_workers=128, thread_name_prefix="synth-docker")
+_client: docker.DockerClient | None = None
+_client_lock = threading.Lock()
+_start_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {limit: Semaphore}
+
+
+def client() -> docker.DockerClient:
+    """One shared SDK client (it is thread-safe; a large pool so concurrent execs don't queue)."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            try:
+                c = docker.from_env(timeout=None, max_pool_size=128)  # exec duration is bounded in-container
+                c.ping()
+            except docker.errors.DockerException as e:
+                msg = f"Docker Engine unreachable ({e}); start `dockerd` or point DOCKER_HOST at a running engine"
+                raise SandboxError(msg) from e
+            _client = c
+    return _client
+
+
+async def _run(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args))
+
+
+def _start_slot(limit: int) -> asyncio.Semaphore:
+    """Bounds concurrent container starts; one semaphore per event loop (it cannot cross loops)."""
+    slots = _start_slots.setdefault(asyncio.get_running_loop(), {})
+    return slots.setdefault(limit, asyncio.Semaphore(limit))
+
+
+def remove_container(ref: str) -> None:
+    """Force-remove a container with its anonymous volumes; already gone is fine."""
+    try:
+        client().api.remove_container(ref, force=True, v=True)
+    except docker.errors.APIError as e:
+        if e.status_code not in (404, 409):  # gone, or a removal is already in progress
+            raise
+
+
+class DockerPipe:
+    """stdin/stdout of `docker exec -i`; stderr is drained into a bounded tail for error messages."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, argv: list[str]):
+        self._proc, self._argv, self._stderr, self._closed = proc, argv, bytearray(), False
+        self._drain = asyncio.create_task(self._drain_stderr())
+
+    async def _drain_stderr(self) -> None:
+        while chunk := await self._proc.stderr.read(65536):
+            self._stderr += chunk
+            del self._stderr[: -(1 << 16)]  # keep the tail only
+
+    async def read(self, n: int = -1) -> bytes:
+        return await self._proc.stdout.read(n)
+
+    async def readline(self) -> bytes:
+        return await self._proc.stdout.readline()
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self._proc.stdin.write(data)
+            await self._proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise SandboxError(f"`{shlex.join(self._argv)}` no longer reads its stdin (exited?)") from e
+
+    async def close(self) -> None:
+        """EOF ends a well-behaved server; else the CLI is killed (the container's removal ends the rest)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._proc.returncode is None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 2.0)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                await self._proc.wait()
+        await asyncio.wait([self._drain], timeout=1.0)
+
+    def stderr_tail(self, limit: int = 4000) -> str:
+        return self._stderr[-limit:].decode(errors="replace")
+
+
+class DockerSandbox:
+    def __init__(self, cfg: DockerConfig, labels: dict[str, str]):
+        self.cfg = cfg
+        self.id = uuid.uuid4().hex[:12]
+        self.name = f"synth-{self.id}"  # known before creation, so stop() can remove a half-started one
+        self.workspace = WORKSPACE
+        self.labels = {"synth.run": "adhoc", "synth.episode": self.id, **labels, "synth.managed": "1"}
+        self._cid: str | None = None
+        self._starting: asyncio.Task | None = None
+        self._pipes: list[DockerPipe] = []
+        self._stopped = False
+
+    async def start(self) -> None:
+        if self._stopped:
+            raise SandboxError(f"sandbox {self.name} was stopped; provision a new one")
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start())
+        await asyncio.shield(self._starting)  # a cancelled caller must not orphan a half-made container
+
+    async def _start(self) -> None:
+        from sandboxes.image.build import image_tag
+
+        image = self.cfg.image or image_tag()
+        async with _start_slot(self.cfg.start_concurrency):
+            self._cid = await _run(self._create, image)
+
+    def _create(self, image: str) -> str:
+        uid, _, gid = self.cfg.user.partition(":")
+        owner, mb = f"uid={uid},gid={gid or uid}", self.cfg.memory_mb
+        try:
+            container = client().containers.create(
+                image, ["sleep", "infinity"], name=self.name, labels=self.labels, user=self.cfg.user,
+                working_dir=WORKSPACE, environment=self.cfg.env, network_mode="none", read_only=True,
+                tmpfs={
+                    WORKSPACE: f"rw,exec,nosuid,nodev,size={self.cfg.workspace_mb}m,{owner},mode=0755",
+                    "/home/sandbox": f"rw,nosuid,nodev,size=64m,{owner},mode=0700",
+                    "/tmp": "rw,nosuid,nodev,size=64m,mode=1777",
+                },
+                mem_limit=f"{mb}m", memswap_limit=f"{mb}m", pids_limit=self.cfg.pids_limit,
+                nano_cpus=int(self.cfg.cpus * 1e9), init=True, cap_drop=["ALL"],
+                security_opt=["no-new-privileges"], detach=True,
+            )  # fmt: skip
+        except docker.errors.ImageNotFound as e:
+            msg = f"sandbox image {image} not found: build it with `synth sandboxes build-image` (no registry is used)"
+            raise SandboxError(msg) from e
+        except docker.errors.APIError as e:
+            raise SandboxError(f"cannot create container {self.name} from {image}: {e.explanation or e}") from e
+        try:
+            container.start()
+        except docker.errors.APIError as e:
+            remove_container(container.id)
+            raise SandboxError(f"cannot start container {self.name}: {e.explanation or e}") from e
+        return container.id
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._starting is not None:
+            await asyncio.wait([self._starting])  # its container must exist before it can be removed
+        try:
+            await _run(remove_container, self.name)
+        except Exception as e:  # never raise from cleanup; `synth sandboxes gc` finds what is left
+            log.warning("could not remove container %s: %s", self.name, e)
+        for pipe in self._pipes:  # after the removal their processes are gone, so this is quick
+            await pipe.close()
+
+    def _container(self) -> str:
+        if self._cid is None or self._stopped:
+            raise SandboxError(f"sandbox {self.name} is not running (not started, or stopped)")
+        return self._cid
+
+    def _dead(self) -> SandboxError | None:
+        """A SandboxError describing the container if it is no longer running."""
+        try:
+            state = client().api.inspect_container(self._cid)["State"]
+        except docker.errors.NotFound:
+            return SandboxError(f"container {self.name} is gone (removed from outside?)")
+        if state.get("Running"):
+            return None
+        return SandboxError(
+            f"container {self.name} is not running: status {state.get('Status')}, exit code "
+            f"{state.get('ExitCode')}, OOMKilled={state.get('OOMKilled')} {state.get('Error') or ''}".rstrip()
+        )
+
+    async def exec(self, argv: list[str], timeout: float = 60.0) -> ExecResult:
+        timeout = min(timeout, self.cfg.exec_timeout_s)
+        cid = self._container()
+        start = time.monotonic()
+        # docker exec has no timeout of its own: `timeout` enforces it inside the container and,
+        # without --foreground, kills the command's whole process group (forks included).
+        wrapped = ["timeout", "-k", "2", f"{timeout:g}", *argv]
+        try:
+            code, out, err = await asyncio.wait_for(_run(self._exec, cid, wrapped, None), timeout + _OUTER_SLACK_S)
+        except asyncio.TimeoutError:
+            raise SandboxError(f"exec in {self.name} still running {timeout + _OUTER_SLACK_S:g}s on: engine stuck?")
+        elapsed = time.monotonic() - start
+        # 124: timeout fired; 137 after the deadline: it fired and the command needed the KILL.
+        timed_out = code == 124 or (code == 137 and elapsed >= timeout)
+        if code == 137 and not timed_out:
+            if dead := await _run(self._dead):
+                raise dead
+            err += f"\n[killed by SIGKILL before the timeout: out of memory? limit {self.cfg.memory_mb} MB]".encode()
+        return ExecResult(
+            exit_code=code, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
+            timed_out=timed_out, duration_s=elapsed,
+        )  # fmt: skip
+
+    def _exec(self, cid: str, cmd: list[str], stdin: bytes | None, limit=_OUTPUT_LIMIT) -> tuple[int, bytes, bytes]:
+        """Blocking: run cmd in the container, feeding stdin if given; (exit code, stdout, stderr)."""
+        api = client().api
+        try:
+            exec_id = api.exec_create(cid, cmd, user=self.cfg.user, workdir=WORKSPACE, stdin=stdin is not None)["Id"]
+            if stdin is None:
+                out, err = _capped(api.exec_start(exec_id, stream=True, demux=True), limit)
+            else:
+                sock = api.exec_start(exec_id, socket=True)
+                raw = getattr(sock, "_sock", sock)
+                try:
+                    raw.sendall(stdin)
+                    raw.shutdown(socket.SHUT_WR)  # EOF on the command's stdin
+                    out, err = consume_socket_output(frames_iter(sock, tty=False), demux=True)
+                finally:
+                    sock.close()
+            code = api.exec_inspect(exec_id)["ExitCode"]
+        except docker.errors.APIError as e:
+            raise self._dead() or SandboxError(f"exec in {self.name} failed: {e.explanation or e}") from e
+        except (docker.errors.DockerException, requests.RequestException) as e:  # the engine went away
+            raise SandboxError(f"exec in {self.name} failed, is `dockerd` still running? {e}") from e
+        if code is None:  # the exec never finished: the container died under it
+            raise self._dead() or SandboxError(f"exec in {self.name} ended without an exit code")
+        return code, out or b"", err or b""
+
+    async def spawn(self, argv: list[str]) -> DockerPipe:
+        cid = self._container()  # the container's env (cfg.env included) is inherited by exec'd processes
+        proc = await asyncio.create_subprocess_exec(
+            "docker", "exec", "-i", "-u", self.cfg.user, "-w", WORKSPACE, cid, *argv,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            limit=1 << 24,  # readline() limit: one MCP message can be large
+        )  # fmt: skip
+        pipe = DockerPipe(proc, argv)
+        self._pipes.append(pipe)
+        return pipe
+
+    def _resolve(self, path: str) -> str:
+        full = posixpath.normpath(posixpath.join(WORKSPACE, path))  # an absolute path replaces the join
+        if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
+            raise SandboxError(f"path {path!r} resolves to {full!r}, outside the workspace {WORKSPACE}")
+        return full
+
+    async def read_file(self, path: str) -> bytes:
+        # Via exec, not get_archive: the archive API does not see tmpfs mounts (tried).
+        cmd = ["cat", "--", self._resolve(path)]
+        code, out, err = await _run(self._exec, self._container(), cmd, None, _FILE_LIMIT)
+        if code != 0:
+            raise SandboxError(f"cannot read {path!r} in {self.name}: {err.decode(errors='replace').strip()}")
+        return out
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+        cmd = ["sh", "-c", script, "sh", self._resolve(path)]
+        code, _, err = await _run(self._exec, self._container(), cmd, data)
+        if code != 0:
+            raise SandboxError(f"cannot write {path!r} in {self.name}: {err.decode(errors='replace').strip()}")
+
+
+def _capped(frames, limit: int) -> tuple[bytes, bytes]:
+    """Collect demuxed (stdout, stderr) frames, keeping at most `limit` bytes of each."""
+    out, err = bytearray(), bytearray()
+    for o, e in frames:
+        if o and len(out) < limit:
+            out += o[: limit - len(out)]
+        if e and len(err) < limit:
+            err += e[: limit - len(err)]
+    return bytes(out), bytes(err)
