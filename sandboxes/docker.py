@@ -12,7 +12,6 @@ import contextlib
 import functools
 import logging
 import posixpath
-import shlex
 import socket
 import threading
 import time
@@ -26,6 +25,7 @@ import requests
 from docker.utils.socket import consume_socket_output, frames_iter
 
 from sandboxes.base import DockerConfig, ExecResult
+from sandboxes.pipe import SubprocessPipe
 from synth.errors import SandboxError
 
 log = logging.getLogger(__name__)
@@ -76,30 +76,18 @@ def remove_container(ref: str) -> None:
             raise
 
 
-class DockerPipe:
+class DockerPipe(SubprocessPipe):
     """stdin/stdout of `docker exec -i`; stderr is drained into a bounded tail for error messages."""
 
     def __init__(self, proc: asyncio.subprocess.Process, argv: list[str]):
-        self._proc, self._argv, self._stderr, self._closed = proc, argv, bytearray(), False
+        super().__init__(proc, argv)
+        self._stderr = bytearray()
         self._drain = asyncio.create_task(self._drain_stderr())
 
     async def _drain_stderr(self) -> None:
         while chunk := await self._proc.stderr.read(65536):
             self._stderr += chunk
             del self._stderr[: -(1 << 16)]  # keep the tail only
-
-    async def read(self, n: int = -1) -> bytes:
-        return await self._proc.stdout.read(n)
-
-    async def readline(self) -> bytes:
-        return await self._proc.stdout.readline()
-
-    async def write(self, data: bytes) -> None:
-        try:
-            self._proc.stdin.write(data)
-            await self._proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError) as e:
-            raise SandboxError(f"`{shlex.join(self._argv)}` no longer reads its stdin (exited?)") from e
 
     async def close(self) -> None:
         """EOF ends a well-behaved server; else the CLI is killed (the container's removal ends the rest)."""

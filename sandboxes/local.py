@@ -11,7 +11,6 @@ import asyncio
 import functools
 import logging
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -24,6 +23,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from sandboxes.base import ExecResult, LocalConfig
+from sandboxes.pipe import SubprocessPipe
 from synth.errors import SandboxError
 
 log = logging.getLogger(__name__)
@@ -102,24 +102,12 @@ async def _drain(stream: asyncio.StreamReader, buf: bytearray) -> None:
             buf += chunk[: _OUTPUT_LIMIT - len(buf)]
 
 
-class ProcessPipe:
+class ProcessPipe(SubprocessPipe):
     """stdin/stdout of a child; its stderr goes to a file, so the child never blocks on it."""
 
     def __init__(self, proc: Process, argv: list[str], stderr_path: str):
-        self._proc, self._argv, self._stderr_path, self._closed = proc, argv, stderr_path, False
-
-    async def read(self, n: int = -1) -> bytes:
-        return await self._proc.stdout.read(n)
-
-    async def readline(self) -> bytes:
-        return await self._proc.stdout.readline()
-
-    async def write(self, data: bytes) -> None:
-        try:
-            self._proc.stdin.write(data)
-            await self._proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError) as e:
-            raise SandboxError(f"`{shlex.join(self._argv)}` no longer reads its stdin (exited?)") from e
+        super().__init__(proc, argv)
+        self._stderr_path = stderr_path
 
     async def close(self) -> None:
         """Close stdin and give the child a moment to exit; then SIGTERM, then SIGKILL."""
