@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import shutil
@@ -151,6 +152,8 @@ class LocalSandbox:
         ws = os.path.join(base, "ws")
         os.mkdir(ws)
         os.mkdir(os.path.join(base, "logs"))
+        # Outside the workspace, so tools cannot forge it; lets a later run find what a kill -9 left.
+        Path(base, "labels.json").write_text(json.dumps(self.labels))
         path = f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin"
         self._env = {"PATH": path, "HOME": ws, "LANG": "C.UTF-8", **self.cfg.env}
         try:
@@ -159,6 +162,17 @@ class LocalSandbox:
             shutil.rmtree(base, ignore_errors=True)
             raise
         self._dir, self.workspace = base, ws
+
+    @staticmethod
+    def remove_leftovers(run: str, root: str | None = None) -> int:
+        """Remove workspaces of `run` that a killed process left behind; the caller holds the run's lock."""
+        removed = 0
+        for labels_file in Path(root or tempfile.gettempdir()).glob("synth-local-*/labels.json"):
+            with suppress(OSError, ValueError):
+                if json.loads(labels_file.read_text()).get("synth.run") == run:
+                    shutil.rmtree(labels_file.parent)
+                    removed += 1
+        return removed
 
     def _limits(self) -> list[str]:
         limits = [f"--as={self.cfg.memory_mb << 20}"] if self.cfg.memory_mb else []

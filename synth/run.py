@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections import Counter
@@ -27,6 +29,7 @@ from judges.filters import funnel_report
 from judges.stage import judge_all
 from tools.evolve import evolve_tools
 
+log = logging.getLogger(__name__)
 Stage = Callable[[Context], Awaitable[StageStats]]
 STAGES: dict[str, Stage] = {
     "tools": evolve_tools,
@@ -46,6 +49,7 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
     store.open(dump_config(cfg), cfg.content_hash())
     meter = UsageMeter()
     started = time.monotonic()
+    await asyncio.to_thread(remove_leftover_sandboxes, cfg)
     async with AsyncExitStack() as stack:
         stack.callback(store.close)
         base_url = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL") or ("unused" if not need_llm else None)
@@ -61,6 +65,23 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
             yield ctx
         finally:
             _save_usage(ctx, time.monotonic() - started)
+
+
+def remove_leftover_sandboxes(cfg: RunConfig) -> int:
+    """Sandboxes of this run that a killed earlier invocation left behind (this process holds the run's lock)."""
+    sandbox = cfg.rollout.sandbox
+    if sandbox.type == "local":
+        from sandboxes.local import LocalSandbox
+
+        return LocalSandbox.remove_leftovers(cfg.name, sandbox.root)
+    if sandbox.type == "docker":
+        from sandboxes.gc import remove_leftovers
+
+        try:
+            return remove_leftovers(cfg.name)
+        except Exception as exc:  # an unreachable engine fails the episodes later, with a clear error
+            log.warning("could not look for leftover containers: %s", exc)
+    return 0
 
 
 async def run_stages(ctx: Context, names: list[str], *, export: bool = True) -> None:

@@ -52,7 +52,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
             "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
             "tasks": {"per_agent": 3, "rubric_items": 2},
             "rollout": {"samples_per_task": 2, "max_turns": 3, "max_tool_steps": 2, "concurrency": 2,
-                        "sandbox": {"type": "local", "isolation": "none"}},
+                        "sandbox": {"type": "local", "isolation": "none", "root": str(tmp_path / "sandboxes")}},
         }))
         run_dir = tmp_path / "runs" / "killed"
         argv = [sys.executable, str(REPO / "cli.py"), "run", str(config), "--quiet"]
@@ -64,6 +64,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
         assert first.poll() is None, f"the run ended before it could be killed: {first.stderr.read().decode()}"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+        left_behind = list((tmp_path / "sandboxes").glob("synth-local-*"))
         finished_calls = {p.stem for p in (run_dir / "cache").glob("*/*.json")}
         sent_before = len(log.read_text().splitlines())
         done_before = {t["id"] for t in jsonl(run_dir / "trajectories.jsonl")}
@@ -85,6 +86,8 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
                   if cache.key(body) in finished_calls]
         assert resent == [], "an LLM call answered before the kill was sent again"
         assert len(log.read_text().splitlines()) > sent_before, "the rerun did the remaining work"
+        assert left_behind, "the kill left the in-flight episodes' workspaces behind"
+        assert not list((tmp_path / "sandboxes").glob("synth-local-*")), "the rerun removed them"
     finally:
         server.kill()
         server.wait()
