@@ -96,9 +96,7 @@ class _Episode:
         """Agent steps until it answers in text; after max_tool_steps it must answer without tools."""
         for step in range(self.ctx.cfg.rollout.max_tool_steps + 1):
             offer = self.tools if step < self.ctx.cfg.rollout.max_tool_steps else None
-            reply = await self.ctx.llm.chat(self.messages, tools=offer, seed=self.seed + len(self.messages))
-            count_usage(self.usage, reply, "agent_calls")
-            message = self._assistant_message(reply.message)
+            message = await self._agent_step(offer)
             self.messages.append(message)
             if not message.get("tool_calls"):
                 return
@@ -112,6 +110,17 @@ class _Episode:
             for tool_message, trace in results:  # type: ignore[misc]
                 self.messages.append(tool_message)
                 self.traces.append(trace)
+
+    async def _agent_step(self, offer: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """One agent reply. An empty one (no text, no call: small models do this when offered tools)
+        is asked again once without tools, so the conversation gets an answer it can go on from."""
+        for tools in (offer, None) if offer else (None,):
+            reply = await self.ctx.llm.chat(self.messages, tools=tools, seed=self.seed + len(self.messages))
+            count_usage(self.usage, reply, "agent_calls")
+            message = self._assistant_message(reply.message)
+            if message["content"].strip() or message.get("tool_calls"):
+                break
+        return message
 
     def _assistant_message(self, raw: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": raw.get("content") or ""}

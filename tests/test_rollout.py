@@ -219,3 +219,34 @@ def test_pass_report_per_task_and_mean():
     json.dumps(report)  # goes into manifest.json as is
     assert pass_report([], []) == {"tasks_judged": 0, "unjudged_trajectories": 0, "k": [],
                                    "mean": {"pass@k": {}, "pass^k": {}}, "tasks": {}}
+
+
+async def test_an_empty_agent_reply_is_asked_again_without_tools(tmp_path):
+    """Small models sometimes answer a tool-offering request with nothing; the episode must go on."""
+    from synth.run import STAGES, open_run, run_stages
+    from synth.config import RunConfig
+    from synth.user_sim import STOP
+    from tests.fake_openai import FakeOpenAI
+
+    def is_agent(body):
+        first = body["messages"][0]
+        return first["role"] == "system" and "You can use tools" in str(first.get("content"))
+
+    def handler(body):
+        if is_agent(body) and body.get("tools"):
+            return {"content": "", "finish_reason": "stop"}
+        return None
+
+    async with FakeOpenAI(stop_marker=STOP, handler=handler) as fake:
+        cfg = RunConfig.model_validate({
+            "name": "empty", "runs_dir": str(tmp_path), "llm": {"base_url": fake.base_url, "model": "fake"},
+            "tools": {"categories": 1}, "tasks": {"per_agent": 1},
+            "rollout": {"max_turns": 1, "sandbox": {"type": "local", "isolation": "none"}},
+        })
+        async with open_run(cfg, quiet=True) as ctx:
+            await run_stages(ctx, list(STAGES), export=False)
+        agent_requests = [b for b in fake.requests if is_agent(b)]
+    trajectory = json.loads((cfg.run_dir / "trajectories.jsonl").read_text().splitlines()[0])
+    replies = [m for m in trajectory["messages"] if m["role"] == "assistant"]
+    assert replies and all(m["content"].strip() for m in replies)
+    assert [bool(b.get("tools")) for b in agent_requests[:2]] == [True, False]
