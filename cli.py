@@ -35,14 +35,19 @@ ConfigArg = Annotated[
 ]
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name (directory under runs_dir); overrides the config.")]
 RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Parent directory of run directories.")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="I/N",
+    help="Run shard I (0-based) of N: only rollouts whose unit id hashes to I (judging follows). "
+    "Give each shard its own --name; combine them with `synth merge`.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars: plain logs for batch jobs.")]
 
 
-def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool, need_llm: bool = True) -> None:
+def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool, need_llm: bool = True,
+         shard: tuple[int, int] | None = None) -> None:
     from synth.run import open_run, run_stages, summary_table
 
     async def main() -> None:
-        async with open_run(cfg, quiet=quiet, console=console, need_llm=need_llm) as ctx:
+        async with open_run(cfg, quiet=quiet, console=console, need_llm=need_llm, shard=shard) as ctx:
             await run_stages(ctx, stages, export=export)
             console.print(summary_table(ctx))
 
@@ -60,15 +65,34 @@ def _stage_command(stage: str, help_text: str):
 
 
 @app.command()
-def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False) -> None:
+def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
+        shard: ShardOpt = None) -> None:
     """Run every stage (tools, agents, tasks, rollout, judge) and export the datasets.
 
     With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
     starts and stops with the run. A killed run resumes when the same command is run again.
+    A shard (--shard) does not export: merge the shards, then export the merged run.
     """
     from synth.run import STAGES
+    from synth.shard import parse_shard
 
-    _run(run_config(config, name, runs_dir), list(STAGES), export=True, quiet=quiet)
+    with exit_on_errors():
+        parsed = parse_shard(shard) if shard else None
+    _run(run_config(config, name, runs_dir), list(STAGES), export=not parsed, quiet=quiet, shard=parsed)
+
+
+@app.command("merge")
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Shard run directories (made by synth run --shard I/N).")],
+    into: Annotated[Path, typer.Option("--into", help="The merged run directory to create (must not exist or be empty).")],
+) -> None:
+    """Merge shard run directories into one (no duplicate, no missing id); then `synth export --name` it."""
+    from synth.shard import merge_runs
+
+    with exit_on_errors():
+        merged = merge_runs(sources, into)
+    console.print(f"merged {len(sources)} shard(s) into {into}: "
+                  + ", ".join(f"{kind} {count}" for kind, count in merged["records"].items()))
 
 
 tools_app.command("evolve")(_stage_command(

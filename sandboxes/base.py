@@ -115,7 +115,41 @@ class DockerConfig(_Strict):
     start_concurrency: int = Field(4, gt=0, description="Max containers being created/started at once per event loop.")
 
 
-SandboxConfig = Annotated[LocalConfig | DockerConfig, Field(discriminator="type")]
+class K8sConfig(_Strict):
+    """One locked-down Pod per episode on a Kubernetes cluster (apply deploy/k8s/ first)."""
+
+    type: Literal["k8s"] = "k8s"
+    namespace: str = Field("synth", description="Namespace of the sandbox Pods (deploy/k8s/namespace.yaml makes `synth`).")
+    image: str | None = Field(
+        None, description="Image reference the nodes can pull; None: the local build tag (push it to a registry the cluster reaches)."
+    )
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
+        "IfNotPresent", description="Pod imagePullPolicy; Never suits images preloaded on the nodes (kind load, k3s import)."
+    )
+    memory_mb: int = Field(512, gt=0, description="Memory request and limit of the Pod (emptyDir in memory counts too).")
+    cpus: float = Field(1.0, gt=0, description="CPU limit of the Pod in cores; the request is a quarter of it.")
+    workspace_mb: int = Field(256, gt=0, description="Size limit of the /workspace emptyDir (and 64 MiB for /tmp).")
+    exec_timeout_s: float = Field(
+        600.0, gt=0, description="Upper bound on any one exec's timeout; enforced inside the Pod with `timeout`."
+    )
+    active_deadline_s: int = Field(
+        3600, gt=0, description="activeDeadlineSeconds: the kubelet kills a Pod older than this even if stop() never ran."
+    )
+    ready_timeout_s: float = Field(
+        300.0, gt=0, description="How long a Pod may take to be scheduled, pull its image and run; then SandboxError."
+    )
+    create_concurrency: int = Field(8, gt=0, description="Max Pod creations (create + wait for Running) at once per event loop.")
+    kubeconfig: str | None = Field(None, description="kubeconfig file; None: $KUBECONFIG or ~/.kube/config (unless in_cluster).")
+    context: str | None = Field(None, description="kubeconfig context; None: its current-context.")
+    in_cluster: bool = Field(False, description="Use the Pod's service account (when synth itself runs in the cluster).")
+    service_account: str | None = Field(
+        None, description="serviceAccountName of sandbox Pods; None: the namespace default (its token is never mounted)."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for processes in the Pod.")
+    max_retries: int = Field(6, ge=0, description="Retries of an API call answered 429/5xx or not at all (backoff with jitter).")
+
+
+SandboxConfig = Annotated[LocalConfig | DockerConfig | K8sConfig, Field(discriminator="type")]
 
 
 @asynccontextmanager
@@ -139,4 +173,8 @@ def _backend(cfg: SandboxConfig, labels: dict[str, str]) -> Sandbox:
         from sandboxes.docker import DockerSandbox
 
         return DockerSandbox(cfg, labels)
+    if cfg.type == "k8s":
+        from sandboxes.k8s import K8sSandbox
+
+        return K8sSandbox(cfg, labels)
     raise AssertionError(f"unknown sandbox type {cfg.type!r}")

@@ -41,3 +41,15 @@ def remove_stale_images() -> int:
             except docker.errors.APIError:
                 pass  # a container still uses it
     return removed
+
+
+def remove_k8s_leftovers(cfg, run: str | None = None) -> int:
+    """Delete managed Pods (label synth.managed=1; of `run` only, when given) in cfg.namespace.
+
+    cfg is a K8sConfig. Blocking, with its own event loop: call it from a thread in async code.
+    """
+    import asyncio
+
+    from sandboxes.k8s import delete_pods
+
+    return asyncio.run(delete_pods(cfg, run))

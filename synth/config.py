@@ -48,7 +48,7 @@ class RolloutConfig(_Strict):
     tool_timeout_s: float = Field(60, gt=0, description="Limit of one tool call; a timed-out call is an error result the agent sees.")
     fault_rate: float = Field(0.0, ge=0, le=1, description="Probability that a valid tool call gets an injected, seeded fault.")
     concurrency: int = Field(4, ge=1, le=4096, description="Episodes running at once.")
-    sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local} or {type: docker}.")
+    sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local}, {type: docker} or {type: k8s} (a Pod per episode).")
 
 
 class JudgeConfig(_Strict):

@@ -49,6 +49,7 @@ class Context:
     meter: UsageMeter
     console: Console = field(default_factory=lambda: Console(stderr=True))
     quiet: bool = False
+    shard: tuple[int, int] | None = None  # (index, count) of `synth run --shard I/N`: rollouts split by unit id
     stats: dict[str, StageStats] = field(default_factory=dict)
 
     def seed_for(self, *parts: Any) -> int:

@@ -22,7 +22,11 @@ class Record(BaseModel):
 
     def model_post_init(self, _context: Any) -> None:
         if not self.id:
-            self.id = content_hash(self.model_dump(exclude={"id"}))
+            self.id = content_hash(self.identity())
+
+    def identity(self) -> Any:
+        """What the id hashes: the content, less what differs between two runs of the same work."""
+        return self.model_dump(exclude={"id"})
 
 
 class Agent(Record):
@@ -79,6 +83,11 @@ class Trajectory(Record):
     duration_s: float = 0.0
     user_flags: list[str] = Field(default_factory=list, description="User-simulator self-check flags (synth/user_sim.py).")
     usage: dict[str, int] = Field(default_factory=dict, description="LLM calls and tokens of this episode.")
+
+    def identity(self) -> Any:
+        # Timings and cache hits vary between runs; ids must not, so shards and reruns agree.
+        return self.model_dump(exclude={"id": True, "duration_s": True, "usage": True,
+                                        "tool_calls": {"__all__": {"latency_s"}}})
 
 
 class CriterionResult(BaseModel):

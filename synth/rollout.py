@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from sandboxes.base import provision
 from synth.hashing import content_hash
 from synth.pipeline import Context, StageStats, Unit, run_units
+from synth.shard import in_shard
 from synth.records import Agent, Task, ToolCallTrace, Trajectory, Verdict
 from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
 from tools.simulator import SimulatedToolset, ToolOutcome
@@ -39,6 +40,8 @@ async def make_rollouts(ctx: Context) -> StageStats:
         for task in ctx.store.read("tasks")
         for sample in range(ctx.cfg.rollout.samples_per_task)
     ]
+    if ctx.shard:  # only rollouts are split; tools, agents and tasks repeat identically in every shard
+        units = [u for u in units if in_shard(u.id, *ctx.shard)]
 
     async def work(unit: Unit[tuple[Task, int]]) -> list[Trajectory]:
         task, sample = unit.payload

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from synth.agents import make_agents
 from synth.config import RunConfig, dump_config
+from synth.errors import ConfigError
 from synth.export import export_run, funnel
 from synth.llm import LLM
 from synth.llm_cache import ResponseCache
@@ -42,11 +43,16 @@ STAGES: dict[str, Stage] = {
 
 @asynccontextmanager
 async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | None = None,
-                   need_llm: bool = True) -> AsyncIterator[Context]:
+                   need_llm: bool = True, shard: tuple[int, int] | None = None) -> AsyncIterator[Context]:
     """The run dir (locked), the LLM client (embedded server when no endpoint is set), usage saved on exit."""
     console = console or Console(stderr=True)
     store = RunStore(cfg.run_dir)
     store.open(dump_config(cfg), cfg.content_hash())
+    if shard:
+        label, previous = f"{shard[0]}/{shard[1]}", store.manifest().get("shard")
+        if previous and previous != label:
+            raise ConfigError(f"{store.root} is shard {previous}, not {label}; give this shard its own --name")
+        store.update_manifest(shard=label)
     meter = UsageMeter()
     started = time.monotonic()
     await asyncio.to_thread(remove_leftover_sandboxes, cfg)
@@ -60,7 +66,7 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
                 embedded_server(cfg.embedded, log_path=store.root / "embedded_server.log"))
         llm = LLM(cfg.llm, base_url=base_url, meter=meter, cache=ResponseCache(store.root / "cache"))
         stack.push_async_callback(llm.aclose)
-        ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, console=console, quiet=quiet)
+        ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, console=console, quiet=quiet, shard=shard)
         try:
             yield ctx
         finally:

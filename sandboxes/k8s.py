@@ -1,0 +1,258 @@
+"""The k8s backend: one locked-down Pod per episode, driven through the official `kubernetes` client.
+
+The Pod idles on `sleep infinity`; exec, spawn and file access all go through the Pod exec
+websocket, so files and processes persist for the episode and vanish with the Pod. The Docker
+backend's guarantees carry over (see k8s_api.pod_manifest); scale concerns live here: bounded
+concurrent creations, readiness with clear errors, 409 and throttling handled, deletion guaranteed.
+API plumbing: k8s_api.py; exec streams: k8s_exec.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import time
+import uuid
+import weakref
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from sandboxes import k8s_api as api
+from sandboxes.base import ExecResult, K8sConfig
+from sandboxes.k8s_exec import K8sPipe, collect, open_stream, stream_error
+from synth.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+WORKSPACE = api.WORKSPACE
+_OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps
+_FILE_LIMIT = 1 << 30
+_OUTER_SLACK_S = 15.0  # beyond the in-Pod timeout (+2 s kill grace): only a stuck stream gets here
+_NAME_ATTEMPTS = 3  # 409s in a row before giving up (a collision of random names is already rare)
+_create_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {limit: Semaphore}
+
+
+def _create_slot(limit: int) -> asyncio.Semaphore:
+    """Bounds concurrent Pod creations; one semaphore per event loop (it cannot cross loops)."""
+    return _create_slots.setdefault(asyncio.get_running_loop(), {}).setdefault(limit, asyncio.Semaphore(limit))
+
+
+class K8sSandbox:
+    def __init__(self, cfg: K8sConfig, labels: dict[str, str]):
+        self.cfg = cfg
+        self.id = uuid.uuid4().hex[:12]
+        self.name = f"synth-{self.id}"  # known before creation, so stop() can delete a half-made Pod
+        self.workspace = WORKSPACE
+        self.labels = {"synth.run": "adhoc", "synth.episode": self.id, **labels, "synth.managed": "1"}
+        self._ready = False
+        self._starting: asyncio.Task | None = None
+        self._pipes: list[K8sPipe] = []
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._stopped:
+            raise SandboxError(f"sandbox {self.name} was stopped; provision a new one")
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start())
+        await asyncio.shield(self._starting)  # a cancelled caller must not orphan a half-made Pod
+
+    async def _start(self) -> None:
+        from sandboxes.image.build import image_tag
+
+        image = self.cfg.image or image_tag()
+        async with _create_slot(self.cfg.create_concurrency):  # the slot covers scheduling + pull too
+            await self._create(image)
+            try:
+                await self._wait_ready(image)
+            except BaseException:
+                # A Pod that will never run still holds quota: free it now, not at stop().
+                await asyncio.shield(_quiet_delete(self.cfg, self.name))
+                raise
+        self._ready = True
+
+    async def _create(self, image: str) -> None:
+        core = api.core(self.cfg)
+        for _ in range(_NAME_ATTEMPTS):
+            body = api.pod_manifest(self.cfg, self.name, image, self.labels)
+            try:
+                await api.call(self.cfg, f"create {self.name}", core.create_namespaced_pod, self.cfg.namespace, body)
+                return
+            except ApiException as e:
+                if api.status_of(e) == 409:
+                    if await self._is_ours():  # an earlier attempt got through, its answer was lost
+                        return
+                    self.id = uuid.uuid4().hex[:12]
+                    self.name, self.labels["synth.episode"] = f"synth-{self.id}", self.id
+                    continue
+                raise self._create_error(e, image) from e
+        raise SandboxError(f"Pod names kept colliding in namespace {self.cfg.namespace} ({_NAME_ATTEMPTS} tries)")
+
+    async def _is_ours(self) -> bool:
+        try:
+            pod = await api.call(self.cfg, f"get {self.name}", api.core(self.cfg).read_namespaced_pod,
+                                 self.name, self.cfg.namespace)
+        except ApiException:
+            return False
+        return (pod.metadata.labels or {}).get("synth.episode") == self.id
+
+    def _create_error(self, e: ApiException, image: str) -> SandboxError:
+        status, why, ns = api.status_of(e), api.explain(e), self.cfg.namespace
+        if status == 403 and "exceeded quota" in (e.body or ""):
+            return SandboxError(f"ResourceQuota of namespace {ns} exceeded ({why}); lower rollout.concurrency "
+                                "or sandbox create_concurrency, or raise the quota")
+        if status == 403:
+            return SandboxError(f"not allowed to create Pods in {ns} ({why}); apply deploy/k8s/rbac.yaml")
+        if status == 404:
+            return SandboxError(f"namespace {ns} not found ({why}); apply deploy/k8s/namespace.yaml")
+        return SandboxError(f"cannot create Pod {self.name} from {image} in {ns}: {why}")
+
+    async def _wait_ready(self, image: str) -> None:
+        """Poll the Pod's status with a growing interval (a watch per Pod would hold a connection each)."""
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        interval, waiting = 0.05, "not looked at yet"
+        core = api.core(self.cfg)
+        while True:
+            try:
+                pod = await api.call(self.cfg, f"get {self.name}", core.read_namespaced_pod, self.name, self.cfg.namespace)
+            except ApiException as e:
+                raise SandboxError(f"Pod {self.name} vanished while starting ({api.explain(e)})") from e
+            ready, fatal, waiting = api.readiness(pod)
+            if ready:
+                return
+            if fatal:
+                raise SandboxError(f"Pod {self.name} (image {image}) cannot start: {fatal}")
+            if time.monotonic() + interval > deadline:
+                raise SandboxError(f"Pod {self.name} not running after {self.cfg.ready_timeout_s:g}s "
+                                   f"(ready_timeout_s); last seen: {waiting}")
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 2.0)
+
+    async def stop(self) -> None:
+        """Delete the Pod (idempotent, never raises: `synth sandboxes gc --backend k8s` finds leftovers,
+        and activeDeadlineSeconds ends them anyway)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._starting is not None:
+            await asyncio.wait([self._starting])  # its Pod must exist (or have failed) before deleting
+        for pipe in self._pipes:
+            try:
+                await pipe.close()
+            except Exception as e:
+                log.debug("closing a pipe of %s: %s", self.name, e)
+        if self._starting is not None:  # never started: nothing was created
+            await _quiet_delete(self.cfg, self.name)
+
+    # -- processes -------------------------------------------------------------------------
+    def _pod(self) -> str:
+        if not self._ready or self._stopped:
+            raise SandboxError(f"sandbox {self.name} is not running (not started, or stopped)")
+        return self.name
+
+    async def _dead(self) -> SandboxError | None:
+        """A SandboxError describing the Pod if it is no longer running."""
+        try:
+            pod = await api.call(self.cfg, f"get {self.name}", api.core(self.cfg).read_namespaced_pod,
+                                 self.name, self.cfg.namespace)
+        except ApiException as e:
+            return SandboxError(f"Pod {self.name} is gone ({api.explain(e)}; deleted from outside, or evicted)")
+        ready, fatal, waiting = api.readiness(pod)
+        return None if ready else SandboxError(f"Pod {self.name} is not running: {fatal or waiting}")
+
+    async def _run(self, argv: list[str], stdin: bytes | None, budget: float, limit: int) -> tuple[int, bytes, bytes]:
+        pod, conf = self._pod(), api.configuration(self.cfg)
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                ws = await api.run(open_stream, conf, self.cfg.namespace, pod, argv, stdin is not None)
+                break
+            except ApiException as e:
+                if api.status_of(e) != 429 or attempt == self.cfg.max_retries:
+                    raise (await self._dead()) or stream_error(e, pod) from e
+                await asyncio.sleep(api.retry_delay(e, attempt))
+        try:
+            code, out, err = await api.run(collect, ws, stdin, time.monotonic() + budget, limit)
+        except TimeoutError:
+            raise SandboxError(f"exec in {pod} still running after {budget:g}s: stream or kubelet stuck?") from None
+        if code is None:  # the stream ended without a status: the Pod (or its node) went away under it
+            raise (await self._dead()) or SandboxError(f"exec in {pod} ended without an exit status")
+        return code, out, err
+
+    async def exec(self, argv: list[str], timeout: float = 60.0) -> ExecResult:
+        timeout = min(timeout, self.cfg.exec_timeout_s)
+        start = time.monotonic()
+        # The exec API has no timeout: `timeout` enforces it inside the Pod and kills the process group.
+        wrapped = ["timeout", "-k", "2", f"{timeout:g}", *argv]
+        code, out, err = await self._run(wrapped, None, timeout + _OUTER_SLACK_S, _OUTPUT_LIMIT)
+        elapsed = time.monotonic() - start
+        timed_out = code == 124 or (code == 137 and elapsed >= timeout)
+        if code == 137 and not timed_out:
+            if dead := await self._dead():
+                raise dead
+            err += f"\n[killed by SIGKILL before the timeout: out of memory? limit {self.cfg.memory_mb} MiB]".encode()
+        return ExecResult(exit_code=code, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
+                          timed_out=timed_out, duration_s=elapsed)  # fmt: skip
+
+    async def spawn(self, argv: list[str]) -> K8sPipe:
+        pod = self._pod()
+        try:
+            ws = await api.run(open_stream, api.configuration(self.cfg), self.cfg.namespace, pod, argv, True)
+        except ApiException as e:
+            raise (await self._dead()) or stream_error(e, pod) from e
+        pipe = K8sPipe(ws, argv, asyncio.get_running_loop())
+        self._pipes.append(pipe)
+        return pipe
+
+    # -- files -----------------------------------------------------------------------------
+    def _resolve(self, path: str) -> str:
+        full = posixpath.normpath(posixpath.join(WORKSPACE, path))  # an absolute path replaces the join
+        if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
+            raise SandboxError(f"path {path!r} resolves to {full!r}, outside the workspace {WORKSPACE}")
+        return full
+
+    async def read_file(self, path: str) -> bytes:
+        code, out, err = await self._run(["cat", "--", self._resolve(path)], None, 300.0, _FILE_LIMIT)
+        if code != 0:
+            raise SandboxError(f"cannot read {path!r} in {self.name}: {err.decode(errors='replace').strip()}")
+        return out
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        # `head -c N` stops after the payload: the v4 exec protocol has no way to send stdin EOF.
+        script = 'mkdir -p -- "$(dirname -- "$1")" && head -c "$2" > "$1"'
+        cmd = ["sh", "-c", script, "sh", self._resolve(path), str(len(data))]
+        code, _, err = await self._run(cmd, data, 300.0, _OUTPUT_LIMIT)
+        if code != 0:
+            raise SandboxError(f"cannot write {path!r} in {self.name}: {err.decode(errors='replace').strip()}")
+
+
+async def delete_pod(cfg: K8sConfig, name: str) -> bool:
+    """Delete a Pod at once (grace 0); False when it was already gone."""
+    try:
+        await api.call(cfg, f"delete {name}", api.core(cfg).delete_namespaced_pod, name, cfg.namespace,
+                       grace_period_seconds=0, propagation_policy="Background")
+        return True
+    except ApiException as e:
+        if api.status_of(e) == 404:
+            return False
+        raise
+
+
+async def _quiet_delete(cfg: K8sConfig, name: str) -> None:
+    try:
+        await delete_pod(cfg, name)
+    except Exception as e:
+        log.warning("could not delete Pod %s/%s: %s", cfg.namespace, name, e)
+
+
+async def delete_pods(cfg: K8sConfig, run: str | None = None) -> int:
+    """Delete managed Pods (of `run` only, when given) in cfg.namespace; return how many."""
+    selector = "synth.managed=1" + (f",synth.run={run}" if run else "")
+    pods: k8s.V1PodList = await api.call(cfg, "list pods", api.core(cfg).list_namespaced_pod, cfg.namespace,
+                                         label_selector=selector)
+    results = await asyncio.gather(*(delete_pod(cfg, p.metadata.name) for p in pods.items), return_exceptions=True)
+    for r in results:
+        if isinstance(r, Exception):
+            log.warning("gc: %s", r)  # the next gc tries again
+    return sum(r is True for r in results)
