@@ -29,23 +29,33 @@ class DomainList(BaseModel):
     domains: list[Label] = Field(min_length=1, max_length=50)
 
 
+# String caps keep replies inside max_tokens: small models fill whatever room a string is given.
 class ParameterDraft(BaseModel):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
     type: Literal["string", "integer", "number", "boolean"]
-    description: Annotated[str, Field(max_length=120)]
+    description: Annotated[str, Field(max_length=80)]
     required: bool
 
 
 class ToolDraft(BaseModel):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{2,40}$")]
-    description: Annotated[str, Field(min_length=5, max_length=200)]
+    description: Annotated[str, Field(min_length=5, max_length=160)]
     parameters: list[ParameterDraft] = Field(min_length=1, max_length=4)
 
 
 class ToolsetDraft(BaseModel):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{2,40}$")]
-    state_model: Annotated[str, Field(max_length=300)]
+    state_model: Annotated[str, Field(max_length=200)]
     tools: list[ToolDraft] = Field(min_length=1, max_length=12)
+
+
+def toolset_model(count: int) -> type[ToolsetDraft]:
+    """The reply schema with room for exactly `count` tools, so the grammar stops the model there."""
+
+    class Toolset(ToolsetDraft):
+        tools: list[ToolDraft] = Field(min_length=1, max_length=count)
+
+    return Toolset
 
 
 class ToolsetPlan(BaseModel):
@@ -88,7 +98,8 @@ async def draft_toolset(ctx: Context, unit: Unit[ToolsetPlan]) -> list[ToolSpec]
     plan = unit.payload
     prompt = render(__file__, "toolset", domain=plan.domain, category=plan.category,
                     count=ctx.cfg.tools.tools_per_toolset, variant=plan.variant + 1)
-    draft = await ctx.llm.structured(_ask(prompt), ToolsetDraft, seed=ctx.seed_for("toolset", unit.id))
+    draft = await ctx.llm.structured(_ask(prompt), toolset_model(ctx.cfg.tools.tools_per_toolset),
+                                     seed=ctx.seed_for("toolset", unit.id))
     specs, seen = [], set()
     for tool in draft.tools[: ctx.cfg.tools.tools_per_toolset]:
         spec = to_spec(tool, draft, plan, unit.id)
