@@ -67,18 +67,19 @@ def _stage_command(stage: str, help_text: str):
 @app.command()
 def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
         shard: ShardOpt = None) -> None:
-    """Run every stage (tools, agents, tasks, rollout, judge) and export the datasets.
+    """Run every stage (tools, [implement], agents, tasks, rollout, judge) and export the datasets.
 
     With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
     starts and stops with the run. A killed run resumes when the same command is run again.
     A shard (--shard) does not export: merge the shards, then export the merged run.
     """
-    from synth.run import STAGES
+    from synth.run import pipeline_stages
     from synth.shard import parse_shard
 
     with exit_on_errors():
         parsed = parse_shard(shard) if shard else None
-    _run(run_config(config, name, runs_dir), list(STAGES), export=not parsed, quiet=quiet, shard=parsed)
+    cfg = run_config(config, name, runs_dir)
+    _run(cfg, pipeline_stages(cfg), export=not parsed, quiet=quiet, shard=parsed)
 
 
 @app.command("merge")
@@ -99,6 +100,9 @@ tools_app.command("evolve")(_stage_command(
     "tools", "Evolve categories -> domains -> toolsets of MCP tool specs into tools.jsonl; invalid schemas are dropped with their reason."))
 tools_app.command("import")(import_cmd)
 tools_app.command("stats")(stats_cmd)
+tools_app.command("implement")(_stage_command(
+    "implement", "Write + test (in a sandbox, with repair rounds) a Python implementation per synthetic toolset; "
+    "passing ones run as executable MCP tools in rollouts, the rest stay LLM-simulated."))
 app.command("agents")(_stage_command(
     "agents", "Write agents: a toolset from tools.jsonl and a fresh system prompt each, into agents.jsonl."))
 app.command("tasks")(_stage_command(

@@ -29,6 +29,9 @@ class ToolsConfig(_Strict):
     domains_per_category: int = Field(1, ge=1, le=50, description="Application domains per category.")
     toolsets_per_domain: int = Field(1, ge=1, le=20, description="Toolsets (a shared state model + tools) per domain.")
     tools_per_toolset: int = Field(3, ge=1, le=12, description="Tools per toolset.")
+    implement: bool = Field(False, description="`synth run` also runs `synth tools implement`: the LLM writes and "
+                            "tests (in a sandbox) a Python module per toolset; passing ones run for real in rollouts.")
+    implement_max_repairs: int = Field(2, ge=0, le=10, description="Repair rounds after a failing implementation.")
 
 
 class AgentsConfig(_Strict):

@@ -109,6 +109,20 @@ class Verdict(Record):
     reasons: list[str] = Field(default_factory=list, description="Why it was dropped (empty when kept).")
 
 
+class Implementation(Record):
+    toolset_id: str
+    toolset: str
+    domain: str = ""
+    tool_ids: list[str] = Field(description="The ToolSpec ids this module implements.")
+    module: str = Field("", description="The last module drafted (the passing one when passed).")
+    tests: str = ""
+    passed: bool = False
+    rounds: int = Field(0, description="Drafts tried: the first plus the repair rounds used.")
+    errors: list[str] = Field(default_factory=list, description="Why each failed round failed, in order.")
+    sandbox: str = Field("", description="The sandbox backend the tests ran in.")
+
+
+
 class ErrorRecord(Record):
     stage: str
     error_type: str
@@ -123,4 +137,5 @@ RECORD_FILES: dict[str, type[Record]] = {
     "trajectories": Trajectory,
     "verdicts": Verdict,
     "errors": ErrorRecord,
+    "implementations": Implementation,
 }

@@ -16,14 +16,17 @@ import json
 import time
 from collections import Counter
 from math import comb
-from typing import Any, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Iterable
 
-from sandboxes.base import provision
+from sandboxes.base import Sandbox, provision
 from synth.hashing import content_hash
 from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.shard import in_shard
-from synth.records import Agent, Task, ToolCallTrace, Trajectory, Verdict
+from synth.records import Agent, Implementation, Task, ToolCallTrace, Trajectory, Verdict
 from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
+from tools.executable import ExecutableToolset, ToolRuntime
+from tools.implement import passed_implementations
 from tools.simulator import SimulatedToolset, ToolOutcome
 from tools.spec import ToolSpec
 
@@ -35,6 +38,7 @@ USAGE_KEYS = ("agent_calls", "user_calls", "cached_calls", "prompt_tokens", "com
 async def make_rollouts(ctx: Context) -> StageStats:
     tools = {t.id: t for t in ctx.store.read("tools")}
     agents = {a.id: a for a in ctx.store.read("agents")}
+    implementations = passed_implementations(ctx)
     units = [
         Unit(content_hash([task.id, sample]), (task, sample))
         for task in ctx.store.read("tasks")
@@ -47,20 +51,20 @@ async def make_rollouts(ctx: Context) -> StageStats:
         task, sample = unit.payload
         agent = agents[task.agent_id]
         specs = [tools[i] for i in agent.tool_ids if i in tools]
-        return [await run_episode(ctx, unit.id, task, agent, specs, sample)]
+        return [await run_episode(ctx, unit.id, task, agent, specs, sample, implementations.get(agent.toolset_id))]
 
     return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)
 
 
 async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, specs: list[ToolSpec],
-                      sample: int) -> Trajectory:
+                      sample: int, impl: Implementation | None = None) -> Trajectory:
     cfg = ctx.cfg.rollout
     seed = ctx.seed_for("episode", task.id, sample)
     usage: Counter[str] = Counter({key: 0 for key in USAGE_KEYS})
     started = time.monotonic()
     async with asyncio.timeout(cfg.episode_timeout_s):
-        async with provision(cfg.sandbox, labels={"synth.run": ctx.cfg.name, "synth.episode": unit_id}) as sandbox:
-            runtime = SimulatedToolset(ctx.llm, specs, sandbox, seed=seed, fault_rate=cfg.fault_rate)
+        async with (provision(cfg.sandbox, labels={"synth.run": ctx.cfg.name, "synth.episode": unit_id}) as sandbox,
+                    tool_runtime(ctx, specs, sandbox, seed, impl) as runtime):
             await runtime.reset(task.initial_state)
             episode = _Episode(ctx, agent, specs, runtime, seed, usage)
             user = UserSimulator(ctx.llm, task, seed=seed, usage=usage)
@@ -85,10 +89,22 @@ async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, spec
     )
 
 
+@asynccontextmanager
+async def tool_runtime(ctx: Context, specs: list[ToolSpec], sandbox: Sandbox, seed: int,
+                       impl: Implementation | None) -> AsyncIterator[ToolRuntime]:
+    """The toolset's passing implementation served over MCP in the sandbox, else the LLM simulator."""
+    fault_rate = ctx.cfg.rollout.fault_rate
+    if impl is not None and {s.id for s in specs} <= set(impl.tool_ids):
+        async with ExecutableToolset(specs, sandbox, module=impl.module, seed=seed, fault_rate=fault_rate) as runtime:
+            yield runtime
+    else:
+        yield SimulatedToolset(ctx.llm, specs, sandbox, seed=seed, fault_rate=fault_rate)
+
+
 class _Episode:
     """The agent side of one episode: messages so far and the trace of tool calls."""
 
-    def __init__(self, ctx: Context, agent: Agent, specs: list[ToolSpec], runtime: SimulatedToolset, seed: int,
+    def __init__(self, ctx: Context, agent: Agent, specs: list[ToolSpec], runtime: ToolRuntime, seed: int,
                  usage: Counter[str]):
         self.ctx, self.runtime, self.seed, self.usage = ctx, runtime, seed, usage
         self.tools = [s.to_openai() for s in specs]

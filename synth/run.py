@@ -29,16 +29,23 @@ from synth.user_sim import user_flag_counts
 from judges.filters import funnel_report
 from judges.stage import judge_all
 from tools.evolve import evolve_tools
+from tools.implement import implement_tools
 
 log = logging.getLogger(__name__)
 Stage = Callable[[Context], Awaitable[StageStats]]
 STAGES: dict[str, Stage] = {
     "tools": evolve_tools,
+    "implement": lambda ctx: implement_tools(ctx, max_repairs=ctx.cfg.tools.implement_max_repairs),
     "agents": make_agents,
     "tasks": make_tasks,
     "rollout": make_rollouts,
     "judge": judge_all,
 }
+
+
+def pipeline_stages(cfg: RunConfig) -> list[str]:
+    """What `synth run` runs: every stage, `implement` only when the config asks for it (slow, optional)."""
+    return [name for name in STAGES if name != "implement" or cfg.tools.implement]
 
 
 @asynccontextmanager
