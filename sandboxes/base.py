@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from typing import Annotated, AsyncIterator, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, AsyncIterator, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # pool.py imports this module
+    from sandboxes.pool import WarmPool
 
 
 class ExecResult(BaseModel):
@@ -94,7 +97,9 @@ class LocalConfig(_Strict):
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for children; the host's environment is not inherited."
     )
-
+    pool_size: int = Field(
+        0, ge=0, description="Sandboxes kept started and reused across episodes (processes and writable dirs are "
+        "reset between them); 0: a fresh one per episode. Size it to rollout.concurrency.")
 
 class DockerConfig(_Strict):
     """One container per episode from the locally built sandbox image (no registry needed)."""
@@ -113,6 +118,9 @@ class DockerConfig(_Strict):
     user: str = Field("1000:1000", description="uid:gid every process in the container runs as (never root).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for processes in the container.")
     start_concurrency: int = Field(4, gt=0, description="Max containers being created/started at once per event loop.")
+    pool_size: int = Field(
+        0, ge=0, description="Sandboxes kept started and reused across episodes (processes and writable dirs are "
+        "reset between them); 0: a fresh one per episode. Size it to rollout.concurrency.")
 
 
 class K8sConfig(_Strict):
@@ -153,8 +161,13 @@ SandboxConfig = Annotated[LocalConfig | DockerConfig | K8sConfig, Field(discrimi
 
 
 @asynccontextmanager
-async def provision(cfg: SandboxConfig, *, labels: dict[str, str] | None = None) -> AsyncIterator[Sandbox]:
-    """Start a sandbox for one episode and stop it whatever happens."""
+async def provision(cfg: SandboxConfig, *, labels: dict[str, str] | None = None,
+                    pool: "WarmPool | None" = None) -> AsyncIterator[Sandbox]:
+    """Start a sandbox for one episode and stop it whatever happens; with a pool, borrow one (reset on return)."""
+    if pool is not None:
+        async with pool.acquire() as sandbox:
+            yield sandbox
+        return
     sandbox = _backend(cfg, labels or {})
     try:
         await sandbox.start()

@@ -76,7 +76,7 @@ class WarmPool:
         self.cfg, self.size, self.labels = cfg, size, dict(labels or {})
         self.acquire_timeout_s, self.reset_timeout_s = acquire_timeout_s, reset_timeout_s
         self.stats: Counter[str] = Counter()  # started, acquired, reset, replaced, start_failed
-        self._idle: asyncio.Queue[Sandbox] = asyncio.Queue()
+        self._idle: asyncio.Queue[Sandbox | None] = asyncio.Queue()  # None: the pool closed
         self._live: set[Sandbox] = set()  # every sandbox this pool owns: starting, idle, in use, resetting
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -85,7 +85,7 @@ class WarmPool:
     @property
     def idle(self) -> int:
         """Sandboxes ready to hand out now."""
-        return self._idle.qsize()
+        return 0 if self._closed else self._idle.qsize()
 
     async def __aenter__(self) -> WarmPool:
         """Start all `size` sandboxes (the backend bounds concurrent starts); fail only if none starts."""
@@ -129,6 +129,9 @@ class WarmPool:
                     f"no sandbox free within {self.acquire_timeout_s:g} s: all {self.size} sandboxes of the pool "
                     f"are in use or (re)starting{why}; raise the pool size or the acquire timeout"
                 ) from None
+            if sandbox is None:  # closed while waiting: wake the next waiter too
+                self._idle.put_nowait(None)
+                raise SandboxError("the sandbox pool closed while waiting for a sandbox")
             try:
                 alive = await self._alive(sandbox)
             except BaseException:
@@ -239,6 +242,7 @@ class WarmPool:
         await asyncio.gather(*(sandbox.stop() for sandbox in live), return_exceptions=True)
         while not self._idle.empty():
             self._idle.get_nowait()
+        self._idle.put_nowait(None)
 
 
 async def _close_pipes(sandbox: Sandbox) -> None:

@@ -16,10 +16,11 @@ import json
 import time
 from collections import Counter
 from math import comb
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator, Iterable
 
 from sandboxes.base import Sandbox, provision
+from sandboxes.pool import WarmPool
 from synth.hashing import content_hash
 from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.shard import in_shard
@@ -47,23 +48,38 @@ async def make_rollouts(ctx: Context) -> StageStats:
     if ctx.shard:  # only rollouts are split; tools, agents and tasks repeat identically in every shard
         units = [u for u in units if in_shard(u.id, *ctx.shard)]
 
-    async def work(unit: Unit[tuple[Task, int]]) -> list[Trajectory]:
-        task, sample = unit.payload
-        agent = agents[task.agent_id]
-        specs = [tools[i] for i in agent.tool_ids if i in tools]
-        return [await run_episode(ctx, unit.id, task, agent, specs, sample, implementations.get(agent.toolset_id))]
+    async with AsyncExitStack() as stack:
+        done = ctx.store.done_units("trajectories")
+        pending = any(u.id not in done for u in units)  # a resumed, finished stage starts no pool
+        pool = await stack.enter_async_context(_warm_pool(ctx)) if _pool_size(ctx) and pending else None
 
-    return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)
+        async def work(unit: Unit[tuple[Task, int]]) -> list[Trajectory]:
+            task, sample = unit.payload
+            agent = agents[task.agent_id]
+            specs = [tools[i] for i in agent.tool_ids if i in tools]
+            return [await run_episode(ctx, unit.id, task, agent, specs, sample,
+                                      implementations.get(agent.toolset_id), pool=pool)]
+
+        return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)
+
+
+def _pool_size(ctx: Context) -> int:
+    return getattr(ctx.cfg.rollout.sandbox, "pool_size", 0)  # k8s has no pool
+
+
+def _warm_pool(ctx: Context) -> WarmPool:
+    return WarmPool(ctx.cfg.rollout.sandbox, size=_pool_size(ctx), labels={"synth.run": ctx.cfg.name})
 
 
 async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, specs: list[ToolSpec],
-                      sample: int, impl: Implementation | None = None) -> Trajectory:
+                      sample: int, impl: Implementation | None = None, pool: WarmPool | None = None) -> Trajectory:
     cfg = ctx.cfg.rollout
     seed = ctx.seed_for("episode", task.id, sample)
     usage: Counter[str] = Counter({key: 0 for key in USAGE_KEYS})
     started = time.monotonic()
     async with asyncio.timeout(cfg.episode_timeout_s):
-        async with (provision(cfg.sandbox, labels={"synth.run": ctx.cfg.name, "synth.episode": unit_id}) as sandbox,
+        async with (provision(cfg.sandbox, labels={"synth.run": ctx.cfg.name, "synth.episode": unit_id},
+                              pool=pool) as sandbox,
                     tool_runtime(ctx, specs, sandbox, seed, impl) as runtime):
             await runtime.reset(task.initial_state)
             episode = _Episode(ctx, agent, specs, runtime, seed, usage)

@@ -148,3 +148,15 @@ async def test_provider_failures_become_error_records(tmp_path):
         async with open_run(cfg, quiet=True) as ctx:
             await run_stages(ctx, ["tasks"], export=False)
             assert ctx.stats["tasks"].done == 2
+
+
+async def test_rollouts_through_a_warm_pool_reuse_sandboxes_and_leave_none(tmp_path, fake):
+    sandboxes = tmp_path / "sandboxes"
+    cfg = config(tmp_path, fake, rollout={
+        "samples_per_task": 2, "max_turns": 2, "concurrency": 2,
+        "sandbox": {"type": "local", "isolation": "none", "root": str(sandboxes), "pool_size": 2}})
+    await run_all(cfg)
+    trajectories = lines(cfg.run_dir / "trajectories.jsonl")
+    assert len(trajectories) == 2 * len(lines(cfg.run_dir / "tasks.jsonl")) > 2
+    assert all(t["final_state"] is not None for t in trajectories)
+    assert not list(sandboxes.glob("synth-local-*")), "the pool stopped every sandbox it started"
