@@ -95,7 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
     parser.add_argument("--max-turns", type=int, default=3, help="user turns per episode (2 agent calls each)")
     parser.add_argument("--max-tool-steps", type=int, default=1)
+    parser.add_argument("--baseline", metavar="REV", help="run the LLM client of synth/llm.py at this git "
+                        "revision instead of the current one (to compare before/after)")
     args = parser.parse_args(argv)
+    if args.baseline:
+        import synth.run
+        from bench.llm_client import baseline_module
+
+        synth.run.LLM = baseline_module(args.baseline).LLM  # open_run builds the client from this name
     warnings.filterwarnings("ignore", message="LocalSandbox: tool processes are NOT isolated")
     logging.getLogger("sandboxes.local").setLevel(logging.ERROR)  # isolation none is the point here
 

@@ -1,5 +1,8 @@
 """Verifiable checks on a trajectory. No LLM is involved, so they can veto the judge.
 
+Task checks: a task with final-state assertions (synth/gold.py) has them evaluated on the
+trajectory's final state; an agent with decoy tools must not call them.
+
 Besides structural checks there are two reward-hack checks, deliberately simple heuristics:
 - a claimed action: an assistant sentence says something was created / updated / booked /
   cancelled / deleted / sent, but no tool call whose name carries such a verb succeeded;
@@ -13,7 +16,8 @@ import json
 import re
 from typing import Any
 
-from synth.records import Trajectory
+from synth.gold import assertion_failures
+from synth.records import Task, Trajectory
 from tools.spec import validate_arguments
 
 
@@ -27,6 +31,18 @@ def structural_checks(trajectory: Trajectory) -> dict[str, bool]:
         "claims_backed_by_tool_calls": not unbacked_claims(trajectory),
         "stated_ids_grounded": not ungrounded_ids(trajectory),
     }
+
+
+def task_checks(task: Task, trajectory: Trajectory, distractors: set[str] = frozenset()) -> dict[str, bool]:
+    """Checks that need the task: its final-state assertions, and that no decoy tool (by name) was called.
+    Only present when they apply, so verdicts of tasks without them keep the same checks."""
+    checks = {}
+    if task.assertions:
+        checks["final_state_assertions"] = not assertion_failures(trajectory.final_state, task.assertions)
+    if distractors:
+        checks["distractor_tools_unused"] = not any(c["function"]["name"] in distractors
+                                                    for c in _calls(trajectory.messages))
+    return checks
 
 
 def _calls(messages: list[dict[str, Any]]):

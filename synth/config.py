@@ -35,12 +35,23 @@ class ToolsConfig(_Strict):
 
 
 class AgentsConfig(_Strict):
-    per_toolset: int = Field(1, ge=1, le=20, description="Agents (fresh system prompts) per toolset.")
+    per_toolset: int = Field(1, ge=1, le=20, description="Agents (fresh system prompts) per toolset and strategy.")
+    strategies: list[Literal["single", "mixed", "distractors"]] = Field(
+        default_factory=lambda: ["single"], min_length=1,
+        description="How an agent's tools are sampled, each giving per_toolset agents per toolset: single (one "
+        "toolset), mixed (two toolsets of different domains), distractors (one toolset plus 1-2 decoy tools "
+        "of another domain that no task needs).")
+    near_duplicate_jaccard: float = Field(
+        0.9, gt=0, le=1, description="Drop an agent whose drafted persona (role, rules, style; not "
+        "the shared template) has at least this token Jaccard with an earlier variant over the same toolsets.")
 
 
 class TasksConfig(_Strict):
     per_agent: int = Field(2, ge=1, le=50, description="Tasks generated for each agent.")
     rubric_items: int = Field(3, ge=1, le=20, description="Rubric criteria per task.")
+    gold: bool = Field(False, description="For agents whose tools all have a passing implementation, also write an "
+                       "initial state, gold actions and final-state assertions, and keep only tasks whose gold "
+                       "actions replay cleanly in a sandbox with every assertion holding.")
 
 
 class RolloutConfig(_Strict):

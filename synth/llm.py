@@ -1,9 +1,16 @@
 """The LLM client: one OpenAI-compatible endpoint with retries, a concurrency limit, a response
 cache, usage accounting and structured output.
 
-This is the pipeline's hot path (DESIGN.md, "Facts measured"): each request is serialized once
-(the same bytes are hashed for the cache key and sent) and posted through the SDK's low-level
-`post` over its aiohttp transport. `chat.completions.create` over httpx costs ~20x more CPU per call.
+This is the pipeline's hot path (DESIGN.md, "Facts measured"; `python -m bench.llm_client`
+measures it). Each request is serialized once (the same bytes are hashed for the cache key and
+sent) and POSTed on an aiohttp session this client owns. Why not the `openai` SDK for the request:
+`chat.completions.create` over httpx2 costs ~20x more CPU per call, and even a prebuilt body through
+`client.post(...)` on the SDK's aiohttp transport pays its request options, httpx2 Request/URL/
+header models and response wrapping, ~3x a bare aiohttp POST; at 256 requests in flight that is
+the difference between an event loop that keeps up and one that is the bottleneck. We do not need
+any of it: one endpoint, one method, our own retries and error mapping (status, Retry-After,
+timeouts, connection errors; tests/test_llm.py). The SDK still provides the strict JSON Schema
+conversion for structured output.
 """
 
 import asyncio
@@ -14,10 +21,12 @@ import os
 import random
 import re
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from typing import Literal, TypeVar
 
-import openai
+import aiohttp
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field, ValidationError
 
@@ -66,31 +75,6 @@ class ChatResult(BaseModel):
     cached: bool = False
 
 
-class _Choice(BaseModel):
-    message: dict
-    finish_reason: str | None = None
-
-
-class _TokenUsage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class _Completion(BaseModel):
-    """The part of a chat completion response we rely on: validated at the boundary."""
-
-    choices: list[_Choice] = Field(min_length=1)
-    usage: _TokenUsage | None = None
-
-    def result(self, cached: bool) -> ChatResult:
-        choice, usage = self.choices[0], self.usage or _TokenUsage()
-        message = {"role": "assistant", "content": choice.message.get("content")}
-        if choice.message.get("tool_calls"):
-            message["tool_calls"] = choice.message["tool_calls"]
-        tokens = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
-        return ChatResult(message=message, finish_reason=choice.finish_reason, cached=cached, **tokens)
-
-
 class _HTTPFailure(Exception):
     """One failed attempt: an HTTP error status (status set) or a timeout/connection error."""
 
@@ -128,13 +112,9 @@ class LLM:
         self._api_key = os.environ.get(cfg.api_key_env) or "sk-no-key"
         self._sem = asyncio.Semaphore(cfg.concurrency)
         self._mode: StructuredMode | None = None if cfg.structured_mode == "auto" else cfg.structured_mode
-        self._client = openai.AsyncOpenAI(
-            base_url=url,
-            api_key=self._api_key,
-            max_retries=0,  # we retry ourselves, to count retries and honor our own limits
-            timeout=cfg.timeout_s,
-            http_client=_aiohttp_client(cfg),
-        )
+        self._url = url.rstrip("/") + "/chat/completions"
+        self._proxy = _env_proxy(url)
+        self._session: aiohttp.ClientSession | None = None  # opened on first use, in the running loop
 
     async def __aenter__(self) -> "LLM":
         return self
@@ -143,7 +123,9 @@ class LLM:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def chat(self, messages: list[dict], *, tools: list[dict] | None = None, seed: int | None = None,
                    max_tokens: int | None = None, temperature: float | None = None) -> ChatResult:
@@ -207,16 +189,16 @@ class LLM:
         key = digest(data) if self.cache else None
         if key and (hit := self.cache.get(key)) is not None:
             self.meter.record(cached=1)
-            return _Completion.model_validate(hit).result(cached=True)
+            return _result(hit, cached=True)
         payload = await self._post_with_retries(data, probe)
         try:
-            result = _Completion.model_validate(payload).result(cached=False)
-        except ValidationError as err:
+            result = _result(payload, cached=False)
+        except ValueError as err:
             self.meter.record(failures=1)
             raise ProviderError(f"malformed chat completion response: {err}") from None
         self.meter.record(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
         if key:
-            self.cache.put(key, payload)
+            self.cache.put(key, payload)  # ~0.1 ms of file work: cheaper here than a thread hop
         return result
 
     async def _post_with_retries(self, data: bytes, probe: bool) -> dict:
@@ -238,18 +220,32 @@ class LLM:
         async with self._sem:
             start = time.perf_counter()
             try:
-                response = await self._client.post("/chat/completions", content=data, cast_to=bytes)
-                return json.loads(response)
-            except openai.APIStatusError as err:
-                text = self._redact(err.response.text[:1000])
-                raise _HTTPFailure(err.status_code, text, _retry_after(err.response.headers)) from None
-            except openai.APIConnectionError as err:  # includes APITimeoutError
-                cause = f"{type(err).__name__}: {err.__cause__ or err}"  # the cause says what failed
-                raise _HTTPFailure(None, self._redact(cause)) from None
-            except json.JSONDecodeError as err:
+                async with self._open_session().post(self._url, data=data, proxy=self._proxy) as response:
+                    raw = await response.read()
+                    if response.status >= 300:  # redirects were followed: what is left is a failure
+                        text = self._redact(raw[:1000].decode(errors="replace"))
+                        raise _HTTPFailure(response.status, text, _retry_after(response.headers))
+                return json.loads(raw)
+            except TimeoutError:  # aiohttp's timeouts subclass it
+                raise _HTTPFailure(None, f"TimeoutError: no complete response within {self.cfg.timeout_s:g} s") from None
+            except aiohttp.ClientError as err:  # connection refused/reset, server disconnected, bad payload
+                raise _HTTPFailure(None, self._redact(f"{type(err).__name__}: {err}")) from None
+            except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
                 raise _HTTPFailure(None, f"response is not JSON: {err}") from None
             finally:
                 self.meter.record(requests=1, seconds=time.perf_counter() - start)
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # `concurrency` bounds the requests in flight; the pool never needs more connections.
+                connector=aiohttp.TCPConnector(limit=self.cfg.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s),
+                headers={"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json",
+                         "Accept": "application/json"},
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -262,13 +258,13 @@ class LLM:
         return text.replace(self._api_key, "<api-key>") if len(self._api_key) >= 8 else text
 
 
-def _aiohttp_client(cfg: LLMConfig) -> openai.DefaultAioHttpClient | None:
-    # Its default pool (1000 connections) exceeds any sane `concurrency`, which bounds requests in flight.
-    try:
-        return openai.DefaultAioHttpClient(timeout=cfg.timeout_s)
-    except RuntimeError:  # openai installed without its aiohttp extra
-        log.warning("openai[aiohttp] not installed: using httpx, which costs ~20x more CPU per call")
+def _env_proxy(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / NO_PROXY choose for the endpoint (as the SDK's httpx2 honored them),
+    resolved once: aiohttp's own trust_env would parse the environment again for every request."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -280,6 +276,25 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         pass  # the HTTP-date form, which LLM servers do not use: back off exponentially
     return None
+
+
+def _result(payload: dict, cached: bool) -> ChatResult:
+    """The part of a chat completion we rely on, checked by hand: pydantic models here cost more than
+    the check (this runs once per call)."""
+    try:
+        choice = payload["choices"][0]
+        raw, finish_reason = choice["message"], choice.get("finish_reason")
+        usage = payload.get("usage") or {}
+        prompt_tokens, completion_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"{type(err).__name__}: {err}") from None
+    if not isinstance(raw, dict) or not (finish_reason is None or isinstance(finish_reason, str)):
+        raise ValueError("choices[0] needs a message object and a string or null finish_reason")
+    message = {"role": "assistant", "content": raw.get("content")}
+    if raw.get("tool_calls"):
+        message["tool_calls"] = raw["tool_calls"]
+    return ChatResult.model_construct(message=message, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                                      completion_tokens=completion_tokens, cached=cached)
 
 
 def _outgoing(message: dict) -> dict:

@@ -28,6 +28,14 @@ class Record(BaseModel):
         """What the id hashes: the content, less what differs between two runs of the same work."""
         return self.model_dump(exclude={"id"})
 
+    def _identity_without_defaults(self, fields: tuple[str, ...]) -> Any:
+        """Fields added later are hashed only when set, so records written before them keep their ids."""
+        data = self.model_dump(exclude={"id"})
+        for name in fields:
+            if data[name] == type(self).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name)
+        return data
+
 
 class Agent(Record):
     toolset_id: str
@@ -36,6 +44,13 @@ class Agent(Record):
     tool_ids: list[str]
     name: str
     system_prompt: str
+    strategy: Literal["single", "mixed", "distractors"] = "single"
+    toolset_ids: list[str] = Field(default_factory=list, description="Every toolset the tools come from (mixed: two).")
+    distractor_tool_ids: list[str] = Field(
+        default_factory=list, description="Tools from another domain offered on purpose; no task should need them.")
+
+    def identity(self) -> Any:
+        return self._identity_without_defaults(("strategy", "toolset_ids", "distractor_tool_ids"))
 
 
 class Criterion(BaseModel):
@@ -46,6 +61,25 @@ class Criterion(BaseModel):
     kind: Literal["essential", "important", "optional", "pitfall"] = "important"
 
 
+class GoldAction(BaseModel):
+    """One call of a reference solution. Arguments are a JSON object as a string (simple schemas, stable export)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str
+    arguments: str = "{}"
+
+
+class StateAssertion(BaseModel):
+    """A check on the final state: `path` is dot-separated dict keys / list indexes, `value` a JSON string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    op: Literal["equals", "exists", "absent", "contains"]
+    value: str = ""
+
+
 class Task(Record):
     agent_id: str
     goal: str
@@ -54,6 +88,12 @@ class Task(Record):
     difficulty: Literal["easy", "medium", "hard"] = "easy"
     initial_state: dict[str, Any] = Field(default_factory=dict)
     rubric: list[Criterion]
+    gold_actions: list[GoldAction] = Field(default_factory=list, description="A reference solution (executable toolsets).")
+    assertions: list[StateAssertion] = Field(default_factory=list, description="Must hold on the final state.")
+    validated: bool = Field(False, description="The gold actions replayed cleanly and every assertion held.")
+
+    def identity(self) -> Any:
+        return self._identity_without_defaults(("gold_actions", "assertions", "validated"))
 
 
 class ToolCallTrace(BaseModel):

@@ -295,3 +295,84 @@ async def test_api_key_never_reaches_cache_or_errors(tmp_path, monkeypatch):
     assert secret not in str(info.value) and "401" in str(info.value)  # ... and never shown
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(files) == 2 and all(secret not in p.read_text() for p in files)
+
+
+# ---------------------------------------------------------------- the HTTP layer (our own aiohttp session)
+
+
+async def test_retry_after_ms_is_honored(monkeypatch):
+    monkeypatch.setattr(LLM, "backoff_base_s", 10.0)
+    busy = {"status": 429, "error": "slow down", "headers": {"retry-after-ms": "300"}}
+    async with FakeOpenAI(script=[busy]) as fake, make_llm(fake) as llm:
+        start = time.monotonic()
+        await llm.chat(USER)
+    assert 0.3 <= time.monotonic() - start < 2 and llm.meter.total().retries == 1
+
+
+@pytest.fixture
+async def raw_server():
+    """An endpoint answering each request with the next (status, body) of `replies`, or dropping the
+    connection for None."""
+    from aiohttp import web
+
+    replies: list = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        reply = replies.pop(0)
+        if reply is None:
+            request.transport.close()  # no response at all
+            return web.Response()
+        status, body = reply
+        return web.Response(status=status, text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield replies, f"http://127.0.0.1:{port}/v1"
+    await runner.cleanup()
+
+
+OK_BODY = json.dumps({"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]})
+
+
+async def test_non_json_and_dropped_responses_are_retried(raw_server):
+    replies, url = raw_server
+    replies += [(200, "<html>proxy error</html>"), None, (200, OK_BODY)]
+    async with LLM(LLMConfig(model="fake", max_retries=2), base_url=url) as llm:
+        result = await llm.chat(USER)
+    assert result.message == {"role": "assistant", "content": "hi"} and result.prompt_tokens == 0
+    assert llm.meter.total().retries == 2 and not replies
+
+
+async def test_non_json_failure_names_the_cause(raw_server):
+    replies, url = raw_server
+    replies += [(200, "not json")]
+    async with LLM(LLMConfig(model="fake", max_retries=0), base_url=url) as llm:
+        with pytest.raises(ProviderError, match="not JSON"):
+            await llm.chat(USER)
+
+
+@pytest.mark.parametrize("body", ['{"choices": []}', '{"choices": [{"message": "text"}]}', '[1]'])
+async def test_malformed_completions_fail_without_retry_or_cache(raw_server, tmp_path, body):
+    replies, url = raw_server
+    replies += [(200, body)]
+    async with LLM(LLMConfig(model="fake"), base_url=url, cache=ResponseCache(tmp_path)) as llm:
+        with pytest.raises(ProviderError, match="malformed chat completion"):
+            await llm.chat(USER)
+    assert llm.meter.total().failures == 1 and llm.meter.total().retries == 0
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_proxy_from_the_environment_is_resolved_once(monkeypatch):
+    from synth.llm import _env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert _env_proxy("https://api.example/v1") == "http://proxy.example:3128"
+    assert _env_proxy("https://internal.example/v1") is None
+    assert _env_proxy("http://localhost:8000/v1") is None  # HTTP_PROXY unset
