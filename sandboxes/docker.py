@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-import posixpath
 import socket
 import threading
 import time
-import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,12 +23,12 @@ import requests
 from docker.utils.socket import consume_socket_output, frames_iter
 
 from sandboxes.base import DockerConfig, ExecResult
+from sandboxes.container import WORKSPACE, ContainerIdentity, workspace_path
 from sandboxes.pipe import SubprocessPipe
 from synth.errors import SandboxError
 
 log = logging.getLogger(__name__)
 
-WORKSPACE = "/workspace"
 _OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps; the rest is drained and dropped
 _FILE_LIMIT = 1 << 30  # read_file: whole files (the workspace tmpfs is far smaller anyway)
 _OUTER_SLACK_S = 15.0  # beyond the in-container timeout (+2 s kill grace): only a stuck engine gets here
@@ -112,10 +110,8 @@ class DockerPipe(SubprocessPipe):
 class DockerSandbox:
     def __init__(self, cfg: DockerConfig, labels: dict[str, str]):
         self.cfg = cfg
-        self.id = uuid.uuid4().hex[:12]
-        self.name = f"synth-{self.id}"  # known before creation, so stop() can remove a half-started one
-        self.workspace = WORKSPACE
-        self.labels = {"synth.run": "adhoc", "synth.episode": self.id, **labels, "synth.managed": "1"}
+        identity = ContainerIdentity(labels)
+        self.id, self.name, self.workspace, self.labels = identity.id, identity.name, identity.workspace, identity.labels
         self._cid: str | None = None
         self._starting: asyncio.Task | None = None
         self._pipes: list[DockerPipe] = []
@@ -253,15 +249,9 @@ class DockerSandbox:
         self._pipes.append(pipe)
         return pipe
 
-    def _resolve(self, path: str) -> str:
-        full = posixpath.normpath(posixpath.join(WORKSPACE, path))  # an absolute path replaces the join
-        if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
-            raise SandboxError(f"path {path!r} resolves to {full!r}, outside the workspace {WORKSPACE}")
-        return full
-
     async def read_file(self, path: str) -> bytes:
         # Via exec, not get_archive: the archive API does not see tmpfs mounts (tried).
-        cmd = ["cat", "--", self._resolve(path)]
+        cmd = ["cat", "--", workspace_path(path)]
         code, out, err = await _run(self._exec, self._container(), cmd, None, _FILE_LIMIT)
         if code != 0:
             raise SandboxError(f"cannot read {path!r} in {self.name}: {err.decode(errors='replace').strip()}")
@@ -269,7 +259,7 @@ class DockerSandbox:
 
     async def write_file(self, path: str, data: bytes) -> None:
         script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
-        cmd = ["sh", "-c", script, "sh", self._resolve(path)]
+        cmd = ["sh", "-c", script, "sh", workspace_path(path)]
         code, _, err = await _run(self._exec, self._container(), cmd, data)
         if code != 0:
             raise SandboxError(f"cannot write {path!r} in {self.name}: {err.decode(errors='replace').strip()}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import posixpath
 import time
 import uuid
 import weakref
@@ -21,12 +20,12 @@ from kubernetes.client.exceptions import ApiException
 
 from sandboxes import k8s_api as api
 from sandboxes.base import ExecResult, K8sConfig
+from sandboxes.container import ContainerIdentity, workspace_path
 from sandboxes.k8s_exec import K8sPipe, collect, open_stream, stream_error
 from synth.errors import SandboxError
 
 log = logging.getLogger(__name__)
 
-WORKSPACE = api.WORKSPACE
 _OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps
 _FILE_LIMIT = 1 << 30
 _OUTER_SLACK_S = 15.0  # beyond the in-Pod timeout (+2 s kill grace): only a stuck stream gets here
@@ -42,10 +41,8 @@ def _create_slot(limit: int) -> asyncio.Semaphore:
 class K8sSandbox:
     def __init__(self, cfg: K8sConfig, labels: dict[str, str]):
         self.cfg = cfg
-        self.id = uuid.uuid4().hex[:12]
-        self.name = f"synth-{self.id}"  # known before creation, so stop() can delete a half-made Pod
-        self.workspace = WORKSPACE
-        self.labels = {"synth.run": "adhoc", "synth.episode": self.id, **labels, "synth.managed": "1"}
+        identity = ContainerIdentity(labels)
+        self.id, self.name, self.workspace, self.labels = identity.id, identity.name, identity.workspace, identity.labels
         self._ready = False
         self._starting: asyncio.Task | None = None
         self._pipes: list[K8sPipe] = []
@@ -206,14 +203,8 @@ class K8sSandbox:
         return pipe
 
     # -- files -----------------------------------------------------------------------------
-    def _resolve(self, path: str) -> str:
-        full = posixpath.normpath(posixpath.join(WORKSPACE, path))  # an absolute path replaces the join
-        if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
-            raise SandboxError(f"path {path!r} resolves to {full!r}, outside the workspace {WORKSPACE}")
-        return full
-
     async def read_file(self, path: str) -> bytes:
-        code, out, err = await self._run(["cat", "--", self._resolve(path)], None, 300.0, _FILE_LIMIT)
+        code, out, err = await self._run(["cat", "--", workspace_path(path)], None, 300.0, _FILE_LIMIT)
         if code != 0:
             raise SandboxError(f"cannot read {path!r} in {self.name}: {err.decode(errors='replace').strip()}")
         return out
@@ -221,7 +212,7 @@ class K8sSandbox:
     async def write_file(self, path: str, data: bytes) -> None:
         # `head -c N` stops after the payload: the v4 exec protocol has no way to send stdin EOF.
         script = 'mkdir -p -- "$(dirname -- "$1")" && head -c "$2" > "$1"'
-        cmd = ["sh", "-c", script, "sh", self._resolve(path), str(len(data))]
+        cmd = ["sh", "-c", script, "sh", workspace_path(path), str(len(data))]
         code, _, err = await self._run(cmd, data, 300.0, _OUTPUT_LIMIT)
         if code != 0:
             raise SandboxError(f"cannot write {path!r} in {self.name}: {err.decode(errors='replace').strip()}")

@@ -23,12 +23,12 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from sandboxes.base import K8sConfig
+from sandboxes.container import WORKSPACE
 from synth.errors import SandboxError
 
 log = logging.getLogger(__name__)
 
 CONTAINER = "sandbox"
-WORKSPACE = "/workspace"
 UID = 1000
 # exec streams hold a thread for their whole duration: the default executor would queue episodes.
 POOL = ThreadPoolExecutor(max_workers=256, thread_name_prefix="synth-k8s")
