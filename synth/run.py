@@ -54,17 +54,17 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
     """The run dir (locked), the LLM client (embedded server when no endpoint is set), usage saved on exit."""
     console = console or Console(stderr=True)
     store = RunStore(cfg.run_dir)
-    store.open(dump_config(cfg), cfg.content_hash())
-    if shard:
-        label, previous = f"{shard[0]}/{shard[1]}", store.manifest().get("shard")
-        if previous and previous != label:
-            raise ConfigError(f"{store.root} is shard {previous}, not {label}; give this shard its own --name")
-        store.update_manifest(shard=label)
     meter = UsageMeter()
     started = time.monotonic()
-    await asyncio.to_thread(remove_leftover_sandboxes, cfg)
     async with AsyncExitStack() as stack:
-        stack.callback(store.close)
+        store.open(dump_config(cfg), cfg.content_hash())
+        stack.callback(store.close)  # releases the run dir's lock whatever fails below
+        if shard:
+            label, previous = f"{shard[0]}/{shard[1]}", store.manifest().get("shard")
+            if previous and previous != label:
+                raise ConfigError(f"{store.root} is shard {previous}, not {label}; give this shard its own --name")
+            store.update_manifest(shard=label)
+        await asyncio.to_thread(remove_leftover_sandboxes, cfg)
         base_url = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL") or ("unused" if not need_llm else None)
         if not base_url:
             if not quiet:

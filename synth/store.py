@@ -30,6 +30,13 @@ class RunStore:
         """Create or reopen the run dir; refuse one made with a different config."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock()
+        try:
+            self._check_and_record(config_yaml, config_hash)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_and_record(self, config_yaml: str, config_hash: str) -> None:
         manifest = self.manifest()
         previous = manifest.get("config_hash")
         if previous and previous != config_hash:

@@ -212,3 +212,16 @@ def test_manifest_write_is_atomic(store, monkeypatch):
     store.update_manifest(stages={"tools": "done"})
     assert json.loads(path.read_text())["stages"] == {"tools": "done"}
     assert sorted(p.name for p in store.root.glob("manifest*")) == ["manifest.json"]
+
+
+def test_a_refused_open_releases_the_lock(tmp_path):
+    """A config-hash refusal must not leave the run dir locked for the next attempt."""
+    first = RunStore(tmp_path / "run")
+    first.open("a: 1\n", "hash-a")
+    first.close()
+    refused = RunStore(tmp_path / "run")
+    with pytest.raises(ConfigError):
+        refused.open("a: 2\n", "hash-b")
+    again = RunStore(tmp_path / "run")
+    again.open("a: 1\n", "hash-a")  # would raise "another synth process is using" if the lock leaked
+    again.close()
