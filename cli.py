@@ -42,12 +42,12 @@ ShardOpt = Annotated[Optional[str], typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars: plain logs for batch jobs.")]
 
 
-def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool, need_llm: bool = True,
+def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool,
          shard: tuple[int, int] | None = None) -> None:
     from synth.run import open_run, run_stages, summary_table
 
     async def main() -> None:
-        async with open_run(cfg, quiet=quiet, console=console, need_llm=need_llm, shard=shard) as ctx:
+        async with open_run(cfg, quiet=quiet, console=console, shard=shard) as ctx:
             await run_stages(ctx, stages, export=export)
             console.print(summary_table(ctx))
 
@@ -122,7 +122,7 @@ def export(
 ) -> None:
     """Export kept trajectories (SFT, train/test split by domain) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
     cfg = run_config(config, name, runs_dir)
-    _run(cfg, [], export=True, quiet=quiet, need_llm=False)
+    _run(cfg, [], export=True, quiet=quiet)
     if push_to_hub:
         from synth.export import push_to_hub as push
 

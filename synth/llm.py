@@ -24,7 +24,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import Awaitable, Callable, Literal, TypeVar
 
 import aiohttp
 from openai.lib._pydantic import to_strict_json_schema
@@ -104,16 +104,20 @@ class LLM:
     backoff_max_s = 30.0
 
     def __init__(self, cfg: LLMConfig, *, base_url: str | None = None, meter: UsageMeter | None = None,
-                 cache: ResponseCache | None = None):
-        url = base_url or cfg.base_url or os.environ.get("OPENAI_BASE_URL")
-        if not url:
-            raise ConfigError("no LLM endpoint: set `llm.base_url` in the config or env OPENAI_BASE_URL")
+                 cache: ResponseCache | None = None, start_endpoint: Callable[[], Awaitable[str]] | None = None):
+        """`start_endpoint` starts a server on the first request that the cache cannot answer and
+        returns its URL: a rerun of a finished run then never starts the embedded model."""
         self.cfg, self.meter, self.cache = cfg, meter or UsageMeter(), cache
         self._api_key = os.environ.get(cfg.api_key_env) or "sk-no-key"
         self._sem = asyncio.Semaphore(cfg.concurrency)
         self._mode: StructuredMode | None = None if cfg.structured_mode == "auto" else cfg.structured_mode
-        self._url = url.rstrip("/") + "/chat/completions"
-        self._proxy = _env_proxy(url)
+        self._start_endpoint, self._starting = start_endpoint, asyncio.Lock()
+        self._url = self._proxy = None
+        url = base_url or cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+        if url:
+            self._use_endpoint(url)
+        elif start_endpoint is None:
+            raise ConfigError("no LLM endpoint: set `llm.base_url` in the config or env OPENAI_BASE_URL")
         self._session: aiohttp.ClientSession | None = None  # opened on first use, in the running loop
 
     async def __aenter__(self) -> "LLM":
@@ -216,7 +220,18 @@ class LLM:
                 await asyncio.sleep(self._backoff(attempt, failure.retry_after))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def _use_endpoint(self, url: str) -> None:
+        self._url = url.rstrip("/") + "/chat/completions"
+        self._proxy = _env_proxy(url)
+
+    async def _endpoint_ready(self) -> None:
+        async with self._starting:  # concurrent first requests wait for one start
+            if self._url is None:
+                self._use_endpoint(await self._start_endpoint())  # type: ignore[misc]
+
     async def _post(self, data: bytes) -> dict:
+        if self._url is None:
+            await self._endpoint_ready()
         async with self._sem:
             start = time.perf_counter()
             try:

@@ -50,8 +50,9 @@ def pipeline_stages(cfg: RunConfig) -> list[str]:
 
 @asynccontextmanager
 async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | None = None,
-                   need_llm: bool = True, shard: tuple[int, int] | None = None) -> AsyncIterator[Context]:
-    """The run dir (locked), the LLM client (embedded server when no endpoint is set), usage saved on exit."""
+                   shard: tuple[int, int] | None = None) -> AsyncIterator[Context]:
+    """The run dir (locked), the LLM client (the embedded server, started on the first request the
+    cache cannot answer, when no endpoint is set), usage saved on exit."""
     console = console or Console(stderr=True)
     store = RunStore(cfg.run_dir)
     meter = UsageMeter()
@@ -65,13 +66,16 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
                 raise ConfigError(f"{store.root} is shard {previous}, not {label}; give this shard its own --name")
             store.update_manifest(shard=label)
         await asyncio.to_thread(remove_leftover_sandboxes, cfg)
-        base_url = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL") or ("unused" if not need_llm else None)
-        if not base_url:
+        base_url = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL")
+
+        async def start_embedded() -> str:
             if not quiet:
                 console.print("[dim]no endpoint configured: starting the embedded model server[/dim]")
-            base_url = await stack.enter_async_context(
+            return await stack.enter_async_context(
                 embedded_server(cfg.embedded, log_path=store.root / "embedded_server.log"))
-        llm = LLM(cfg.llm, base_url=base_url, meter=meter, cache=ResponseCache(store.root / "cache"))
+
+        llm = LLM(cfg.llm, base_url=base_url, meter=meter, cache=ResponseCache(store.root / "cache"),
+                  start_endpoint=start_embedded)
         stack.push_async_callback(llm.aclose)
         ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, console=console, quiet=quiet, shard=shard)
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from synth.errors import Rejected
 from synth.gold import shape_problems, state_default, validate_tasks
@@ -28,7 +28,9 @@ DECOYS = "Tools marked (decoy) belong to another service: no task may need them.
 class CriterionDraft(BaseModel):
     text: Short
     kind: Literal["essential", "important", "optional", "pitfall"]
-    weight: int = Field(ge=1, le=5)
+    # Clamped, not rejected: llama.cpp's grammar ignores minimum/maximum, and a 0 or a 9 is no reason
+    # to lose the whole task list.
+    weight: Annotated[int, AfterValidator(lambda w: min(5, max(1, w)))] = Field(description="1 to 5")
 
 
 class TaskDraft(BaseModel):

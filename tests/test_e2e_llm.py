@@ -17,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.llm
 
 
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []  # a stage the 135M model failed wrote nothing
+
+
 def synth(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}  # force the embedded default
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, env=env, capture_output=True,
@@ -28,7 +32,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     (root / "tiny.yaml").write_text(yaml.safe_dump({
         "name": "tiny", "runs_dir": str(root / "runs"),
-        "llm": {"max_tokens": 320, "concurrency": 1},
+        "llm": {"max_tokens": 320, "concurrency": 1, "temperature": 0.4},
         "tools": {"categories": 1, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
         "tasks": {"per_agent": 2, "rubric_items": 2},
         "rollout": {"samples_per_task": 1, "max_turns": 1, "max_tool_steps": 1, "concurrency": 1},
@@ -63,8 +67,8 @@ def test_export_loads_and_every_tool_call_is_well_formed(finished_run):
 
 def test_trajectories_ran_in_sandboxes_and_kept_their_state(finished_run):
     run_dir, _ = finished_run
-    trajectories = [json.loads(line) for line in (run_dir / "trajectories.jsonl").read_text().splitlines()]
-    tasks = (run_dir / "tasks.jsonl").read_text().splitlines()
+    trajectories = [json.loads(line) for line in read_lines(run_dir / "trajectories.jsonl")]
+    tasks = read_lines(run_dir / "tasks.jsonl")
     errors = (run_dir / "errors.jsonl").read_text() if (run_dir / "errors.jsonl").exists() else ""
     assert len(trajectories) + errors.count('"stage":"rollout"') == len(tasks)
     for trajectory in trajectories:

@@ -160,3 +160,27 @@ async def test_rollouts_through_a_warm_pool_reuse_sandboxes_and_leave_none(tmp_p
     assert len(trajectories) == 2 * len(lines(cfg.run_dir / "tasks.jsonl")) > 2
     assert all(t["final_state"] is not None for t in trajectories)
     assert not list(sandboxes.glob("synth-local-*")), "the pool stopped every sandbox it started"
+
+
+async def test_the_embedded_server_starts_only_when_a_request_misses_the_cache(tmp_path, fake, monkeypatch):
+    """No endpoint configured: the first uncached request starts the (here: stand-in) embedded
+    server, once; a rerun of the finished run never starts it."""
+    from contextlib import asynccontextmanager
+
+    import synth.run
+
+    starts = []
+
+    @asynccontextmanager
+    async def stand_in(cfg, log_path):
+        starts.append(log_path)
+        yield fake.base_url
+
+    monkeypatch.setattr(synth.run, "embedded_server", stand_in)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    cfg = config(tmp_path, fake)
+    cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"base_url": None})})
+    await run_all(cfg)
+    assert len(starts) == 1 and len(fake.requests) > 10
+    await run_all(cfg)
+    assert len(starts) == 1, "a finished run answered from the cache must not start the model"
