@@ -68,6 +68,9 @@ async def test_full_run_produces_linked_records_and_a_loadable_export(tmp_path, 
     assert manifest["counts"]["trajectories"] == len(trajectories)
     assert manifest["usage"]["rollout"]["requests"] > 0 and manifest["usage"]["tools"]["requests"] >= 3
     assert ctx.meter.total().requests == len(fake.requests)
+    pass_k = manifest["pass_k"]  # 2 samples per task: pass@1 and pass@2 per task and on average
+    assert set(pass_k["tasks"]) == {t["id"] for t in tasks}
+    assert set(pass_k["mean"]["pass@k"]) == {"1", "2"}
 
 
 async def test_rerun_of_a_finished_run_sends_no_request(tmp_path, fake):
