@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import uuid
+from typing import Awaitable, Callable
 
 from synth.errors import SandboxError
 
@@ -26,3 +28,28 @@ def workspace_path(path: str) -> str:
     if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
         raise SandboxError(f"path {path!r} resolves to {full!r}, outside the workspace {WORKSPACE}")
     return full
+
+
+class StartOnce:
+    """Start once, stop once. Concurrent and cancelled `start()` callers share one creation task, so
+    a cancelled caller never orphans a half-made container; `stop()` waits for that task first."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.stopped = False
+
+    async def start(self, name: str, create: Callable[[], Awaitable[None]]) -> None:
+        if self.stopped:
+            raise SandboxError(f"sandbox {name} was stopped; provision a new one")
+        if self.task is None:
+            self.task = asyncio.create_task(create())
+        await asyncio.shield(self.task)
+
+    async def begin_stop(self) -> bool:
+        """False when stop already ran; else marks stopped and waits for a start in progress."""
+        if self.stopped:
+            return False
+        self.stopped = True
+        if self.task is not None:
+            await asyncio.wait([self.task])
+        return True

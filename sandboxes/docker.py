@@ -23,7 +23,7 @@ import requests
 from docker.utils.socket import consume_socket_output, frames_iter
 
 from sandboxes.base import DockerConfig, ExecResult
-from sandboxes.container import WORKSPACE, ContainerIdentity, workspace_path
+from sandboxes.container import WORKSPACE, ContainerIdentity, StartOnce, workspace_path
 from sandboxes.pipe import SubprocessPipe
 from synth.errors import SandboxError
 
@@ -113,16 +113,11 @@ class DockerSandbox:
         identity = ContainerIdentity(labels)
         self.id, self.name, self.workspace, self.labels = identity.id, identity.name, identity.workspace, identity.labels
         self._cid: str | None = None
-        self._starting: asyncio.Task | None = None
+        self._life = StartOnce()
         self._pipes: list[DockerPipe] = []
-        self._stopped = False
 
     async def start(self) -> None:
-        if self._stopped:
-            raise SandboxError(f"sandbox {self.name} was stopped; provision a new one")
-        if self._starting is None:
-            self._starting = asyncio.create_task(self._start())
-        await asyncio.shield(self._starting)  # a cancelled caller must not orphan a half-made container
+        await self._life.start(self.name, self._start)
 
     async def _start(self) -> None:
         from sandboxes.image.build import image_tag
@@ -160,11 +155,8 @@ class DockerSandbox:
         return container.id
 
     async def stop(self) -> None:
-        if self._stopped:
+        if not await self._life.begin_stop():  # a start in progress finishes first: its container must exist
             return
-        self._stopped = True
-        if self._starting is not None:
-            await asyncio.wait([self._starting])  # its container must exist before it can be removed
         try:
             await _run(remove_container, self.name)
         except Exception as e:  # never raise from cleanup; `synth sandboxes gc` finds what is left
@@ -173,7 +165,7 @@ class DockerSandbox:
             await pipe.close()
 
     def _container(self) -> str:
-        if self._cid is None or self._stopped:
+        if self._cid is None or self._life.stopped:
             raise SandboxError(f"sandbox {self.name} is not running (not started, or stopped)")
         return self._cid
 

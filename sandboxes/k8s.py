@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sandboxes import k8s_api as api
 from sandboxes.base import ExecResult, K8sConfig
-from sandboxes.container import ContainerIdentity, workspace_path
+from sandboxes.container import ContainerIdentity, StartOnce, workspace_path
 from sandboxes.k8s_exec import K8sPipe, collect, open_stream, stream_error
 from synth.errors import SandboxError
 
@@ -44,17 +44,12 @@ class K8sSandbox:
         identity = ContainerIdentity(labels)
         self.id, self.name, self.workspace, self.labels = identity.id, identity.name, identity.workspace, identity.labels
         self._ready = False
-        self._starting: asyncio.Task | None = None
+        self._life = StartOnce()
         self._pipes: list[K8sPipe] = []
-        self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._stopped:
-            raise SandboxError(f"sandbox {self.name} was stopped; provision a new one")
-        if self._starting is None:
-            self._starting = asyncio.create_task(self._start())
-        await asyncio.shield(self._starting)  # a cancelled caller must not orphan a half-made Pod
+        await self._life.start(self.name, self._start)
 
     async def _start(self) -> None:
         from sandboxes.image.build import image_tag
@@ -130,22 +125,19 @@ class K8sSandbox:
     async def stop(self) -> None:
         """Delete the Pod (idempotent, never raises: `synth sandboxes gc --backend k8s` finds leftovers,
         and activeDeadlineSeconds ends them anyway)."""
-        if self._stopped:
+        if not await self._life.begin_stop():  # a start in progress finishes first: its Pod must exist
             return
-        self._stopped = True
-        if self._starting is not None:
-            await asyncio.wait([self._starting])  # its Pod must exist (or have failed) before deleting
         for pipe in self._pipes:
             try:
                 await pipe.close()
             except Exception as e:
                 log.debug("closing a pipe of %s: %s", self.name, e)
-        if self._starting is not None:  # never started: nothing was created
+        if self._life.task is not None:  # never started: nothing was created
             await _quiet_delete(self.cfg, self.name)
 
     # -- processes -------------------------------------------------------------------------
     def _pod(self) -> str:
-        if not self._ready or self._stopped:
+        if not self._ready or self._life.stopped:
             raise SandboxError(f"sandbox {self.name} is not running (not started, or stopped)")
         return self.name
 

@@ -212,16 +212,18 @@ def test_final_state_assertions_check_passes_and_fails_with_the_state():
 # ---------------------------------------------------------------- implement -> agents -> tasks -> rollout -> judge
 
 
-async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
-    def handler(body: dict) -> str | None:
-        schema = json.dumps(body.get("response_format") or {})
-        if '"module"' in schema:
-            return json.dumps({"module": MODULE, "tests": TESTS})
-        if "gold_actions" in schema:
-            return json.dumps({"tasks": [GOOD, UNKNOWN_ID]})
-        return None
+def implement_and_gold(body: dict) -> str | None:
+    """The notes module for `implement`, a valid and a broken gold task for `tasks`; the rest default."""
+    schema = json.dumps(body.get("response_format") or {})
+    if '"module"' in schema:
+        return json.dumps({"module": MODULE, "tests": TESTS})
+    if "gold_actions" in schema:
+        return json.dumps({"tasks": [GOOD, UNKNOWN_ID]})
+    return None
 
-    async with FakeOpenAI(handler=handler, stop_marker=STOP) as fake:
+
+async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
+    async with FakeOpenAI(handler=implement_and_gold, stop_marker=STOP) as fake:
         cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 1, "gold": True})
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", specs())

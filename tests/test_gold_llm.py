@@ -15,21 +15,13 @@ from synth.gold import assertion_failures
 from synth.run import open_run, run_stages
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
-from tests.test_gold import BWRAP, GOOD, MODULE, TESTS, UNKNOWN_ID, cfg_for, specs
+from tests.test_gold import BWRAP, GOOD, UNKNOWN_ID, cfg_for, implement_and_gold, specs
 
 pytestmark = pytest.mark.llm
 
 
 async def test_gold_replay_then_real_model_rollouts_record_the_executable_state(tmp_path, monkeypatch):
-    def scripted(body: dict) -> str | None:
-        schema = json.dumps(body.get("response_format") or {})
-        if '"module"' in schema:
-            return json.dumps({"module": MODULE, "tests": TESTS})
-        if "gold_actions" in schema:
-            return json.dumps({"tasks": [GOOD, UNKNOWN_ID]})
-        return None
-
-    async with FakeOpenAI(handler=scripted, stop_marker=STOP) as fake:
+    async with FakeOpenAI(handler=implement_and_gold, stop_marker=STOP) as fake:
         cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 1, "gold": True},
                       rollout={"sandbox": {"type": "local", "isolation": "bwrap" if BWRAP else "none"},
                                "max_turns": 1, "max_tool_steps": 1})
