@@ -15,7 +15,7 @@ from synth.gold import assertion_failures
 from synth.run import open_run, run_stages
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
-from tests.test_gold import BWRAP, GOOD, UNKNOWN_ID, cfg_for, implement_and_gold, specs
+from tests.test_gold import BWRAP, GOOD, cfg_for, implement_and_gold, specs
 
 pytestmark = pytest.mark.llm
 
