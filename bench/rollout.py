@@ -1,22 +1,37 @@
-"""Rollout throughput against a fast scripted endpoint: how close is the harness to LLM-bound?
+"""Rollout throughput against a fast scripted endpoint: synth's rollout loop vs a bare aiohttp loop.
 
-    python -m bench.rollout [--episodes 128] [--concurrency 8 64] [--latency-ms 200]
+    python -m bench.rollout [--concurrency 1 32 256 512] [--latency-ms 200] [--pool-size N]
 
-Starts the fake OpenAI server (`python -m tests.fake_openai`) as a separate process on loopback,
-then, for each concurrency, runs the real rollout stage (`make_rollouts`: user simulator, agent,
-SimulatedToolset in a local sandbox with isolation none, response cache, run store) on fresh
-tasks. Every LLM call takes `latency_ms`, so an episode that makes C calls one after another
-cannot take less than C x latency: the ideal is concurrency / (C x latency) episodes/s. It prints
-measured vs ideal side by side, and the harness's CPU time per LLM call (this process only; the
-fake server's CPU is shown apart, since both share the machine). See bench/README.md.
+Starts the scripted endpoint (`python -m bench.fake_server`: tests.fake_openai with fixed replies,
+200 ms per request) as a separate process on loopback, then for each concurrency c runs, back to
+back:
+
+- `floor`: a bare aiohttp loop sending the same request sequence per episode (the bodies synth
+  sent in one captured episode, same count and sizes, one after another; json.dumps before and
+  json.loads after each call, nothing else): what a Python harness cannot beat here;
+- `synth`: the real rollout stage, `synth.rollout.make_rollouts` on a fresh run dir with
+  tools/agents/tasks/implementations written directly: user simulator, agent, response cache,
+  run store, and tools through ExecutableToolset over MCP (the notes fixture's passing
+  Implementation, `tests/fixtures/toolsets/notes/`) in a local sandbox with isolation none,
+  optionally from a warm pool (`--pool-size`).
+
+An episode makes 10 LLM calls one after another (6 agent calls, 4 user-simulator calls; see
+bench/fake_server.py), so ideal = c / (10 x latency) episodes/s; ratio = measured / ideal.
+`cpu ms/call` = the harness's CPU time (all threads, plus its waited-for children: the per-episode
+MCP tool servers and sandbox helpers) / LLM calls; the children's share is also shown alone.
+With 2+ CPUs the fake server is pinned to CPU 1 and the harness to CPU 0 (its children inherit
+CPU 0). See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import json
 import logging
 import os
+import pstats
 import socket
 import subprocess
 import sys
@@ -25,14 +40,20 @@ import time
 import warnings
 from pathlib import Path
 
+import aiohttp
+
+from bench.fake_server import handler
 from synth.config import RunConfig
-from synth.records import Agent, Criterion, Task
+from synth.records import Agent, Criterion, Implementation, Task
 from synth.rollout import make_rollouts
 from synth.run import open_run
+from tests.fake_openai import FakeOpenAI
 from tools.spec import ToolSpec
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = {"type": "object", "properties": {"item_id": {"type": "string", "maxLength": 20}}, "required": ["item_id"]}
+NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"
+MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; opening + 3 replies = 4 user calls
+SERVER_MB = 70  # RSS of one per-episode MCP tool server (python + the mcp SDK), measured
 
 
 def free_port() -> int:
@@ -47,94 +68,238 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def records(episodes: int) -> tuple[list[ToolSpec], Agent, list[Task]]:
-    specs = [ToolSpec(name=name, description=f"{name.replace('_', ' ')} of a store item.", inputSchema=SCHEMA,
-                      toolset_id="bench", domain="shop", state_model="items: id -> status")
-             for name in ("get_item", "update_item")]
-    agent = Agent(toolset_id="bench", toolset="bench", domain="shop", tool_ids=[s.id for s in specs], name="bot",
-                  system_prompt="You help shop staff look up and update items.")
-    tasks = [Task(agent_id=agent.id, goal=f"Update item number {i}.", persona="A shop clerk.",
-                  user_facts=[f"Item id: it-{i}"], rubric=[Criterion(text="The assistant calls update_item.")])
+def own_cpu() -> tuple[float, float]:
+    """(this process, its waited-for children) CPU seconds."""
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
+def mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def records(episodes: int, tag: str) -> tuple[list[ToolSpec], Agent, list[Task], Implementation]:
+    """The notes toolset with its passing Implementation (as tests/test_gold.py builds it)."""
+    specs = [ToolSpec.model_validate({**t, "toolset": "notes", "toolset_id": "id_notes", "domain": "notes",
+                                      "state_model": "notes by id"})
+             for t in json.loads((NOTES / "tools.json").read_text())]
+    impl = Implementation(toolset_id="id_notes", toolset="notes", domain="notes", tool_ids=[s.id for s in specs],
+                          module=(NOTES / "impl.py").read_text(), tests=(NOTES / "tests.py").read_text(),
+                          passed=True, rounds=1)
+    agent = Agent(toolset_id="id_notes", toolset="notes", domain="notes", tool_ids=[s.id for s in specs],
+                  name="Jot", system_prompt="You are Jot, a notes assistant. Keep answers short.")
+    tasks = [Task(agent_id=agent.id, goal=f"List my notes ({tag} #{i}).", persona="A busy teacher.",
+                  user_facts=[f"Request number: {tag}-{i}"], rubric=[Criterion(text="The assistant lists notes.")])
              for i in range(episodes)]
-    return specs, agent, tasks
+    return specs, agent, tasks, impl
 
 
-async def measure(base_url: str, server_pid: int, args: argparse.Namespace, concurrency: int) -> dict[str, float]:
+def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int) -> RunConfig:
+    return RunConfig.model_validate({
+        "name": f"bench-c{concurrency}", "runs_dir": runs_dir,
+        "llm": {"base_url": base_url, "model": "fake", "concurrency": max(concurrency, 1), "max_retries": 0},
+        "rollout": {"max_turns": MAX_TURNS, "max_tool_steps": MAX_TOOL_STEPS, "concurrency": concurrency,
+                    "sandbox": {"type": "local", "isolation": "none", "pool_size": pool_size}},
+    })
+
+
+async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: int, latency_s: float,
+                    server_pid: int | None) -> dict:
+    tag = f"c{concurrency}-{time.time_ns()}"  # fresh tasks: nothing from an earlier row in any cache
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as runs_dir:
-        cfg = RunConfig.model_validate({
-            "name": f"bench-c{concurrency}", "runs_dir": runs_dir,
-            "llm": {"base_url": base_url, "model": "fake", "concurrency": concurrency, "max_retries": 0},
-            "rollout": {"max_turns": args.max_turns, "max_tool_steps": args.max_tool_steps,
-                        "concurrency": concurrency, "sandbox": {"type": "local", "isolation": "none"}},
-        })
-        async with open_run(cfg, quiet=True) as ctx:
-            specs, agent, tasks = records(args.episodes)
-            for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks)):
+        async with open_run(run_config(base_url, runs_dir, concurrency, pool_size), quiet=True) as ctx:
+            specs, agent, tasks, impl = records(episodes, tag)
+            for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks), ("implementations", [impl])):
                 ctx.store.append(kind, recs)
-            server_cpu, cpu, started = cpu_seconds(server_pid), time.process_time(), time.perf_counter()
+            server = cpu_seconds(server_pid) if server_pid else 0.0
+            (cpu, children), started = own_cpu(), time.perf_counter()
             stats = await make_rollouts(ctx)
             seconds = time.perf_counter() - started
-            cpu, server_cpu = time.process_time() - cpu, cpu_seconds(server_pid) - server_cpu
+            cpu2, children2 = own_cpu()
+            server = (cpu_seconds(server_pid) - server) if server_pid else 0.0
             trajectories = ctx.store.read("trajectories")
-    if stats.failed or len(trajectories) != args.episodes:
-        raise SystemExit(f"concurrency {concurrency}: {stats.failed} episodes failed; see the errors above")
+            errors = ctx.store.read("errors")
+    if stats.failed or len(trajectories) != episodes:  # reported in the table, the other rows still run
+        why = errors[0].message.split(";")[0][-120:] if errors else "no trajectory"
+        return {"kind": "synth", "concurrency": concurrency, "episodes": episodes, "failed": stats.failed or episodes,
+                "why": f"{errors[0].error_type if errors else ''}: {why}", "seconds": seconds}
     calls = ctx.meter.total().requests
-    per_episode = calls / args.episodes
-    ideal = concurrency / (per_episode * args.latency_ms / 1000)
-    measured = args.episodes / seconds
-    agent_calls = sum(t.usage["agent_calls"] for t in trajectories) / args.episodes
-    return {"concurrency": concurrency, "episodes": args.episodes, "seconds": seconds, "eps": measured,
-            "ideal": ideal, "ratio": measured / ideal, "calls": per_episode, "agent_calls": agent_calls,
-            "cpu_ms": 1000 * cpu / calls, "server_cpu_ms": 1000 * server_cpu / calls}
+    agent_calls = sum(t.usage["agent_calls"] for t in trajectories)
+    user_calls = sum(t.usage["user_calls"] for t in trajectories)
+    tool_calls = sum(len(t.tool_calls) for t in trajectories)
+    if any(t.usage["agent_calls"] != 6 for t in trajectories) or calls != agent_calls + user_calls:
+        raise SystemExit(f"episodes are not shaped as planned: {agent_calls} agent, {user_calls} user, {calls} total")
+    return _row("synth", concurrency, episodes, seconds, calls, latency_s, cpu2 - cpu, children2 - children,
+                server, agent=agent_calls / episodes, user=user_calls / episodes, tools=tool_calls / episodes)
+
+
+async def floor_row(base_url: str, bodies: list[dict], concurrency: int, episodes: int, latency_s: float,
+                    server_pid: int | None) -> dict:
+    url = f"{base_url}/chat/completions"
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-no-key"}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(episodes):
+        queue.put_nowait(i)
+    calls = [0]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def episode(i: int) -> None:
+            for body in bodies:  # one after another, as the rollout loop sends them
+                data = json.dumps({**body, "seed": body.get("seed", 0) + i}).encode()
+                async with session.post(url, data=data, headers=headers) as response:
+                    response.raise_for_status()
+                    json.loads(await response.read())
+                calls[0] += 1
+
+        async def worker() -> None:
+            while not queue.empty():
+                await episode(queue.get_nowait())
+
+        server = cpu_seconds(server_pid) if server_pid else 0.0
+        (cpu, children), started = own_cpu(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, episodes))))
+        seconds = time.perf_counter() - started
+        cpu2, children2 = own_cpu()
+        server = (cpu_seconds(server_pid) - server) if server_pid else 0.0
+    return _row("floor", concurrency, episodes, seconds, calls[0], latency_s, cpu2 - cpu, children2 - children, server)
+
+
+def _row(kind: str, concurrency: int, episodes: int, seconds: float, calls: int, latency_s: float, cpu: float,
+         children: float, server: float, **shape: float) -> dict:
+    per_episode = calls / episodes
+    ideal = concurrency / (per_episode * latency_s)
+    eps = episodes / seconds
+    return {"kind": kind, "concurrency": concurrency, "episodes": episodes, "seconds": seconds, "eps": eps,
+            "ideal": ideal, "ratio": eps / ideal, "calls": per_episode,
+            "cpu_ms": 1000 * (cpu + children) / calls, "children_ms": 1000 * children / calls,
+            "server_ms": 1000 * server / calls, **shape}
+
+
+async def capture_bodies() -> list[dict]:
+    """The request bodies of one synth episode (in order), from an in-process fake with the same replies."""
+    async with FakeOpenAI(handler=handler) as fake:
+        with tempfile.TemporaryDirectory(prefix="synth-bench-capture-") as runs_dir:
+            async with open_run(run_config(fake.base_url, runs_dir, 1, 0), quiet=True) as ctx:
+                specs, agent, tasks, impl = records(1, "capture")
+                for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks),
+                                   ("implementations", [impl])):
+                    ctx.store.append(kind, recs)
+                await make_rollouts(ctx)
+        return list(fake.requests)
+
+
+def start_server(port: int, latency_ms: float, pin: bool) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "bench.fake_server", "--port", str(port),
+                               "--latency-ms", str(latency_ms)], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if pin:
+        os.sched_setaffinity(server.pid, {1})
+    deadline = time.monotonic() + 20
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise SystemExit("the fake endpoint did not start")
+        time.sleep(0.05)
+    return server
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=128, help="episodes per concurrency setting")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 64], help="rollout.concurrency values")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256, 512])
+    parser.add_argument("--episodes", type=int, default=0,
+                        help="episodes per row (default: max(concurrency, --min-episodes): one wave)")
+    parser.add_argument("--min-episodes", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
-    parser.add_argument("--max-turns", type=int, default=3, help="user turns per episode (2 agent calls each)")
-    parser.add_argument("--max-tool-steps", type=int, default=1)
-    parser.add_argument("--baseline", metavar="REV", help="run the LLM client of synth/llm.py at this git "
-                        "revision instead of the current one (to compare before/after)")
+    parser.add_argument("--pool-size", type=int, default=-1,
+                        help="rollout.sandbox.pool_size (default -1: the row's concurrency; 0: no pool)")
+    parser.add_argument("--rows", nargs="+", choices=["floor", "synth"], default=["floor", "synth"])
+    parser.add_argument("--force", action="store_true",
+                        help=f"run synth rows even when concurrency x {SERVER_MB} MB of MCP tool servers "
+                        "exceeds 60%% of MemAvailable (skipped by default: the machine would swap or OOM)")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the synth rows into FILE (pstats) and print "
+                        "the top functions by own time")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin harness and server to separate CPUs")
     args = parser.parse_args(argv)
-    if args.baseline:
-        import synth.run
-        from bench.llm_client import baseline_module
-
-        synth.run.LLM = baseline_module(args.baseline).LLM  # open_run builds the client from this name
     warnings.filterwarnings("ignore", message="LocalSandbox: tool processes are NOT isolated")
     logging.getLogger("sandboxes.local").setLevel(logging.ERROR)  # isolation none is the point here
 
+    pin = not args.no_pin and {0, 1} <= os.sched_getaffinity(0)
+    if pin:
+        os.sched_setaffinity(0, {0})
+    bodies = asyncio.run(capture_bodies())
+    profile = cProfile.Profile() if args.profile else None
+    latency_s = args.latency_ms / 1000
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tests.fake_openai", "--port", str(port),
-                               "--latency-ms", str(args.latency_ms)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(port, args.latency_ms, pin)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    rows, skipped = [], {}
     try:
-        deadline = time.monotonic() + 20
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the fake endpoint did not start")
-            time.sleep(0.05)
-        rows = [asyncio.run(measure(f"http://127.0.0.1:{port}/v1", server.pid, args, c)) for c in args.concurrency]
+        for c in args.concurrency:
+            episodes = args.episodes or max(c, args.min_episodes)
+            if "floor" in args.rows:
+                rows.append(asyncio.run(floor_row(base_url, bodies, c, episodes, latency_s, server.pid)))
+                print(f"  floor at {c}: {rows[-1]['ratio']:.0%}, {rows[-1]['cpu_ms']:.2f} ms/call",
+                      file=sys.stderr, flush=True)
+            if "synth" in args.rows:
+                need, have = min(c, episodes) * SERVER_MB, mem_available_mb()
+                if need > 0.6 * have and not args.force:
+                    skipped[c] = f"skipped: needs ~{need / 1024:.0f} GB for {min(c, episodes)} MCP tool servers, " \
+                                 f"{have / 1024:.0f} GB available (--force runs it)"
+                    print(f"  synth at {c}: skipped ({skipped[c]})", file=sys.stderr, flush=True)
+                    continue
+                pool = c if args.pool_size < 0 else args.pool_size
+                if profile:
+                    profile.enable()
+                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid)))
+                if profile:
+                    profile.disable()
+                if rows[-1].get("failed"):
+                    skipped[c] = f"{rows[-1]['failed']} of {episodes} episodes failed after " \
+                                 f"{rows[-1]['seconds']:.0f} s ({rows[-1]['why']})"
+                    rows.pop()
+                    print(f"  synth at {c}: FAILED: {skipped[c]}", file=sys.stderr, flush=True)
+                    continue
+                print(f"  synth at {c}: {rows[-1]['ratio']:.0%}, {rows[-1]['cpu_ms']:.2f} ms/call",
+                      file=sys.stderr, flush=True)
     finally:
         server.terminate()
         server.wait()
 
-    print(f"rollout bench: {args.episodes} episodes per row, {args.latency_ms:g} ms per LLM call, "
-          f"{os.cpu_count()} CPUs; ideal = concurrency / (LLM calls per episode x latency)")
-    header = ("conc", "episodes", "secs", "eps/s", "ideal", "ratio", "calls/ep", "agent/ep", "cpu ms/call",
-              "server ms/call")
-    print("  ".join(f"{h:>{max(len(h), 8)}}" for h in header))
-    for r in rows:
-        values = (f"{r['concurrency']}", f"{r['episodes']}", f"{r['seconds']:.1f}", f"{r['eps']:.2f}",
-                  f"{r['ideal']:.2f}", f"{r['ratio']:.0%}", f"{r['calls']:.1f}", f"{r['agent_calls']:.1f}",
-                  f"{r['cpu_ms']:.2f}", f"{r['server_cpu_ms']:.2f}")
-        print("  ".join(f"{v:>{max(len(h), 8)}}" for h, v in zip(header, values)))
-    if len(rows) > 1:
-        first, last = rows[0], rows[-1]
-        print(f"concurrency {last['concurrency']} vs {first['concurrency']}: "
-              f"{last['eps'] / first['eps']:.1f}x the episodes/s (ideal {last['ideal'] / first['ideal']:.1f}x)")
+    pool_text = "pool = concurrency" if args.pool_size < 0 else f"pool_size {args.pool_size}"
+    print(f"rollout bench: {args.latency_ms:g} ms per LLM call, {len(bodies)} calls per episode "
+          f"({MAX_TURNS} turns x (tool call + answer) = 6 agent + 4 user), ideal = concurrency / "
+          f"(calls per episode x latency); synth: ExecutableToolset (notes) over MCP, local sandbox, {pool_text}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          + ("harness pinned to CPU 0, fake server to CPU 1" if pin else "not pinned"))
+    head = f"{'conc':>5} {'episodes':>8} | {'floor eps/s':>11} {'ratio':>6} {'cpu ms':>6} | " \
+           f"{'synth eps/s':>11} {'ratio':>6} {'cpu ms':>6} {'(tools)':>7} | {'synth/floor':>11} {'ideal':>7}"
+    print(head)
+    for c in args.concurrency:
+        cells = {r["kind"]: r for r in rows if r["concurrency"] == c}
+        f, s = cells.get("floor"), cells.get("synth")
+        any_row = f or s
+        line = f"{c:>5} {any_row['episodes'] if any_row else '':>8} | "
+        line += f"{f['eps']:>11.2f} {f['ratio']:>6.0%} {f['cpu_ms']:>6.2f} | " if f else f"{'-':>11} {'':>6} {'':>6} | "
+        if s:
+            line += f"{s['eps']:>11.2f} {s['ratio']:>6.0%} {s['cpu_ms']:>6.2f} {s['children_ms']:>7.2f} | "
+        else:
+            line += f"{'not run' if c in skipped else '-':>11} {'':>6} {'':>6} {'':>7} | "
+        line += f"{s['eps'] / f['eps']:>11.2f} " if f and s else f"{'-':>11} "
+        line += f"{any_row['ideal']:>7.2f}" if any_row else ""
+        print(line)
+    for c, why in skipped.items():
+        print(f"synth at {c}: {why}")
+    server_ms = [r["server_ms"] for r in rows]
+    print("ratio = eps/s / ideal; cpu ms = harness CPU (process + children) per LLM call; (tools) = the children's "
+          f"share (MCP tool servers, sandbox helpers); fake server: {sum(server_ms) / max(len(server_ms), 1):.2f} "
+          "ms CPU per call on average")
+    if profile:
+        profile.dump_stats(args.profile)
+        stats = pstats.Stats(args.profile, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":
