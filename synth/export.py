@@ -25,6 +25,7 @@ from synth.errors import ConfigError, ProviderError
 from synth.pipeline import Context
 from synth.prompts import render
 from synth.records import Task, Trajectory, Verdict
+from tools.implement import passed_implementations, serving_implementation
 
 TOOL_CALL = {"id": Value("string"), "type": Value("string"),
              "function": {"name": Value("string"), "arguments": Value("string")}}
@@ -117,12 +118,14 @@ def sft_rows(ctx: Context, trajectories: list[Trajectory], verdicts: list[Verdic
 def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
     agents = {a.id: a for a in ctx.store.read("agents")}
     tools = {t.id: t for t in ctx.store.read("tools")}
+    implementations = passed_implementations(ctx)
     sandbox_type, image = sandbox_provenance(ctx)
     rows = []
     for task in tasks:
         agent = agents[task.agent_id]
         specs = [tools[i] for i in agent.tool_ids if i in tools]
-        kinds = sorted({s.kind for s in specs})
+        impl = serving_implementation(agent, implementations)
+        kinds = ["executable"] if impl else sorted({s.kind for s in specs})
         rows.append({
             "task_id": task.id,
             "prompt": [canonical_message({"role": "system", "content": agent.system_prompt}),
@@ -135,7 +138,11 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
                 "sandbox": ctx.cfg.rollout.sandbox.model_dump(mode="json"), "image": image or None,
                 # how tools execute: simulated (LLM tool simulator), executable (generated module), real (MCP server)
                 "runtime": kinds[0] if len(kinds) == 1 else "mixed" if kinds else "none",
-                "toolsets": [{"kind": s.kind, "spec": s.to_mcp()} for s in specs]}),
+                "toolsets": [{"kind": s.kind, "spec": s.to_mcp()} for s in specs],
+                # what an RL trainer needs to recreate an executable environment and check its end state
+                "module": impl.module if impl else None,
+                "gold_actions": [a.model_dump() for a in task.gold_actions],
+                "assertions": [a.model_dump() for a in task.assertions]}),
             "domain": agent.domain, "difficulty": task.difficulty,
         })
     return rows

@@ -27,7 +27,7 @@ from synth.shard import in_shard
 from synth.records import Agent, Implementation, Task, ToolCallTrace, Trajectory, Verdict
 from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
 from tools.executable import ExecutableToolset, ToolRuntime
-from tools.implement import passed_implementations
+from tools.implement import passed_implementations, serving_implementation
 from tools.simulator import SimulatedToolset, ToolOutcome
 from tools.spec import ToolSpec
 
@@ -58,7 +58,7 @@ async def make_rollouts(ctx: Context) -> StageStats:
             agent = agents[task.agent_id]
             specs = [tools[i] for i in agent.tool_ids if i in tools]
             return [await run_episode(ctx, unit.id, task, agent, specs, sample,
-                                      implementations.get(agent.toolset_id), pool=pool)]
+                                      serving_implementation(agent, implementations), pool=pool)]
 
         return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)
 
@@ -110,7 +110,7 @@ async def tool_runtime(ctx: Context, specs: list[ToolSpec], sandbox: Sandbox, se
                        impl: Implementation | None) -> AsyncIterator[ToolRuntime]:
     """The toolset's passing implementation served over MCP in the sandbox, else the LLM simulator."""
     fault_rate = ctx.cfg.rollout.fault_rate
-    if impl is not None and {s.id for s in specs} <= set(impl.tool_ids):
+    if impl is not None:
         async with ExecutableToolset(specs, sandbox, module=impl.module, seed=seed, fault_rate=fault_rate) as runtime:
             yield runtime
     else:

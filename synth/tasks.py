@@ -18,7 +18,7 @@ from synth.gold import shape_problems, state_default, validate_tasks
 from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.prompts import render
 from synth.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task
-from tools.implement import passed_implementations
+from tools.implement import passed_implementations, serving_implementation
 from tools.spec import ToolSpec
 
 Short = Annotated[str, Field(min_length=3, max_length=150)]
@@ -76,17 +76,10 @@ async def make_tasks(ctx: Context) -> StageStats:
                            ctx.cfg.concurrency)
 
 
-def gold_implementation(agent: Agent, implementations: dict[str, Implementation]) -> Implementation | None:
-    """The implementation serving every tool of the agent, if any: the same rule as rollout.tool_runtime,
-    so gold tasks are exactly those whose rollouts run for real."""
-    impl = implementations.get(agent.toolset_id)
-    return impl if impl is not None and set(agent.tool_ids) <= set(impl.tool_ids) else None
-
-
 async def draft_tasks(ctx: Context, unit: Unit[Agent], tools: dict[str, ToolSpec],
                       implementations: dict[str, Implementation] | None = None) -> list[Task]:
     agent, cfg = unit.payload, ctx.cfg.tasks
-    impl = gold_implementation(agent, implementations or {})
+    impl = serving_implementation(agent, implementations or {})
     decoys = set(agent.distractor_tool_ids)
     tool_lines = "\n".join(f"- {tools[i].name}: {tools[i].description}{' (decoy)' if i in decoys else ''}"
                            for i in agent.tool_ids if i in tools)

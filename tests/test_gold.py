@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from datasets import load_from_disk
 
 from judges.state_check import task_checks
 from synth.config import RunConfig
@@ -227,7 +228,7 @@ async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
         cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 1, "gold": True})
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", specs())
-            await run_stages(ctx, ["implement", "agents", "tasks", "rollout", "judge"], export=False)
+            await run_stages(ctx, ["implement", "agents", "tasks", "rollout", "judge"], export=True)
             tasks, trajectories = ctx.store.read("tasks"), ctx.store.read("trajectories")
             verdicts, errors = ctx.store.read("verdicts"), ctx.store.read("errors")
         simulated = [b for b in fake.requests if "You are the backend of the tool" in json.dumps(b["messages"])]
@@ -243,3 +244,9 @@ async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
         ok = not assertion_failures(trajectory.final_state, tasks[0].assertions)
         assert verdict.checks["final_state_assertions"] is ok
         assert ok or ("check failed: final_state_assertions" in verdict.reasons and not verdict.keep)
+    # The RL row carries what a trainer needs to recreate the executable environment and check it.
+    (rl_row,) = load_from_disk(str(cfg.run_dir / "export" / "rl"))["train"]
+    environment = json.loads(rl_row["environment"])
+    assert environment["runtime"] == "executable" and environment["module"] == MODULE
+    assert [a["tool"] for a in environment["gold_actions"]] == ["list_notes", "create_note"]
+    assert len(environment["assertions"]) == 3

@@ -22,7 +22,7 @@ from synth.errors import ParseError
 from synth.hashing import content_hash
 from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.prompts import render
-from synth.records import Implementation
+from synth.records import Agent, Implementation
 from tools.executable import HOME, MODULE_FILE, SPECS_FILE, python_argv, ship
 from tools.spec import ToolSpec
 
@@ -141,6 +141,13 @@ async def run_selftest(box: Sandbox, draft: ImplementationDraft, tools: list[dic
     except (IndexError, ValueError):
         why = "timed out" if result.timed_out else f"exit {result.exit_code}"
         return SelftestReport(problems=[f"the test run crashed ({why}): {result.stderr.strip()[-800:]}"])
+
+
+def serving_implementation(agent: Agent, implementations: dict[str, Implementation]) -> Implementation | None:
+    """The passing implementation that serves every tool of the agent, if any. One rule for rollouts
+    (run the tools for real), gold tasks (written only for those) and the RL environment spec."""
+    impl = implementations.get(agent.toolset_id)
+    return impl if impl is not None and set(agent.tool_ids) <= set(impl.tool_ids) else None
 
 
 def passed_implementations(ctx: Context) -> dict[str, Implementation]:
