@@ -122,8 +122,8 @@ def _mark(ctx: Context, stage: str, **extra: int) -> None:
     manifest = ctx.store.manifest()
     stats = ctx.stats.get(stage)
     manifest.setdefault("stages", {})[stage] = {"status": "done", "failed_units": stats.failed if stats else 0, **extra}
-    manifest["counts"] = funnel(ctx)
     manifest["funnel"] = funnel_report(ctx.store)
+    manifest["counts"] = manifest["funnel"]["counts"]
     if stage == "rollout":
         manifest["user_flags"] = user_flag_counts(ctx.store.read("trajectories"))
     if stage == "judge":
