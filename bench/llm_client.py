@@ -40,11 +40,11 @@ from pathlib import Path
 import aiohttp
 import openai
 
+from bench.endpoint import REPO, start_server
 import synth.llm  # noqa: F401  (the current client: make_client looks it up in sys.modules)
 from synth.llm_cache import ResponseCache
 from synth.usage import UsageMeter
 
-REPO = Path(__file__).resolve().parents[1]
 LABELS = {
     "bare": "bare aiohttp loop (floor)",
     "stock": "AsyncOpenAI create (httpx2)",
@@ -180,21 +180,6 @@ async def measure(kind: str, base_url: str, server_pid: int, concurrency: int, s
             "server_ms": 1000 * server_cpu / max(calls, 1)}
 
 
-def start_server(port: int, latency_ms: float, pin: bool) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "tests.fake_openai", "--port", str(port),
-                               "--latency-ms", str(latency_ms)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if pin:
-        os.sched_setaffinity(server.pid, {1})
-    deadline = time.monotonic() + 20
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            raise SystemExit("the fake endpoint did not start")
-        time.sleep(0.05)
-    return server
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 64, 128, 256])
@@ -216,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     if pin:
         os.sched_setaffinity(0, {0})
     port = free_port()
-    server = start_server(port, args.latency_ms, pin)
+    server = start_server("tests.fake_openai", port, args.latency_ms, pin)
     rows = []
     try:
         base_url = f"http://127.0.0.1:{port}/v1"

@@ -33,7 +33,6 @@ import logging
 import os
 import pstats
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.endpoint import REPO, start_server
 from bench.fake_server import handler
 from synth.config import RunConfig
 from synth.records import Agent, Criterion, Implementation, Task
@@ -50,7 +50,6 @@ from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
 from tools.spec import ToolSpec
 
-REPO = Path(__file__).resolve().parents[1]
 NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"
 MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; opening + 3 replies = 4 user calls
 SERVER_MB = 70  # RSS of one per-episode MCP tool server (python + the mcp SDK), measured
@@ -191,21 +190,6 @@ async def capture_bodies() -> list[dict]:
         return list(fake.requests)
 
 
-def start_server(port: int, latency_ms: float, pin: bool) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "bench.fake_server", "--port", str(port),
-                               "--latency-ms", str(latency_ms)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if pin:
-        os.sched_setaffinity(server.pid, {1})
-    deadline = time.monotonic() + 20
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            raise SystemExit("the fake endpoint did not start")
-        time.sleep(0.05)
-    return server
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256, 512])
@@ -233,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     profile = cProfile.Profile() if args.profile else None
     latency_s = args.latency_ms / 1000
     port = free_port()
-    server = start_server(port, args.latency_ms, pin)
+    server = start_server("bench.fake_server", port, args.latency_ms, pin)
     base_url = f"http://127.0.0.1:{port}/v1"
     rows, skipped = [], {}
     try:
