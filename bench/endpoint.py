@@ -1,4 +1,4 @@
-"""Start a scripted OpenAI-compatible endpoint as its own process, optionally pinned to CPU 1."""
+"""What the benches share: a scripted endpoint in its own process, free ports, another process's CPU time."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ def start_server(module: str, port: int, latency_ms: float, pin: bool) -> subpro
             raise SystemExit("the fake endpoint did not start")
         time.sleep(0.05)
     return server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of another process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

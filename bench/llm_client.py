@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 import aiohttp
 import openai
 
-from bench.endpoint import REPO, start_server
+from bench.endpoint import REPO, cpu_seconds, free_port, start_server
 import synth.llm  # noqa: F401  (the current client: make_client looks it up in sys.modules)
 from synth.llm_cache import ResponseCache
 from synth.usage import UsageMeter
@@ -73,17 +72,6 @@ def messages(i: int) -> list[dict]:
         {"role": "assistant", "content": "Item it-7 is in stock. Shall I mark it sold?"},
         {"role": "user", "content": "Yes, mark it sold, thanks."},
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def baseline_module(rev: str) -> types.ModuleType:

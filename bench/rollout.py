@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import pstats
-import socket
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.endpoint import REPO, start_server
+from bench.endpoint import REPO, cpu_seconds, free_port, start_server
 from bench.fake_server import handler
 from synth.config import RunConfig
 from synth.records import Agent, Criterion, Implementation, Task
@@ -53,18 +52,6 @@ from tools.spec import ToolSpec
 NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"
 MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; opening + 3 replies = 4 user calls
 SERVER_MB = 70  # RSS of one per-episode MCP tool server (python + the mcp SDK), measured
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of another process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu() -> tuple[float, float]:

@@ -17,8 +17,6 @@ import time
 import uuid
 from pathlib import Path
 
-import docker
-import docker.errors
 import pytest
 
 from sandboxes.base import DockerConfig, provision
@@ -29,17 +27,6 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = (ROOT / "tests" / "fixtures" / "counter_server.py").read_bytes()
 EPISODES = 32
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    try:
-        docker.from_env().ping()
-    except docker.errors.DockerException as e:
-        pytest.fail(f"Docker Engine unreachable ({e}): run scripts/build_sandbox_image.sh (starts dockerd)")
-    from sandboxes.image.build import build_image
-
-    return build_image(progress=lambda line: print(line, flush=True))
 
 
 def _managed(run: str) -> list[str]:
@@ -60,11 +47,11 @@ async def _episode(sandbox, i: int) -> int:
     return i
 
 
-async def test_32_concurrent_mcp_episodes_no_failure_no_leak(image):
+async def test_32_concurrent_mcp_episodes_no_failure_no_leak(docker_image):
     # Fresh containers, all 32 at once: the path rollouts take today. (The pool's reuse is covered in
     # test_sandbox_pool.py; here the cost is 32 MCP servers importing the SDK, ~1 s of CPU each.)
     run = f"test-scale-{uuid.uuid4().hex[:8]}"
-    cfg = DockerConfig(image=image, memory_mb=256)
+    cfg = DockerConfig(image=docker_image, memory_mb=256)
     started = time.monotonic()
 
     async def one(i: int) -> int:
@@ -96,10 +83,10 @@ asyncio.run(main())
 """
 
 
-def test_sigkilled_run_leaves_containers_that_gc_removes(image):
+def test_sigkilled_run_leaves_containers_that_gc_removes(docker_image):
     run = f"test-kill9-{uuid.uuid4().hex[:8]}"
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD), image, run], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", textwrap.dedent(CHILD), docker_image, run], cwd=ROOT, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:

@@ -7,7 +7,6 @@ import json
 import docker
 import pytest
 
-from sandboxes.image.build import build_image
 from synth.config import RunConfig
 from synth.run import STAGES, open_run, run_stages
 from synth.user_sim import STOP
@@ -20,8 +19,7 @@ def managed_containers(run: str) -> list:
     return docker.from_env().containers.list(all=True, filters={"label": ["synth.managed=1", f"synth.run={run}"]})
 
 
-async def test_rollouts_in_docker_keep_state_per_episode_and_leave_no_container(tmp_path):
-    image = build_image(progress=lambda line: None)
+async def test_rollouts_in_docker_keep_state_per_episode_and_leave_no_container(tmp_path, docker_image):
     async with FakeOpenAI(stop_marker=STOP) as fake:
         cfg = RunConfig.model_validate({
             "name": "docker-run", "runs_dir": str(tmp_path),
@@ -29,7 +27,7 @@ async def test_rollouts_in_docker_keep_state_per_episode_and_leave_no_container(
             "tools": {"categories": 1, "domains_per_category": 1, "tools_per_toolset": 2},
             "tasks": {"per_agent": 2},
             "rollout": {"samples_per_task": 1, "max_turns": 2, "concurrency": 2,
-                        "sandbox": {"type": "docker", "image": image, "memory_mb": 256}},
+                        "sandbox": {"type": "docker", "image": docker_image, "memory_mb": 256}},
         })
         async with open_run(cfg, quiet=True) as ctx:
             await run_stages(ctx, list(STAGES))

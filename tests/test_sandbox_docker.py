@@ -24,19 +24,9 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    try:
-        engine = docker.from_env()
-        engine.ping()
-    except docker.errors.DockerException as e:
-        pytest.fail(
-            f"Docker Engine unreachable ({e}): run scripts/build_sandbox_image.sh"
-            " (installs docker.io, starts dockerd)"
-        )
-    from sandboxes.image.build import build_image
-
-    tag = build_image(progress=lambda line: print(line, flush=True))
-    yield tag
+def image(docker_image: str):
+    engine = docker.from_env()
+    yield docker_image
     left = engine.containers.list(all=True, filters={"label": "synth.managed=1"})
     assert not left, f"containers left behind: {[c.name for c in left]}"
 

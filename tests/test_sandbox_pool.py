@@ -27,17 +27,6 @@ DIRTY = (
 PROCS = "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline; echo; done"
 
 
-@pytest.fixture(scope="module")
-def image() -> str:
-    try:
-        docker.from_env().ping()
-    except docker.errors.DockerException as e:
-        pytest.fail(f"Docker Engine unreachable ({e}): run scripts/build_sandbox_image.sh (starts dockerd)")
-    from sandboxes.image.build import build_image
-
-    return build_image(progress=lambda line: print(line, flush=True))
-
-
 @pytest.fixture
 def run() -> str:
     return f"test-pool-{uuid.uuid4().hex[:8]}"
@@ -57,8 +46,8 @@ async def _until(predicate, timeout: float = 20.0) -> None:
 
 
 @pytest.mark.docker
-async def test_docker_state_of_one_episode_is_gone_in_the_next(image, run):
-    async with WarmPool(DockerConfig(image=image), size=1, labels={"synth.run": run}) as pool:
+async def test_docker_state_of_one_episode_is_gone_in_the_next(docker_image, run):
+    async with WarmPool(DockerConfig(image=docker_image), size=1, labels={"synth.run": run}) as pool:
         assert len(_managed(run)) == 1
         async with pool.acquire() as sb:
             first = sb.id
@@ -78,10 +67,10 @@ async def test_docker_state_of_one_episode_is_gone_in_the_next(image, run):
 
 
 @pytest.mark.docker
-async def test_docker_killed_container_is_replaced(image, run):
+async def test_docker_killed_container_is_replaced(docker_image, run):
     from sandboxes.docker import client
 
-    async with WarmPool(DockerConfig(image=image), size=1, labels={"synth.run": run}) as pool:
+    async with WarmPool(DockerConfig(image=docker_image), size=1, labels={"synth.run": run}) as pool:
         async with pool.acquire() as sb:  # killed during the episode: the reset on release fails
             client().api.kill(sb.name)
             dead = sb.name
@@ -99,8 +88,8 @@ async def test_docker_killed_container_is_replaced(image, run):
 
 
 @pytest.mark.docker
-async def test_docker_acquire_waits_for_a_release_then_times_out_naming_the_size(image, run):
-    async with WarmPool(DockerConfig(image=image), size=2, labels={"synth.run": run}, acquire_timeout_s=1.5) as pool:
+async def test_docker_acquire_waits_for_a_release_then_times_out_naming_the_size(docker_image, run):
+    async with WarmPool(DockerConfig(image=docker_image), size=2, labels={"synth.run": run}, acquire_timeout_s=1.5) as pool:
         async with pool.acquire() as a, pool.acquire() as b:
             assert a.id != b.id
             waiting = asyncio.create_task(_hold(pool))
@@ -120,9 +109,9 @@ async def _hold(pool: WarmPool) -> str:
 
 
 @pytest.mark.docker
-async def test_docker_exit_removes_every_container_even_when_cancelled(image, run):
+async def test_docker_exit_removes_every_container_even_when_cancelled(docker_image, run):
     async def body() -> None:
-        async with WarmPool(DockerConfig(image=image), size=3, labels={"synth.run": run}) as pool:
+        async with WarmPool(DockerConfig(image=docker_image), size=3, labels={"synth.run": run}) as pool:
             async with pool.acquire():
                 assert len(_managed(run)) == 3
                 await asyncio.sleep(60)

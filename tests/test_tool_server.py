@@ -24,19 +24,6 @@ BUGGY = MODULE + "\n\ndef get_note(state, note_id):\n    return state['notes'][s
 FATAL = MODULE + "\n\nimport os\n\ndef list_notes(state, tag=None):\n    os._exit(3)\n"
 
 
-@pytest.fixture(scope="module")
-def docker_image() -> str:
-    import docker
-
-    try:
-        docker.from_env().ping()
-    except Exception as e:  # noqa: BLE001
-        pytest.fail(f"Docker Engine unreachable ({e}): run scripts/build_sandbox_image.sh")
-    from sandboxes.image.build import build_image
-
-    return build_image(progress=lambda line: print(line, flush=True))  # the tag hashes tools/server
-
-
 @pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
 def cfg(request):
     if request.param == "local":

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from synth.errors import ConfigError
 from synth.hashing import content_hash
+from tools.server.toolset import argument_problem
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # what OpenAI function calling accepts
 
@@ -79,14 +80,10 @@ def schema_problems(spec: ToolSpec) -> list[str]:
 
 
 def validate_arguments(spec_schema: dict[str, Any], arguments: Any) -> str | None:
-    """The error a real server would give for these arguments, or None when they are valid."""
-    if not isinstance(arguments, dict):
-        return f"arguments must be a JSON object, got {type(arguments).__name__}"
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec_schema).iter_errors(arguments))
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "arguments"
-    return f"invalid arguments at {where}: {error.message}"
+    """The error a real server would give for these arguments, or None when they are valid.
+
+    The runner shipped into sandboxes owns the wording, so simulated and executable tools agree."""
+    return argument_problem(spec_schema, arguments)
 
 
 def require_valid(spec: ToolSpec) -> ToolSpec:

@@ -81,7 +81,7 @@ def contract_problems(module: ModuleType, tools: list[dict[str, Any]]) -> list[s
 
 
 def argument_problem(schema: dict[str, Any], arguments: Any) -> str | None:
-    """The same message tools/spec.validate_arguments gives, so simulated and executable tools agree."""
+    """The error a real server would give for these arguments (tools/spec.validate_arguments uses it too)."""
     if not isinstance(arguments, dict):
         return f"arguments must be a JSON object, got {type(arguments).__name__}"
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(arguments))

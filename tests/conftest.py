@@ -1,0 +1,20 @@
+"""Fixtures shared across test modules."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The sandbox image, built once per session (a no-op when its tag exists). No engine is a
+    failure, never a skip: CI installs docker.io and starts dockerd (scripts/build_sandbox_image.sh)."""
+    try:
+        docker.from_env().ping()
+    except docker.errors.DockerException as e:
+        pytest.fail(f"Docker Engine unreachable ({e}): run scripts/build_sandbox_image.sh (installs docker.io, "
+                    "starts dockerd)")
+    from sandboxes.image.build import build_image
+
+    return build_image(progress=lambda line: print(line, flush=True))  # the tag hashes tools/server too
