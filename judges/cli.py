@@ -26,16 +26,20 @@ def calibrate(
     runs_dir: Annotated[Optional[str], typer.Option("--runs-dir", help="Parent directory of run directories.")] = None,
     k: Annotated[int, typer.Option("--k", min=2, max=20, help="Judge calls per trajectory (different seeds).")] = 3,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Calibrate on the first N trajectories only.")] = None,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Always make k new judge calls; by default a verdict's stored judge samples "
+        "(judge.samples >= k, same mode) are used instead.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, only calibration.json.")] = False,
 ) -> None:
     """Agreement of the judge's keep decision with the verifiable checks (accuracy, Cohen's kappa,
-    precision and recall of keep) and its stability over k seeds; writes calibration.json in the run dir."""
+    precision and recall of keep) and its stability over k seeds; writes calibration.json in the run dir.
+    Trajectories already judged with at least k samples reuse those samples (no new LLM calls)."""
     from judges.calibration import calibrate as run_calibration
     from synth.run import open_run
 
     async def main():
         async with open_run(cfg, quiet=quiet, console=console) as ctx:
-            return await run_calibration(ctx, k=k, limit=limit), ctx.store.root / "calibration.json"
+            return await run_calibration(ctx, k=k, limit=limit, reuse=not fresh), ctx.store.root / "calibration.json"
 
     cfg = run_config(config, name, runs_dir)
     with exit_on_errors():
@@ -57,6 +61,7 @@ def report_table(report) -> Table:
         ("precision of keep", f"{a.precision:.3f}"), ("recall of keep", f"{a.recall:.3f}"),
         (f"keep identical across {s.k} calls", f"{s.keep_identical:.3f}"),
         ("mean per-criterion agreement", f"{s.criterion_agreement:.3f}"),
+        ("trajectories from stored judge samples", str(report.reused)),
         ("trajectories failed (see errors.jsonl)", str(report.failed)),
     ):
         table.add_row(label, value)

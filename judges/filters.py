@@ -22,14 +22,21 @@ STAGES = ("tools", "agents", "tasks", "trajectories", "verdicts")
 def drop_reasons(cfg: JudgeConfig, task: Task, trajectory: Trajectory, results: list[CriterionResult],
                  checks: dict[str, bool], score: float) -> list[str]:
     reasons = [f"{CHECK_FAILED}{name}" for name, ok in checks.items() if not ok]
+    reasons += judge_reasons(cfg, task, results, score)
+    if cfg.require_user_stop and not trajectory.user_stopped:
+        reasons.append(CUT_OFF)
+    return reasons
+
+
+def judge_reasons(cfg: JudgeConfig, task: Task, results: list[CriterionResult], score: float) -> list[str]:
+    """The judge's own drop reasons (essential criteria, threshold): what one judge sample decides alone."""
+    reasons = []
     if cfg.mode == "rubric":  # a single holistic score says nothing about one criterion
         passed = {r.index: r.passed for r in results}
         reasons += [f"{ESSENTIAL_FAILED}{c.text}" for i, c in enumerate(task.rubric)
                     if c.kind == "essential" and not passed.get(i)]
     if score < cfg.keep_threshold:
         reasons.append(f"score {score:.2f} below threshold {cfg.keep_threshold:.2f}")
-    if cfg.require_user_stop and not trajectory.user_stopped:
-        reasons.append(CUT_OFF)
     return reasons
 
 

@@ -40,12 +40,13 @@ def judgment_model(count: int) -> type[BaseModel]:
 
 
 class JudgeOutcome(BaseModel):
-    """What the judge stage stores: combined results, the normalized score, and how much samples agreed."""
+    """Combined results and normalized score, plus every sample's results, score and seed (same order)."""
 
     results: list[CriterionResult]
     score: float
     samples: list[list[CriterionResult]]
     scores: list[float]
+    seeds: list[int]
 
 
 def sample_seeds(seed: int, count: int) -> list[int]:
@@ -86,8 +87,8 @@ async def judge_once(llm: LLM, cfg: JudgeConfig, task: Task, trajectory: Traject
 async def judge(llm: LLM, cfg: JudgeConfig, task: Task, trajectory: Trajectory, *, seed: int) -> JudgeOutcome:
     """`cfg.samples` judge calls (sequential: the stage already runs trajectories concurrently), combined."""
     temperature = 0.0 if cfg.samples == 1 else cfg.sample_temperature
-    samples, scores = [], []
-    for s in sample_seeds(seed, cfg.samples):
+    seeds, samples, scores = sample_seeds(seed, cfg.samples), [], []
+    for s in seeds:
         results, score = await judge_once(llm, cfg, task, trajectory, seed=s, temperature=temperature)
         samples.append(results)
         scores.append(score)
@@ -98,7 +99,7 @@ async def judge(llm: LLM, cfg: JudgeConfig, task: Task, trajectory: Trajectory, 
     else:
         combined = majority(samples)
         score = rubric_score(task.rubric, combined)
-    return JudgeOutcome(results=combined, score=score, samples=samples, scores=scores)
+    return JudgeOutcome(results=combined, score=score, samples=samples, scores=scores, seeds=seeds)
 
 
 def _tally(scores: list[float], kept: bool, cfg: JudgeConfig) -> str:

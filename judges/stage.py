@@ -1,11 +1,17 @@
-"""The judge stage: score each trajectory against its task's rubric, run the checks, keep or drop."""
+"""The judge stage: score each trajectory against its task's rubric, run the checks, keep or drop.
+
+With several judge samples each one is stored on the verdict (results, score, seed, its own keep
+decision), and the manifest gets the judge's agreement with itself over the run (`judge_agreement`).
+"""
 
 from __future__ import annotations
 
+from synth.config import JudgeConfig
 from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.records import Trajectory, Verdict
-from judges.filters import drop_reasons
-from judges.judge import judge
+from synth.records import JudgeSample, Task, Trajectory, Verdict
+from judges.calibration import self_agreement
+from judges.filters import drop_reasons, judge_reasons
+from judges.judge import JudgeOutcome, judge
 from judges.state_check import structural_checks, task_checks
 
 
@@ -23,6 +29,20 @@ async def judge_all(ctx: Context) -> StageStats:
         checks = structural_checks(trajectory) | task_checks(task, trajectory, decoys.get(trajectory.agent_id, set()))
         reasons = drop_reasons(cfg, task, trajectory, outcome.results, checks, outcome.score)
         return [Verdict(unit=unit.id, trajectory_id=trajectory.id, task_id=task.id, results=outcome.results,
-                        checks=checks, score=round(outcome.score, 4), keep=not reasons, reasons=reasons)]
+                        checks=checks, score=round(outcome.score, 4), keep=not reasons, reasons=reasons,
+                        samples=judge_samples(cfg, task, outcome))]
 
-    return await run_units(ctx, "judge", "verdicts", units, work, ctx.cfg.concurrency)
+    stats = await run_units(ctx, "judge", "verdicts", units, work, ctx.cfg.concurrency)
+    # Over every verdict in the run dir, resumed ones included; a stage's own section of the manifest
+    # is rewritten when the stage is marked done, so this goes at the top level beside pass_k.
+    ctx.store.update_manifest(judge_agreement=self_agreement(ctx.store.read("verdicts")).model_dump())
+    return stats
+
+
+def judge_samples(cfg: JudgeConfig, task: Task, outcome: JudgeOutcome) -> list[JudgeSample]:
+    """Each sample when there are several; none for one, which `results` already is (keeps the record compact)."""
+    if len(outcome.samples) < 2:
+        return []
+    return [JudgeSample(seed=seed, score=round(score, 4), keep=not judge_reasons(cfg, task, results, score),
+                        results=results)
+            for seed, score, results in zip(outcome.seeds, outcome.scores, outcome.samples, strict=True)]

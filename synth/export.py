@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from datasets import Dataset, DatasetDict, Features, List, Value, disable_progress_bars
 
+from judges.calibration import self_agreement
 from judges.filters import funnel_report
 from judges.state_check import successful_calls
 from synth.errors import ConfigError, ProviderError
@@ -212,7 +213,8 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], sft: DatasetDict, rl: Da
         license=ctx.cfg.export.license, sft_rows=_per_split(sft), rl_rows=_per_split(rl),
         model=ctx.cfg.llm.model, config_hash=manifest.get("config_hash", ""), seed=ctx.cfg.seed,
         sandbox=f"{sandbox_type}{f' (image `{image}`)' if image else ''}",
-        judge=f"mode {judge.mode}, {judge.samples} sample(s), keep threshold {judge.keep_threshold}",
+        judge=f"mode {judge.mode}, {judge.samples} sample(s), keep threshold {judge.keep_threshold}"
+              f"{_agreement(verdicts)}",
         split=(f"test domains: {', '.join(test_domains)}; train domains: "
                f"{', '.join(d for d in domains if d not in test_domains)}" if test_domains else
                f"no test split: {'a single domain' if len(domains) == 1 else f'{len(domains)} domains'} "
@@ -233,6 +235,15 @@ def front_matter(license: str, parquet: dict[str, list[str]], layout: str = "par
     if configs:
         meta["configs"] = configs
     return yaml.safe_dump(meta, sort_keys=False)
+
+
+def _agreement(verdicts: list[Verdict]) -> str:
+    """The judge's agreement with itself across its stored samples, when there were several."""
+    a = self_agreement(verdicts)
+    if a.criteria_unanimous is None or a.keep_identical is None:
+        return ""
+    return (f"; its samples agree on {a.criteria_unanimous:.0%} of criteria and on the keep decision "
+            f"for {a.keep_identical:.0%} of {a.trajectories} trajectories")
 
 
 def _per_split(data: DatasetDict) -> str:

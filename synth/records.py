@@ -139,14 +139,31 @@ class CriterionResult(BaseModel):
     turn: int | None = None
 
 
+class JudgeSample(BaseModel):
+    """One of several judge calls on a trajectory, kept so the judge's agreement with itself can be audited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int
+    score: float = Field(description="This sample's normalized score.")
+    keep: bool = Field(description="This sample's own keep decision: essential criteria and threshold only "
+                                   "(checks and require_user_stop are the same for every sample).")
+    results: list[CriterionResult] = Field(default_factory=list)
+
+
 class Verdict(Record):
     trajectory_id: str
     task_id: str
-    results: list[CriterionResult] = Field(default_factory=list)
+    results: list[CriterionResult] = Field(default_factory=list, description="Combined over samples (majority).")
     checks: dict[str, bool] = Field(default_factory=dict, description="Verifiable checks by name.")
     score: float = 0.0
     keep: bool = False
     reasons: list[str] = Field(default_factory=list, description="Why it was dropped (empty when kept).")
+    samples: list[JudgeSample] = Field(
+        default_factory=list, description="Every judge sample when judge.samples > 1; empty for one (`results` is it).")
+
+    def identity(self) -> Any:
+        return self._identity_without_defaults(("samples",))
 
 
 class Implementation(Record):
