@@ -65,7 +65,16 @@ class Sandbox(Protocol):
 
     async def exec(self, argv: list[str], timeout: float = 60.0) -> ExecResult: ...
 
-    async def spawn(self, argv: list[str]) -> Pipe: ...
+    async def spawn(self, argv: list[str], *, resident: bool = False) -> Pipe:
+        """A process with stdin/stdout pipes. A `resident` one (only the harness starts them: a tool
+        host) survives reset(); every spawned process ends at stop()."""
+        ...
+
+    async def reset(self) -> None:
+        """Leave nothing of the last episode for the next: end its processes and pipes (residents
+        excepted) and empty the writable dirs. For reuse by a warm pool; raises SandboxError if the
+        sandbox cannot be made clean (the pool then replaces it)."""
+        ...
 
     async def read_file(self, path: str) -> bytes: ...  # relative paths are under the workspace
 

@@ -73,6 +73,48 @@ def remove_container(ref: str) -> None:
         if e.status_code not in (404, 409):  # gone, or a removal is already in progress
             raise
 
+# Writable places a container episode can leave state in (the root filesystem is read-only).
+_RESET_DIRS = "/workspace /tmp /home/sandbox /dev/shm /dev/mqueue"
+# One exec: SIGKILL every process but docker-init (pid 1), the container's `sleep infinity` (the
+# lowest-numbered child of pid 1: orphans reparent there too, but later), residents (entered by
+# `docker exec`, so PPid 0, with SYNTH_RESIDENT=1 in their environment: code running inside cannot
+# make a PPid-0 process) and this script with its `timeout` wrapper; then empty the writable dirs and
+# System V IPC. Builtins only in the loops (dash).
+_RESET = r"""
+keep=
+spare=
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}; pp=
+  { while read -r k v rest; do [ "$k" = PPid: ] && { pp=$v; break; }; done < "$d/status"; } 2>/dev/null
+  if [ "$pp" = 1 ] && { [ -z "$keep" ] || [ "$p" -lt "$keep" ]; }; then keep=$p; fi
+  if [ "$pp" = 0 ] && [ "$p" != $$ ] && [ "$p" != "$PPID" ] && \
+     tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx SYNTH_RESIDENT=1; then spare="$spare $p"; fi
+done
+[ -n "$keep" ] || { echo "no main process found" >&2; exit 1; }
+round=0
+while :; do
+  n=0
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    case " 1 $keep $$ $PPID $spare " in *" $p "*) continue;; esac
+    st=
+    { while read -r k v rest; do [ "$k" = State: ] && { st=$v; break; }; done < "$d/status"; } 2>/dev/null
+    case "$st" in ""|Z) continue;; esac
+    kill -9 "$p" 2>/dev/null
+    n=$((n + 1))
+  done
+  [ "$n" = 0 ] && break
+  round=$((round + 1))
+  [ "$round" -lt 50 ] || { echo "processes survive SIGKILL" >&2; exit 1; }
+  sleep 0.02
+done
+ipcrm -a 2>/dev/null
+chmod -R u+rwX DIRS 2>/dev/null
+find DIRS -mindepth 1 -delete || exit 1
+left=$(find DIRS -mindepth 1 -print -quit)
+[ -z "$left" ] || { echo "left behind: $left" >&2; exit 1; }
+""".replace("DIRS", _RESET_DIRS)
+
 
 class DockerPipe(SubprocessPipe):
     """stdin/stdout of `docker exec -i`; stderr is drained into a bounded tail for error messages."""
@@ -115,6 +157,7 @@ class DockerSandbox:
         self._cid: str | None = None
         self._life = StartOnce()
         self._pipes: list[DockerPipe] = []
+        self._residents: list[DockerPipe] = []
 
     async def start(self) -> None:
         await self._life.start(self.name, self._start)
@@ -161,8 +204,18 @@ class DockerSandbox:
             await _run(remove_container, self.name)
         except Exception as e:  # never raise from cleanup; `synth sandboxes gc` finds what is left
             log.warning("could not remove container %s: %s", self.name, e)
-        for pipe in self._pipes:  # after the removal their processes are gone, so this is quick
+        pipes, self._pipes, self._residents = self._pipes + self._residents, [], []
+        for pipe in pipes:  # after the removal their processes are gone, so this is quick
             await pipe.close()
+
+    async def reset(self) -> None:
+        result = await self.exec(["sh", "-c", _RESET], timeout=30.0)
+        pipes, self._pipes = self._pipes, []
+        self._residents = [p for p in self._residents if p.alive]
+        await asyncio.gather(*(p.close() for p in pipes), return_exceptions=True)  # quick: their processes are dead
+        if result.exit_code != 0:
+            raise SandboxError(f"reset of sandbox {self.name} failed (exit {result.exit_code}): "
+                               f"{result.stderr[-500:].strip()}")
 
     def _container(self) -> str:
         if self._cid is None or self._life.stopped:
@@ -230,15 +283,16 @@ class DockerSandbox:
             raise self._dead() or SandboxError(f"exec in {self.name} ended without an exit code")
         return code, out or b"", err or b""
 
-    async def spawn(self, argv: list[str]) -> DockerPipe:
+    async def spawn(self, argv: list[str], *, resident: bool = False) -> DockerPipe:
         cid = self._container()  # the container's env (cfg.env included) is inherited by exec'd processes
+        marker = ["-e", "SYNTH_RESIDENT=1"] if resident else []  # what reset() spares
         proc = await asyncio.create_subprocess_exec(
-            "docker", "exec", "-i", "-u", self.cfg.user, "-w", WORKSPACE, cid, *argv,
+            "docker", "exec", "-i", *marker, "-u", self.cfg.user, "-w", WORKSPACE, cid, *argv,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             limit=1 << 24,  # readline() limit: one MCP message can be large
         )  # fmt: skip
         pipe = DockerPipe(proc, argv)
-        self._pipes.append(pipe)
+        (self._residents if resident else self._pipes).append(pipe)
         return pipe
 
     async def read_file(self, path: str) -> bytes:

@@ -184,7 +184,11 @@ class K8sSandbox:
         return ExecResult(exit_code=code, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
                           timed_out=timed_out, duration_s=elapsed)  # fmt: skip
 
-    async def spawn(self, argv: list[str]) -> K8sPipe:
+    async def reset(self) -> None:
+        raise SandboxError("k8s sandboxes are not reused between episodes (no warm pool): nothing resets them")
+
+    async def spawn(self, argv: list[str], *, resident: bool = False) -> K8sPipe:
+        """`resident` changes nothing here: a Pod serves one episode, so nothing outlives a reset."""
         pod = self._pod()
         try:
             ws = await api.run(open_stream, api.configuration(self.cfg), self.cfg.namespace, pod, argv, True)

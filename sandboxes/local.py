@@ -143,6 +143,8 @@ class LocalSandbox:
         self._env: dict[str, str] = {}
         self._running: set[Process] = set()
         self._pipes: list[ProcessPipe] = []
+        self._residents: list[ProcessPipe] = []
+        self._spawned = 0
 
     async def start(self) -> None:
         if self._dir:
@@ -199,14 +201,25 @@ class LocalSandbox:
         return []
 
     async def stop(self) -> None:
+        pipes, self._pipes, self._residents = self._pipes + self._residents, [], []
+        await self._end(pipes)
+        if self._dir:
+            base, self._dir = self._dir, None
+            await asyncio.to_thread(shutil.rmtree, base, ignore_errors=True)
+
+    async def reset(self) -> None:
+        """Each pipe's process group goes with it (with bwrap, its whole pid namespace); residents stay."""
         pipes, self._pipes = self._pipes, []
+        self._residents = [p for p in self._residents if p.alive]
+        await self._end(pipes)
+        self._started()
+        await asyncio.to_thread(_empty_dir, self.workspace)
+
+    async def _end(self, pipes: list[ProcessPipe]) -> None:
         await asyncio.gather(*(p.close() for p in pipes), return_exceptions=True)
         for proc in list(self._running):
             _killpg(proc, signal.SIGKILL)
             await _exited(proc, _GRACE_S)  # the exec awaiting it forgets it
-        if self._dir:
-            base, self._dir = self._dir, None
-            await asyncio.to_thread(shutil.rmtree, base, ignore_errors=True)
 
     def _started(self) -> str:
         if not self._dir:
@@ -257,18 +270,19 @@ class LocalSandbox:
             duration_s=time.monotonic() - start,
         )
 
-    async def spawn(self, argv: list[str]) -> ProcessPipe:
+    async def spawn(self, argv: list[str], *, resident: bool = False) -> ProcessPipe:
         logs = os.path.join(self._started(), "logs")
         if why := self._missing(argv):
             raise SandboxError(why)
-        stderr_path = os.path.join(logs, f"{len(self._pipes)}-{os.path.basename(argv[0])}.stderr")
+        self._spawned += 1
+        stderr_path = os.path.join(logs, f"{self._spawned}-{os.path.basename(argv[0])}.stderr")
         stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             proc = await self._launch(argv, stdin=PIPE, stdout=PIPE, stderr=stderr)
         finally:
             os.close(stderr)  # the child keeps its own copy
         pipe = ProcessPipe(proc, argv, stderr_path)
-        self._pipes.append(pipe)
+        (self._residents if resident else self._pipes).append(pipe)
         return pipe
 
     def _resolve(self, path: str) -> str:
@@ -291,6 +305,17 @@ class LocalSandbox:
             await asyncio.to_thread(_write, full, data)
         except OSError as e:
             raise SandboxError(f"cannot write {path!r} in sandbox {self.id}: {e.strerror}") from e
+
+
+def _empty_dir(path: str) -> None:
+    """Remove everything inside `path` (symlinks are removed, never followed)."""
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+    if os.listdir(path):
+        raise SandboxError(f"reset left files in {path}: {os.listdir(path)[:5]}")
 
 
 def _write(path: str, data: bytes) -> None:

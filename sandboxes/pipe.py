@@ -16,6 +16,11 @@ class SubprocessPipe:
     def __init__(self, proc: Process, argv: list[str]):
         self._proc, self._argv, self._closed = proc, argv, False
 
+    @property
+    def alive(self) -> bool:
+        """Not closed, and its process has not exited."""
+        return not self._closed and self._proc.returncode is None
+
     async def read(self, n: int = -1) -> bytes:
         return await self._proc.stdout.read(n)
 

@@ -25,45 +25,6 @@ from synth.errors import ConfigError, SandboxError
 
 log = logging.getLogger(__name__)
 
-# Writable places a container episode can leave state in (the root filesystem is read-only).
-_DOCKER_DIRS = "/workspace /tmp /home/sandbox /dev/shm /dev/mqueue"
-# One exec: SIGKILL every process but docker-init (pid 1), the container's `sleep infinity` (the
-# lowest-numbered child of pid 1: orphans reparent there too, but later) and this script with its
-# `timeout` wrapper; then empty the writable dirs and System V IPC. Builtins only in the loops (dash).
-_DOCKER_RESET = r"""
-keep=
-for d in /proc/[0-9]*; do
-  p=${d#/proc/}; pp=
-  { while read -r k v rest; do [ "$k" = PPid: ] && { pp=$v; break; }; done < "$d/status"; } 2>/dev/null
-  if [ "$pp" = 1 ] && { [ -z "$keep" ] || [ "$p" -lt "$keep" ]; }; then keep=$p; fi
-done
-[ -n "$keep" ] || { echo "no main process found" >&2; exit 1; }
-round=0
-while :; do
-  n=0
-  for d in /proc/[0-9]*; do
-    p=${d#/proc/}
-    case " 1 $keep $$ $PPID " in *" $p "*) continue;; esac
-    st=
-    { while read -r k v rest; do [ "$k" = State: ] && { st=$v; break; }; done < "$d/status"; } 2>/dev/null
-    case "$st" in ""|Z) continue;; esac
-    kill -9 "$p" 2>/dev/null
-    n=$((n + 1))
-  done
-  [ "$n" = 0 ] && break
-  round=$((round + 1))
-  [ "$round" -lt 50 ] || { echo "processes survive SIGKILL" >&2; exit 1; }
-  sleep 0.02
-done
-ipcrm -a 2>/dev/null
-chmod -R u+rwX DIRS 2>/dev/null
-find DIRS -mindepth 1 -delete || exit 1
-left=$(find DIRS -mindepth 1 -print -quit)
-[ -z "$left" ] || { echo "left behind: $left" >&2; exit 1; }
-""".replace("DIRS", _DOCKER_DIRS)
-_LOCAL_RESET = 'find "$1" -mindepth 1 -delete && [ -z "$(ls -A "$1")" ]'
-
-
 class WarmPool:
     """`size` sandboxes of one config, kept started; see the module docstring."""
 
@@ -193,26 +154,13 @@ class WarmPool:
     async def _recycle(self, sandbox: Sandbox) -> None:
         try:
             async with asyncio.timeout(self.reset_timeout_s):
-                await self._reset(sandbox)
+                await sandbox.reset()
         except Exception as e:  # SandboxError (dead container, stubborn files), TimeoutError
             log.info("sandbox pool: reset of %s failed, replacing it: %s", sandbox.id, e)
             await self._replace(sandbox)
             return
         self.stats["reset"] += 1
         self._idle.put_nowait(sandbox)
-
-    async def _reset(self, sandbox: Sandbox) -> None:
-        """Leave nothing of the last episode: its processes, pipes and files."""
-        timeout = self.reset_timeout_s
-        if self.cfg.type == "docker":
-            result = await sandbox.exec(["sh", "-c", _DOCKER_RESET], timeout=timeout)
-            await _close_pipes(sandbox)  # quick now: their processes are dead
-        else:
-            await _close_pipes(sandbox)  # each pipe's process group (a bwrap pid namespace) goes with it
-            result = await sandbox.exec(["sh", "-c", _LOCAL_RESET, "sh", sandbox.workspace], timeout=timeout)
-        if result.exit_code != 0:
-            why = result.stderr[-500:].strip()
-            raise SandboxError(f"reset of sandbox {sandbox.id} failed (exit {result.exit_code}): {why}")
 
     def _spawn(self, coro: Coroutine) -> None:
         if self._closed:
@@ -244,11 +192,3 @@ class WarmPool:
             self._idle.get_nowait()
         self._idle.put_nowait(None)
 
-
-async def _close_pipes(sandbox: Sandbox) -> None:
-    # The Sandbox protocol closes pipes only at stop(); both backends keep them in `_pipes`. A reused
-    # sandbox must close them per episode, or a forgotten pipe and its process outlive the episode.
-    pipes = getattr(sandbox, "_pipes", None)
-    if pipes:
-        closing, pipes[:] = list(pipes), []
-        await asyncio.gather(*(pipe.close() for pipe in closing), return_exceptions=True)

@@ -142,3 +142,75 @@ async def test_seeded_faults_match_the_simulator_and_leave_state_alone():
             assert [o.fault for o in outcomes] == [simulated.fault(i) for i in range(1, 13)]
             assert any(o.fault for o in outcomes) and not all(o.fault for o in outcomes)
             assert len((await rt.snapshot())["notes"]) == sum(not o.fault for o in outcomes)
+
+
+# A module-level counter: a fresh episode process must start it from zero again.
+COUNTING = MODULE + "\n\nCALLS = []\n\ndef list_notes(state, tag=None):\n    CALLS.append(tag)\n    return len(CALLS)\n"
+
+
+async def test_one_host_per_sandbox_and_a_fresh_process_per_episode(cfg):
+    from sandboxes.pool import WarmPool
+
+    pool_cfg = cfg.model_copy(update={"pool_size": 1})
+    async with WarmPool(pool_cfg, size=1, acquire_timeout_s=30) as pool:
+        seen = []
+        for episode in range(3):
+            async with pool.acquire() as sb, ExecutableToolset(SPECS, sb, module=COUNTING) as rt:
+                await rt.reset({"owner": f"u{episode}"})
+                assert (await rt.call("list_notes", {})).text == "1"  # module globals start fresh
+                await rt.call("create_note", {"title": "t", "body": "b"})  # would collide if state leaked
+                assert (await rt.snapshot())["owner"] == f"u{episode}"
+                seen.append((sb.id, rt.process["host"], rt.process["pid"]))
+            await _until(lambda: pool.idle == 1)
+    assert len({s[0] for s in seen}) == 1, seen  # the pool reused the sandbox...
+    assert len({s[1] for s in seen}) == 1, seen  # ...and its host survived every reset
+    assert len({s[2] for s in seen}) == 3, seen  # each episode had its own process
+
+
+async def test_a_crashed_or_failed_episode_ends_the_host_and_the_next_starts_a_new_one(cfg):
+    async with provision(cfg) as sb:
+        async with ExecutableToolset(SPECS, sb, module=FATAL) as rt:
+            await rt.reset({})
+            first_host = rt.process["host"]
+            with pytest.raises(ToolError):
+                await rt.call("list_notes", {})
+        async with ExecutableToolset(SPECS, sb, module=MODULE) as rt:
+            await rt.reset({})
+            second_host = rt.process["host"]
+            assert json.loads((await rt.call("list_notes", {})).text) == []
+        with pytest.raises(RuntimeError):
+            async with ExecutableToolset(SPECS, sb, module=MODULE) as rt:
+                await rt.reset({})
+                raise RuntimeError("the episode failed")  # its host is closed, not reused
+        async with ExecutableToolset(SPECS, sb, module=MODULE) as rt:
+            await rt.reset({})
+            third_host = rt.process["host"]
+    assert len({first_host, second_host, third_host}) == 3
+
+
+async def test_the_runner_answers_bad_lines_and_unknown_methods_without_dying(tmp_path):
+    import os
+    import sys
+
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": os.environ["PATH"]}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tools.server", "--host", cwd=tmp_path, env=env,
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    lines = [b"this is not json", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "no/such"}).encode(),
+             json.dumps({"jsonrpc": "2.0", "id": 2, "method": "synth/begin", "params": {"module": "x = (",
+                                                                                      "tools": []}}).encode(),
+             json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping"}).encode()]
+    proc.stdin.write(b"\n".join(lines) + b"\n")
+    await proc.stdin.drain()
+    replies = [json.loads(await proc.stdout.readline()) for _ in lines]
+    proc.stdin.close()
+    assert await proc.wait() == 0
+    assert replies[0]["error"]["code"] == -32700 and replies[0]["id"] is None
+    assert replies[1]["error"]["code"] == -32601 and "no/such" in replies[1]["error"]["message"]
+    assert replies[2]["id"] == 2 and "does not compile" in replies[2]["error"]["message"]
+    assert replies[3] == {"jsonrpc": "2.0", "id": 3, "result": {}}
+
+
+async def _until(predicate, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)

@@ -1,13 +1,21 @@
 """Executable synthetic tools: a generated Python module served by tools/server inside the sandbox.
 
 Same shape as SimulatedToolset (reset, call, snapshot), so the rollout loop cannot tell them apart.
+
+Each sandbox gets one resident tool host (`python -m tools.server --host`, tools/server/host.py),
+started on the first episode and kept while the sandbox lives: a warm pool's reset spares it, so a
+reused sandbox starts no Python process per episode. Each episode sends its module, tools and
+initial state (`synth/begin`) and is served by a fresh process the host forks for it; `synth/end`
+ends that process and nothing of the episode is left. An episode that ends any other way (an error,
+a cancellation, a timeout) closes the host instead: the next one starts a new host.
+
 The runner package is copied into the workspace (`.synth/tools/server`) and started with
 PYTHONPATH=.synth: that works unchanged in every backend (local with or without bubblewrap, docker,
-a Pod), needs no extra binds or config, and always runs the same runner version as the host.
+a Pod), needs no extra binds or config, and always runs the same runner version as the harness.
 (The docker image also carries it at /opt/synth/tools/server; the workspace copy wins.)
 
-The MCP session lives in a task of its own, so reset/call/aclose may come from any task (the rollout
-runs parallel tool calls in separate tasks; anyio cancel scopes must exit in the task that entered).
+The MCP session lives in a task of its own, so calls may come from any task (the rollout runs
+parallel tool calls in separate tasks; anyio cancel scopes must exit in the task that entered).
 """
 
 from __future__ import annotations
@@ -15,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
+import mcp_types
 from mcp import ClientSession, MCPError
+from pydantic import TypeAdapter
 
 from sandboxes.base import Sandbox
 from synth.errors import ToolError
@@ -44,8 +55,13 @@ def python_argv(module: str, *args: str) -> list[str]:
     return ["env", f"PYTHONPATH={HOME}", "PYTHONDONTWRITEBYTECODE=1", "python3", "-m", module, *args]
 
 
-async def ship(sandbox: Sandbox, module: str, specs: list[dict[str, Any]]) -> None:
-    files = {**runner_files(), MODULE_FILE: module.encode(), SPECS_FILE: json.dumps(specs).encode()}
+async def ship(sandbox: Sandbox, module: str | None = None, specs: list[dict[str, Any]] | None = None) -> None:
+    """The runner into the workspace, and the module and its specs when given."""
+    files = runner_files()
+    if module is not None:
+        files[MODULE_FILE] = module.encode()
+    if specs is not None:
+        files[SPECS_FILE] = json.dumps(specs).encode()
     await asyncio.gather(*(sandbox.write_file(path, data) for path, data in files.items()))
 
 
@@ -59,66 +75,137 @@ class ToolRuntime(Protocol):
     async def snapshot(self) -> dict[str, Any]: ...
 
 
-class ExecutableToolset:
-    """Tool runtime for one episode: a toolset module served over MCP inside `sandbox`."""
+_RESULT = TypeAdapter(dict[str, Any])
+_HOSTS: "weakref.WeakKeyDictionary[Sandbox, ToolHost]" = weakref.WeakKeyDictionary()
 
-    def __init__(self, specs: list[ToolSpec], sandbox: Sandbox, *, module: str, seed: int = 0,
-                 fault_rate: float = 0.0, init_timeout: float = 30.0):
-        self.specs = {s.name: s for s in specs}
-        self.sandbox, self.module, self.init_timeout = sandbox, module, init_timeout
-        self.seed, self.fault_rate = seed, fault_rate
-        self.calls = 0
-        self._session: ClientSession | None = None
+
+class ToolHost:
+    """The resident `python -m tools.server --host` of one sandbox and its MCP session."""
+
+    def __init__(self, sandbox: Sandbox, init_timeout: float):
+        self.sandbox, self.init_timeout = sandbox, init_timeout
+        self.session: ClientSession | None = None
+        self.busy = False  # an episode is open: the host serves one at a time
         self._owner: asyncio.Task | None = None
-        self._stop = asyncio.Event()
+        self._ended = asyncio.Event()  # set by close() and when the server's stdout closes
 
-    async def __aenter__(self) -> "ExecutableToolset":
-        return self
+    @classmethod
+    async def of(cls, sandbox: Sandbox, init_timeout: float = 30.0) -> "ToolHost":
+        """The sandbox's host, started if it has none or its last one ended."""
+        host = _HOSTS.get(sandbox)
+        if host is None or not host.usable:
+            host = cls(sandbox, init_timeout)
+            await host._start()
+            _HOSTS[sandbox] = host
+        return host
 
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.aclose()
+    @property
+    def usable(self) -> bool:
+        return self.session is not None and not self._ended.is_set()
 
-    async def reset(self, initial_state: dict[str, Any]) -> None:
-        """(Re)start the server on `initial_state` over the module's STATE_DEFAULT."""
-        await self.aclose()
-        await ship(self.sandbox, self.module, [s.to_mcp() for s in self.specs.values()])
-        await self.sandbox.write_file(STATE_FILE, json.dumps(initial_state, sort_keys=True).encode())
+    async def _start(self) -> None:
+        await ship(self.sandbox)
         ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
-        self._stop = asyncio.Event()
         self._owner = asyncio.create_task(self._serve(ready))
         try:
-            self._session = await ready
+            self.session = await ready
         except BaseException:
-            await self.aclose()
+            await self.close()
             raise
 
     async def _serve(self, ready: asyncio.Future[ClientSession]) -> None:
-        argv = python_argv("tools.server", "--module", MODULE_FILE, "--specs", SPECS_FILE, "--state", STATE_FILE)
+        argv = python_argv("tools.server", "--host")
         try:
-            async with mcp_session(self.sandbox, argv, init_timeout=self.init_timeout) as session:
+            async with mcp_session(self.sandbox, argv, init_timeout=self.init_timeout, resident=True,
+                                   ended=self._ended) as session:
                 ready.set_result(session)
-                await self._stop.wait()
+                await self._ended.wait()
         except BaseException as e:
             if not ready.done():
                 ready.set_exception(e)
             elif not isinstance(e, asyncio.CancelledError):
                 raise
+        finally:
+            self._ended.set()
+
+    async def request(self, method: str, params: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """A synth/* request; an error reply or a dead server is a ToolError."""
+        if not self.usable:
+            raise ToolError(f"the tool host of sandbox {self.sandbox.id} is not running")
+        request = mcp_types.Request[dict[str, Any], str](method=method, params=params)
+        try:
+            return await self.session.send_request(request, _RESULT, request_read_timeout_seconds=timeout)
+        except MCPError as e:
+            raise ToolError(f"{method}: {e.error.message}") from e
+
+    async def close(self) -> None:
+        """End the host and its episode process (shielded: it must finish even when cancelled)."""
+        self._ended.set()
+        if _HOSTS.get(self.sandbox) is self:
+            del _HOSTS[self.sandbox]
+        owner, self._owner, self.session = self._owner, None, None
+        if owner is not None:
+            closing = asyncio.ensure_future(asyncio.wait_for(owner, 10))  # cancels the owner if it hangs
+            try:
+                await asyncio.shield(closing)
+            except Exception:
+                pass  # the server already failed; the call that met it reported the error
+
+
+class ExecutableToolset:
+    """Tool runtime for one episode: a toolset module served over MCP by the sandbox's tool host."""
+
+    def __init__(self, specs: list[ToolSpec], sandbox: Sandbox, *, module: str, seed: int = 0,
+                 fault_rate: float = 0.0, init_timeout: float = 30.0, end_timeout: float = 10.0):
+        self.specs = {s.name: s for s in specs}
+        self.sandbox, self.module, self.init_timeout, self.end_timeout = sandbox, module, init_timeout, end_timeout
+        self.seed, self.fault_rate = seed, fault_rate
+        self.calls = 0
+        self.process: dict[str, Any] = {}  # the episode process's {pid, host}, from synth/begin
+        self._host: ToolHost | None = None
+
+    async def __aenter__(self) -> "ExecutableToolset":
+        return self
+
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        await self.aclose(clean=exc_type is None)
+
+    async def reset(self, initial_state: dict[str, Any]) -> None:
+        """Begin an episode on `initial_state` over the module's STATE_DEFAULT (ending one begun before)."""
+        await self.aclose()
+        host = await ToolHost.of(self.sandbox, self.init_timeout)
+        if host.busy:
+            raise ToolError(f"sandbox {self.sandbox.id} already serves an episode: one ExecutableToolset at a time")
+        params = {"module": self.module, "tools": [s.to_mcp() for s in self.specs.values()],
+                  "state": initial_state, "state_file": STATE_FILE}
+        try:
+            self.process = await host.request("synth/begin", params, timeout=self.init_timeout)
+        except ToolError as e:
+            raise ToolError(str(e).removeprefix("synth/begin: ")) from e.__cause__
+        except BaseException:
+            await host.close()  # cancelled mid-begin: the host's state is unknown
+            raise
+        host.busy, self._host = True, host
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         self.calls += 1
         index = self.calls  # taken before any await, as in SimulatedToolset
-        if self._session is None:
-            raise ToolError("ExecutableToolset.call before reset()")
+        session = self._session()
         if name not in self.specs:
             return ToolOutcome(text=f"Error: unknown tool {name!r}; available: {sorted(self.specs)}", is_error=True)
         if fault := self.fault(index):  # injected before the server sees the call: the state is untouched
             return ToolOutcome(text=FAULTS[fault], is_error=True, fault=fault)
         try:
-            result = await self._session.call_tool(name, arguments)
-        except MCPError as e:  # the server died (a generated module that calls os._exit, say)
+            result = await session.call_tool(name, arguments)
+        except MCPError as e:  # the episode process died (a generated module that calls os._exit, say)
             raise ToolError(f"toolset server failed on {name!r}: {e.error.message}") from e
         text = "\n".join(getattr(c, "text", "") or json.dumps(c.model_dump(mode="json")) for c in result.content)
         return ToolOutcome(text=f"Error: {text}" if result.is_error else text, is_error=bool(result.is_error))
+
+    def _session(self) -> ClientSession:
+        if self._host is None or self._host.session is None:
+            raise ToolError("ExecutableToolset used before reset() (or after aclose())")
+        return self._host.session
 
     def fault(self, index: int) -> str | None:
         """The same seeded draw as SimulatedToolset.fault: a rerun fails the same calls the same way."""
@@ -129,21 +216,29 @@ class ExecutableToolset:
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """What the server offers, in MCP form (for checks: it must equal the specs)."""
-        if self._session is None:
-            raise ToolError("ExecutableToolset.list_tools before reset()")
-        result = await self._session.list_tools()
+        result = await self._session().list_tools()
         return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
 
     async def snapshot(self) -> dict[str, Any]:
-        # The runner replaces the file atomically after every call: no lock needed to read it whole.
-        return json.loads(await self.sandbox.read_file(STATE_FILE))
+        """The episode's state now (the episode process also keeps it in STATE_FILE after every call)."""
+        if self._host is None:
+            raise ToolError("ExecutableToolset.snapshot before reset()")
+        return (await self._host.request("synth/snapshot", {}))["state"]
 
-    async def aclose(self) -> None:
-        owner, self._owner, self._session = self._owner, None, None
-        if owner is None:
+    async def aclose(self, clean: bool = True) -> None:
+        """End the episode. Cleanly (`synth/end`) the host stays for the sandbox's next episode;
+        after an error or a cancellation, or if the end fails, the host is closed."""
+        host, self._host = self._host, None
+        if host is None:
             return
-        self._stop.set()
-        try:
-            await asyncio.wait_for(owner, 10)  # cancels the owner (and so the server) if it hangs
-        except Exception:
-            pass  # the server already failed; the call that met it reported the error
+        host.busy = False
+        if clean:
+            try:
+                await host.request("synth/end", {}, timeout=self.end_timeout)
+                return
+            except BaseException as e:
+                await host.close()
+                if not isinstance(e, Exception):
+                    raise
+                return
+        await host.close()

@@ -1,53 +1,41 @@
-"""`python -m tools.server --module impl.py [--specs tools.json] --state state.json`: serve over stdio."""
+"""Serve toolset modules over MCP (stdio).
+
+    python -m tools.server --module impl.py [--specs tools.json] --state state.json   # one toolset
+    python -m tools.server --host                                                      # one per episode
+
+The first serves one module until stdin closes. The second is what rollouts start once per sandbox:
+each episode sends its module, tools and initial state (`synth/begin`) and gets a fresh process for
+them (see tools/server/host.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import sys
 
-import anyio
-import mcp_types as types
-from mcp.server.lowlevel import Server
-from mcp.server.stdio import stdio_server
-
+from tools.server.host import private_channel, run_host, serve_once, warm_up
 from tools.server.toolset import Toolset, contract_problems, load_module, load_tools
 
 
-def build_server(toolset: Toolset) -> Server:
-    # The low-level server: the inputSchema goes out exactly as given (MCPServer would derive it from signatures).
-    tools = [types.Tool.model_validate(t) for t in toolset.tools.values()]
-
-    async def list_tools(ctx, params) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=tools)
-
-    async def call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
-        text, is_error = toolset.call(params.name, params.arguments)
-        return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=is_error)
-
-    return Server("synth-toolset", on_list_tools=list_tools, on_call_tool=call_tool)
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__)
-    parser.add_argument("--module", required=True, help="the toolset module (a .py file)")
+    parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", action="store_true", help="serve one episode after another, each in a fresh "
+                        "process forked on synth/begin (the module comes with the request)")
+    parser.add_argument("--module", help="the toolset module (a .py file)")
     parser.add_argument("--specs", help="JSON list of MCP tool dicts (default: the module's TOOLS or SCHEMAS)")
     parser.add_argument("--state", default="state.json", help="state file, rewritten after every call")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    with contextlib.redirect_stdout(sys.stderr):  # stdout is the MCP wire: a print at import must not reach it
-        module = load_module(args.module)
+    channel = private_channel()
+    if args.host:
+        warm_up()
+        raise SystemExit(run_host(channel))
+    if not args.module:
+        parser.error("--module is required (or --host)")
+    module = load_module(args.module)  # fd 1 is stderr now: a print at import cannot reach the wire
     tools = load_tools(module, args.specs)
     if problems := contract_problems(module, tools):
         raise SystemExit("toolset module does not fit its tools:\n" + "\n".join(problems))
-    server = build_server(Toolset(module, tools, args.state))
-
-    async def serve() -> None:
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
-
-    anyio.run(serve)
+    raise SystemExit(serve_once(channel, Toolset(module, tools, args.state)))
 
 
 if __name__ == "__main__":

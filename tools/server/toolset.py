@@ -8,7 +8,7 @@ import inspect
 import json
 import os
 import sys
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 import jsonschema
@@ -25,6 +25,16 @@ def load_module(path: str, name: str = "impl") -> ModuleType:
     module.ToolFailure = ToolFailure  # type: ignore[attr-defined]
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def module_from_code(code: CodeType, name: str = "impl") -> ModuleType:
+    """Run compiled module source as `name`, with ToolFailure predefined as in load_module."""
+    module = ModuleType(name)
+    module.__file__ = code.co_filename
+    module.ToolFailure = ToolFailure  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    exec(code, module.__dict__)
     return module
 
 
@@ -80,11 +90,13 @@ def contract_problems(module: ModuleType, tools: list[dict[str, Any]]) -> list[s
     return problems
 
 
-def argument_problem(schema: dict[str, Any], arguments: Any) -> str | None:
+def argument_problem(schema: dict[str, Any], arguments: Any,
+                     validator: Any = None) -> str | None:
     """The error a real server would give for these arguments (tools/spec.validate_arguments uses it too)."""
     if not isinstance(arguments, dict):
         return f"arguments must be a JSON object, got {type(arguments).__name__}"
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(arguments))
+    validator = validator or jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "arguments"
@@ -98,21 +110,33 @@ def render(result: Any) -> str:
 class Toolset:
     """One toolset over one state file. A call is all or nothing: a failing call leaves state unchanged."""
 
-    def __init__(self, module: ModuleType, tools: list[dict[str, Any]], state_path: str):
+    def __init__(self, module: ModuleType, tools: list[dict[str, Any]], state_path: str,
+                 initial_state: dict[str, Any] | None = None):
+        """The state is STATE_DEFAULT updated with `initial_state`, else with the state file if present."""
         self.module, self.state_path = module, state_path
         self.tools = {t["name"]: t for t in tools}
+        self._validators: dict[str, Any] = {}
         self.state = copy.deepcopy(module.STATE_DEFAULT)
-        if os.path.exists(state_path):
+        if initial_state is not None:
+            self.state.update(copy.deepcopy(initial_state))
+        elif os.path.exists(state_path):
             with open(state_path, encoding="utf-8") as f:
                 self.state.update(json.load(f))  # the episode's initial state over the defaults
         self.save()
+
+    def _validator(self, name: str) -> Any:
+        # Built once per tool: constructing one costs more than most validations.
+        if name not in self._validators:
+            self._validators[name] = jsonschema.Draft202012Validator(self.tools[name].get("inputSchema") or {})
+        return self._validators[name]
 
     def call(self, name: str, arguments: Any) -> tuple[str, bool]:
         """(text, is_error). Synchronous on purpose: calls never interleave, so state stays consistent."""
         tool = self.tools.get(name)
         if tool is None:
             return f"unknown tool {name!r}; available: {sorted(self.tools)}", True
-        if problem := argument_problem(tool.get("inputSchema") or {}, arguments if arguments is not None else {}):
+        schema = tool.get("inputSchema") or {}
+        if problem := argument_problem(schema, arguments if arguments is not None else {}, self._validator(name)):
             return problem, True
         work = copy.deepcopy(self.state)
         try:
