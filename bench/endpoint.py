@@ -33,7 +33,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of another process, from /proc (Linux)."""
+def cpu_seconds(pid: int, waited: bool = False) -> float:
+    """utime + stime of another process, from /proc (Linux); `waited`: plus its waited-for children's."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(f) for f in fields[11:15 if waited else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def live_children_cpu() -> dict[int, float]:
+    """pid -> CPU seconds (own + waited-for children) of this process's running children: long-lived
+    helpers (tool hosts) that os.times() does not count until they exit."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                out[int(pid)] = cpu_seconds(int(pid), waited=True)
+            except (OSError, IndexError):
+                pass  # it exited meanwhile: os.times() has it now
+    return out

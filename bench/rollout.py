@@ -36,17 +36,20 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 
-from bench.endpoint import REPO, cpu_seconds, free_port, start_server
+from bench.endpoint import REPO, cpu_seconds, free_port, live_children_cpu, start_server
 from bench.fake_server import handler
+from sandboxes.pool import WarmPool
 from synth.config import RunConfig
 from synth.records import Agent, Criterion, Implementation, Task
 from synth.rollout import make_rollouts
 from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
+from tools.executable import ToolHost
 from tools.spec import ToolSpec
 
 NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"
@@ -54,10 +57,18 @@ MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; op
 SERVER_MB = 70  # RSS of one per-episode MCP tool server (python + the mcp SDK), measured
 
 
-def own_cpu() -> tuple[float, float]:
-    """(this process, its waited-for children) CPU seconds."""
+def own_cpu() -> tuple[float, float, dict[int, float]]:
+    """(this process, its waited-for children, its live children by pid) CPU seconds."""
     t = os.times()
-    return t.user + t.system, t.children_user + t.children_system
+    return t.user + t.system, t.children_user + t.children_system, live_children_cpu()
+
+
+def children_delta(before: tuple[float, float, dict[int, float]], after: tuple[float, float, dict[int, float]],
+                   skip: int | None) -> float:
+    """CPU the children (but `skip`, the fake server) used between two own_cpu() readings: the
+    exited ones, plus the growth of live ones."""
+    live = sum(cpu - before[2].get(pid, 0.0) for pid, cpu in after[2].items() if pid != skip)
+    return after[1] - before[1] + live
 
 
 def mem_available_mb() -> float:
@@ -92,19 +103,35 @@ def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int) -
     })
 
 
+async def warm_up(pool: WarmPool) -> None:
+    """Start the tool host of every sandbox in the pool (what the first wave of a run pays once)."""
+    async with AsyncExitStack() as stack:
+        boxes = [await stack.enter_async_context(pool.acquire()) for _ in range(pool.size)]
+        await asyncio.gather(*(ToolHost.of(box) for box in boxes))
+    while pool.idle < pool.size:  # released sandboxes are reset in the background
+        await asyncio.sleep(0.01)
+
+
 async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: int, latency_s: float,
-                    server_pid: int | None) -> dict:
+                    server_pid: int | None, warm: bool) -> dict:
     tag = f"c{concurrency}-{time.time_ns()}"  # fresh tasks: nothing from an earlier row in any cache
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as runs_dir:
-        async with open_run(run_config(base_url, runs_dir, concurrency, pool_size), quiet=True) as ctx:
+        cfg = run_config(base_url, runs_dir, concurrency, pool_size)
+        async with open_run(cfg, quiet=True) as ctx, AsyncExitStack() as stack:
             specs, agent, tasks, impl = records(episodes, tag)
             for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks), ("implementations", [impl])):
                 ctx.store.append(kind, recs)
+            pool, warm_s = None, 0.0
+            if warm and pool_size:  # started before the clock: the row measures the steady state
+                started = time.perf_counter()
+                pool = await stack.enter_async_context(WarmPool(cfg.rollout.sandbox, size=pool_size))
+                await warm_up(pool)
+                warm_s = time.perf_counter() - started
             server = cpu_seconds(server_pid) if server_pid else 0.0
-            (cpu, children), started = own_cpu(), time.perf_counter()
-            stats = await make_rollouts(ctx)
+            before, started = own_cpu(), time.perf_counter()
+            stats = await make_rollouts(ctx, pool=pool)
             seconds = time.perf_counter() - started
-            cpu2, children2 = own_cpu()
+            after = own_cpu()
             server = (cpu_seconds(server_pid) - server) if server_pid else 0.0
             trajectories = ctx.store.read("trajectories")
             errors = ctx.store.read("errors")
@@ -118,8 +145,10 @@ async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: i
     tool_calls = sum(len(t.tool_calls) for t in trajectories)
     if any(t.usage["agent_calls"] != 6 for t in trajectories) or calls != agent_calls + user_calls:
         raise SystemExit(f"episodes are not shaped as planned: {agent_calls} agent, {user_calls} user, {calls} total")
-    return _row("synth", concurrency, episodes, seconds, calls, latency_s, cpu2 - cpu, children2 - children,
-                server, agent=agent_calls / episodes, user=user_calls / episodes, tools=tool_calls / episodes)
+    return _row("synth", concurrency, episodes, seconds, calls, latency_s, after[0] - before[0],
+                children_delta(before, after, server_pid),
+                server, agent=agent_calls / episodes, user=user_calls / episodes, tools=tool_calls / episodes,
+                warm_s=warm_s)
 
 
 async def floor_row(base_url: str, bodies: list[dict], concurrency: int, episodes: int, latency_s: float,
@@ -145,12 +174,13 @@ async def floor_row(base_url: str, bodies: list[dict], concurrency: int, episode
                 await episode(queue.get_nowait())
 
         server = cpu_seconds(server_pid) if server_pid else 0.0
-        (cpu, children), started = own_cpu(), time.perf_counter()
+        before, started = own_cpu(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(min(concurrency, episodes))))
         seconds = time.perf_counter() - started
-        cpu2, children2 = own_cpu()
+        after = own_cpu()
         server = (cpu_seconds(server_pid) - server) if server_pid else 0.0
-    return _row("floor", concurrency, episodes, seconds, calls[0], latency_s, cpu2 - cpu, children2 - children, server)
+    return _row("floor", concurrency, episodes, seconds, calls[0], latency_s, after[0] - before[0],
+                children_delta(before, after, server_pid), server)
 
 
 def _row(kind: str, concurrency: int, episodes: int, seconds: float, calls: int, latency_s: float, cpu: float,
@@ -181,8 +211,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256, 512])
     parser.add_argument("--episodes", type=int, default=0,
-                        help="episodes per row (default: max(concurrency, --min-episodes): one wave)")
+                        help="episodes per row (default: max(waves x concurrency, --min-episodes))")
+    parser.add_argument("--waves", type=int, default=3, help="episodes per row in units of the concurrency")
     parser.add_argument("--min-episodes", type=int, default=4)
+    parser.add_argument("--cold", action="store_true", help="start the pool and its tool hosts inside the timed "
+                        "run (default: before the clock, reported as `warm s`)")
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
     parser.add_argument("--pool-size", type=int, default=-1,
                         help="rollout.sandbox.pool_size (default -1: the row's concurrency; 0: no pool)")
@@ -209,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, skipped = [], {}
     try:
         for c in args.concurrency:
-            episodes = args.episodes or max(c, args.min_episodes)
+            episodes = args.episodes or max(args.waves * c, args.min_episodes)
             if "floor" in args.rows:
                 rows.append(asyncio.run(floor_row(base_url, bodies, c, episodes, latency_s, server.pid)))
                 print(f"  floor at {c}: {rows[-1]['ratio']:.0%}, {rows[-1]['cpu_ms']:.2f} ms/call",
@@ -224,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                 pool = c if args.pool_size < 0 else args.pool_size
                 if profile:
                     profile.enable()
-                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid)))
+                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, not args.cold)))
                 if profile:
                     profile.disable()
                 if rows[-1].get("failed"):
@@ -246,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           + ("harness pinned to CPU 0, fake server to CPU 1" if pin else "not pinned"))
     head = f"{'conc':>5} {'episodes':>8} | {'floor eps/s':>11} {'ratio':>6} {'cpu ms':>6} | " \
-           f"{'synth eps/s':>11} {'ratio':>6} {'cpu ms':>6} {'(tools)':>7} | {'synth/floor':>11} {'ideal':>7}"
+           f"{'synth eps/s':>11} {'ratio':>6} {'cpu ms':>6} {'(tools)':>7} {'warm s':>6} | {'synth/floor':>11} {'ideal':>7}"
     print(head)
     for c in args.concurrency:
         cells = {r["kind"]: r for r in rows if r["concurrency"] == c}
@@ -255,9 +288,10 @@ def main(argv: list[str] | None = None) -> None:
         line = f"{c:>5} {any_row['episodes'] if any_row else '':>8} | "
         line += f"{f['eps']:>11.2f} {f['ratio']:>6.0%} {f['cpu_ms']:>6.2f} | " if f else f"{'-':>11} {'':>6} {'':>6} | "
         if s:
-            line += f"{s['eps']:>11.2f} {s['ratio']:>6.0%} {s['cpu_ms']:>6.2f} {s['children_ms']:>7.2f} | "
+            line += f"{s['eps']:>11.2f} {s['ratio']:>6.0%} {s['cpu_ms']:>6.2f} {s['children_ms']:>7.2f} " \
+                    f"{s['warm_s']:>6.1f} | "
         else:
-            line += f"{'not run' if c in skipped else '-':>11} {'':>6} {'':>6} {'':>7} | "
+            line += f"{'not run' if c in skipped else '-':>11} {'':>6} {'':>6} {'':>7} {'':>6} | "
         line += f"{s['eps'] / f['eps']:>11.2f} " if f and s else f"{'-':>11} "
         line += f"{any_row['ideal']:>7.2f}" if any_row else ""
         print(line)

@@ -36,7 +36,9 @@ from tools.spec import ToolSpec
 USAGE_KEYS = ("agent_calls", "user_calls", "cached_calls", "prompt_tokens", "completion_tokens")
 
 
-async def make_rollouts(ctx: Context) -> StageStats:
+async def make_rollouts(ctx: Context, pool: WarmPool | None = None) -> StageStats:
+    """The rollout stage. `pool`: a started warm pool to borrow sandboxes from (the caller's to close);
+    by default one of `rollout.sandbox.pool_size` is started here when there is work left."""
     tools = {t.id: t for t in ctx.store.read("tools")}
     agents = {a.id: a for a in ctx.store.read("agents")}
     implementations = passed_implementations(ctx)
@@ -51,7 +53,8 @@ async def make_rollouts(ctx: Context) -> StageStats:
     async with AsyncExitStack() as stack:
         done = ctx.store.done_units("trajectories")
         pending = any(u.id not in done for u in units)  # a resumed, finished stage starts no pool
-        pool = await stack.enter_async_context(_warm_pool(ctx)) if _pool_size(ctx) and pending else None
+        if pool is None and _pool_size(ctx) and pending:
+            pool = await stack.enter_async_context(_warm_pool(ctx))
 
         async def work(unit: Unit[tuple[Task, int]]) -> list[Trajectory]:
             task, sample = unit.payload
