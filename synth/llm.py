@@ -130,6 +130,8 @@ class LLM:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self.cache is not None:
+            self.cache.close()  # reopened on the next use: an LLM may be used again after aclose
 
     async def chat(self, messages: list[dict], *, tools: list[dict] | None = None, seed: int | None = None,
                    max_tokens: int | None = None, temperature: float | None = None) -> ChatResult:
@@ -158,7 +160,7 @@ class LLM:
         bodies = {mode: self._structured_body(convo, schema, mode, *params) for mode in modes}
         if len(modes) > 1 and self.cache:
             # A rerun learns the mode from its cache instead of re-sending a rejected probe.
-            cached = [m for m in modes if self.cache.path(self.cache.key(bodies[m])).exists()]
+            cached = [m for m in modes if self.cache.has(self.cache.key(bodies[m]))]
             modes = cached[:1] or modes
         for mode in modes:
             try:
@@ -202,7 +204,7 @@ class LLM:
             raise ProviderError(f"malformed chat completion response: {err}") from None
         self.meter.record(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
         if key:
-            self.cache.put(key, payload)  # ~0.1 ms of file work: cheaper here than a thread hop
+            self.cache.put(key, payload)  # one append: cheaper here than a thread hop
         return result
 
     async def _post_with_retries(self, data: bytes, probe: bool) -> dict:

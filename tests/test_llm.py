@@ -259,6 +259,27 @@ async def test_cache_answers_identical_calls_without_requests(tmp_path):
         assert len(fake.requests) == 2 and fake.requests[1]["seed"] == 2
 
 
+def test_cache_segments_survive_a_torn_line_a_restart_and_the_old_layout(tmp_path):
+    first, second = ResponseCache(tmp_path), ResponseCache(tmp_path)  # two processes, one run dir
+    first.put("a" * 64, {"n": 1})
+    second.put("b" * 64, {"n": 2, "text": "tab\there, newline\nthere, é"})
+    first.close()
+    second.close()
+    segments = sorted(tmp_path.glob("*.jsonl"))
+    assert len(segments) == 2
+    with open(segments[0], "ab") as fh:
+        fh.write(b"c" * 64 + b'\t{"n": 3')  # a kill -9 mid-write: no newline
+    old = tmp_path / "dd" / f"{'d' * 64}.json"  # a response cached by the one-file-per-response layout
+    old.parent.mkdir()
+    old.write_text('{"n": 4}')
+    again = ResponseCache(tmp_path)
+    assert again.get("a" * 64) == {"n": 1} and again.get("b" * 64)["text"] == "tab\there, newline\nthere, é"
+    assert again.get("c" * 64) is None and again.get("d" * 64) == {"n": 4}
+    assert again.keys() == {"a" * 64, "b" * 64, "d" * 64}
+    again.put("c" * 64, {"n": 3})  # the torn one, answered again, goes to a segment of its own
+    assert ResponseCache(tmp_path).get("c" * 64) == {"n": 3}
+
+
 async def test_rerun_of_a_finished_run_sends_nothing(tmp_path):
     async def run() -> list:
         async with make_llm(fake, tmp_path) as llm:
@@ -294,7 +315,7 @@ async def test_api_key_never_reaches_cache_or_errors(tmp_path, monkeypatch):
     assert fake.headers[0]["Authorization"] == f"Bearer {secret}"  # the key is used ...
     assert secret not in str(info.value) and "401" in str(info.value)  # ... and never shown
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 2 and all(secret not in p.read_text() for p in files)
+    assert len(ResponseCache(tmp_path).keys()) == 2 and files and all(secret not in p.read_text() for p in files)
 
 
 # ---------------------------------------------------------------- the HTTP layer (our own aiohttp session)

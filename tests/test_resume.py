@@ -65,7 +65,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         left_behind = list((tmp_path / "sandboxes").glob("synth-local-*"))
-        finished_calls = {p.stem for p in (run_dir / "cache").glob("*/*.json")}
+        finished_calls = ResponseCache(run_dir / "cache").keys()
         sent_before = len(log.read_text().splitlines())
         done_before = {t["id"] for t in jsonl(run_dir / "trajectories.jsonl")}
 
