@@ -71,6 +71,9 @@ class RolloutConfig(_Strict):
     tool_timeout_s: float = Field(60, gt=0, description="Limit of one tool call; a timed-out call is an error result the agent sees.")
     fault_rate: float = Field(0.0, ge=0, le=1, description="Probability that a valid tool call gets an injected, seeded fault.")
     concurrency: int = Field(4, ge=1, le=4096, description="Episodes running at once.")
+    workers: int = Field(1, ge=1, le=64, description="Processes the episodes are spread over, each with its own "
+                         "event loop, LLM client and sandbox pool, sharing concurrency and pool_size: one Python "
+                         "process saturates a core at a few hundred LLM calls per second.")
     sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local}, {type: docker} or {type: k8s} (a Pod per episode).")
 
 

@@ -222,6 +222,12 @@ class LLM:
                 await asyncio.sleep(self._backoff(attempt, failure.retry_after))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    async def endpoint(self) -> str:
+        """The base URL requests go to, starting the lazy endpoint if it has not started yet."""
+        if self._url is None:
+            await self._endpoint_ready()
+        return self._url.removesuffix("/chat/completions")  # type: ignore[union-attr]
+
     def _use_endpoint(self, url: str) -> None:
         self._url = url.rstrip("/") + "/chat/completions"
         self._proxy = _env_proxy(url)

@@ -51,6 +51,8 @@ class Context:
     quiet: bool = False
     shard: tuple[int, int] | None = None  # (index, count) of `synth run --shard I/N`: rollouts split by unit id
     stats: dict[str, StageStats] = field(default_factory=dict)
+    on_unit: Callable[[bool], None] | None = None  # told after each unit (done or failed): rollout workers report
+    on_start: Callable[[], None] | None = None  # told when a stage's units start, after its warm-up (benchmarks)
 
     def seed_for(self, *parts: Any) -> int:
         from synth.hashing import content_hash
@@ -82,11 +84,14 @@ async def run_units(
     for unit in todo:
         queue.put_nowait(unit)
 
+    if ctx.on_start is not None:
+        ctx.on_start()
     with _progress(ctx, stage, len(units), len(units) - len(todo)) as advance:
 
         async def worker() -> None:
             while not queue.empty():
                 unit = queue.get_nowait()
+                failed_before = stats.failed
                 try:
                     records = await work(unit)
                 except (*RECORDED_ERRORS, TimeoutError) as exc:
@@ -96,6 +101,8 @@ async def run_units(
                     stats.records += ctx.store.append(out_kind, records)
                     stats.done += 1
                 advance()
+                if ctx.on_unit is not None:
+                    ctx.on_unit(stats.failed == failed_before)
 
         try:
             await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(todo))))))

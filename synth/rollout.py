@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from math import comb
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from sandboxes.base import Sandbox, provision
 from sandboxes.pool import WarmPool
@@ -26,7 +26,8 @@ from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.shard import in_shard
 from synth.records import Agent, Implementation, Task, ToolCallTrace, Trajectory, Verdict
 from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
-from tools.executable import ExecutableToolset, ToolRuntime
+from synth.workers import run_in_workers
+from tools.executable import ExecutableToolset, ToolRuntime, warm_hosts
 from tools.implement import passed_implementations, serving_implementation
 from tools.simulator import SimulatedToolset, ToolOutcome
 from tools.spec import ToolSpec
@@ -36,9 +37,13 @@ from tools.spec import ToolSpec
 USAGE_KEYS = ("agent_calls", "user_calls", "cached_calls", "prompt_tokens", "completion_tokens")
 
 
-async def make_rollouts(ctx: Context, pool: WarmPool | None = None) -> StageStats:
+async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set[str] | None = None,
+                        ready: Callable[[], Awaitable[None]] | None = None) -> StageStats:
     """The rollout stage. `pool`: a started warm pool to borrow sandboxes from (the caller's to close);
-    by default one of `rollout.sandbox.pool_size` is started here when there is work left."""
+    by default one of `rollout.sandbox.pool_size` is started here when there is work left, with the
+    tool hosts of its sandboxes when episodes will run executable toolsets. With `rollout.workers`
+    > 1 the episodes are spread over worker processes (synth/workers.py), each of which calls this
+    with `only` (its units) and `ready` (awaited once its pool is warm, before its first episode)."""
     tools = {t.id: t for t in ctx.store.read("tools")}
     agents = {a.id: a for a in ctx.store.read("agents")}
     implementations = passed_implementations(ctx)
@@ -49,19 +54,30 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None) -> StageStat
     ]
     if ctx.shard:  # only rollouts are split; tools, agents and tasks repeat identically in every shard
         units = [u for u in units if in_shard(u.id, *ctx.shard)]
+    if only is not None:
+        units = [u for u in units if u.id in only]
+    elif ctx.cfg.rollout.workers > 1:
+        done = ctx.store.done_units("trajectories")
+        return await run_in_workers(ctx, "rollout", units, [u for u in units if u.id not in done])
+
+    def serving(task: Task) -> Implementation | None:
+        return serving_implementation(agents[task.agent_id], implementations)
 
     async with AsyncExitStack() as stack:
         done = ctx.store.done_units("trajectories")
-        pending = any(u.id not in done for u in units)  # a resumed, finished stage starts no pool
+        pending = [u for u in units if u.id not in done]  # a resumed, finished stage starts no pool
         if pool is None and _pool_size(ctx) and pending:
             pool = await stack.enter_async_context(_warm_pool(ctx))
+            executable = sum(serving(u.payload[0]) is not None for u in pending)
+            await warm_hosts(pool, min(pool.size, executable))
+        if ready is not None:
+            await ready()
 
         async def work(unit: Unit[tuple[Task, int]]) -> list[Trajectory]:
             task, sample = unit.payload
             agent = agents[task.agent_id]
             specs = [tools[i] for i in agent.tool_ids if i in tools]
-            return [await run_episode(ctx, unit.id, task, agent, specs, sample,
-                                      serving_implementation(agent, implementations), pool=pool)]
+            return [await run_episode(ctx, unit.id, task, agent, specs, sample, serving(task), pool=pool)]
 
         return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)
 

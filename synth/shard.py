@@ -18,7 +18,8 @@ from typing import Any
 from synth.errors import ConfigError
 
 # Written by `synth run` itself; merge rebuilds or drops them rather than copying one shard's.
-_SKIP = {"manifest.json", "config.yaml", ".lock", "export", "embedded_server.log", "calibration.json"}
+_SKIP = {"manifest.json", "config.yaml", ".lock", "export", "embedded_server.log", "calibration.json",
+         "workers"}  # per-shard logs: same names, different content
 
 
 def parse_shard(text: str) -> tuple[int, int]:

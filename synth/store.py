@@ -20,8 +20,13 @@ R = TypeVar("R", bound=Record)
 
 
 class RunStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, shared: bool = False):
+        """`shared`: the view of a rollout worker process (synth/workers.py). Its parent holds the
+        lock and handed it units not done yet, and other workers append to the same files at the
+        same time: so it neither reads what it appends to (done_units is empty, appends are not
+        deduplicated against the file) nor trims a tail another worker may be writing."""
         self.root = Path(root)
+        self.shared = shared
         self._lock_fd: int | None = None
         self._ids: dict[str, set[str]] = {}
 
@@ -84,7 +89,11 @@ class RunStore:
         return records
 
     def done_units(self, kind: str) -> set[str]:
-        return {r.unit for r in self.read(kind)}
+        return set() if self.shared else {r.unit for r in self.read(kind)}
+
+    def forget(self, kind: str) -> None:
+        """Drop what this store remembers of `kind`'s ids: other processes appended to it."""
+        self._ids.pop(kind, None)
 
     def append(self, kind: str, records: Iterable[Record]) -> int:
         """Append records not already present (by id) in one write; returns how many were new."""
@@ -111,7 +120,7 @@ class RunStore:
 
     def _known_ids(self, kind: str) -> set[str]:
         if kind not in self._ids:
-            self._ids[kind] = {r.id for r in self.read(kind)}
+            self._ids[kind] = set() if self.shared else {r.id for r in self.read(kind)}
         return self._ids[kind]
 
     @staticmethod

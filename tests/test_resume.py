@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from synth.llm_cache import ResponseCache
@@ -37,7 +38,19 @@ def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(tmp_path):
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(tmp_path, workers):
     port, log = free_port(), tmp_path / "requests.jsonl"
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_openai", "--port", str(port), "--latency-ms", "40", "--log", str(log),
@@ -52,7 +65,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
             "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
             "tasks": {"per_agent": 3, "rubric_items": 2},
             "rollout": {"samples_per_task": 2, "max_turns": 3, "max_tool_steps": 2, "concurrency": 2,
-                        "sandbox": {"type": "local", "isolation": "none", "root": str(tmp_path / "sandboxes")}},
+                        "workers": workers, "sandbox": {"type": "local", "isolation": "none", "root": str(tmp_path / "sandboxes")}},
         }))
         run_dir = tmp_path / "runs" / "killed"
         argv = [sys.executable, str(REPO / "cli.py"), "run", str(config), "--quiet"]
@@ -62,8 +75,15 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
         wait_for(lambda: len(jsonl(run_dir / "trajectories.jsonl")) >= 2 or first.poll() is not None, 120,
                  "the first trajectories")
         assert first.poll() is None, f"the run ended before it could be killed: {first.stderr.read().decode()}"
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        if workers == 1:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        else:  # only the parent: its workers must notice and end themselves
+            spawned = [pid for pid in children(first.pid) if b"synth.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            assert len(spawned) == 2, spawned
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            wait_for(lambda: all(gone(pid) for pid in spawned), 20, "the orphaned workers to exit")
         left_behind = list((tmp_path / "sandboxes").glob("synth-local-*"))
         finished_calls = ResponseCache(run_dir / "cache").keys()
         sent_before = len(log.read_text().splitlines())

@@ -24,8 +24,9 @@ import asyncio
 import json
 import random
 import weakref
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import mcp_types
 from mcp import ClientSession, MCPError
@@ -36,6 +37,9 @@ from synth.errors import ToolError
 from tools.mcp_pipe import mcp_session
 from tools.simulator import FAULTS, STATE_FILE, ToolOutcome
 from tools.spec import ToolSpec
+
+if TYPE_CHECKING:
+    from sandboxes.pool import WarmPool
 
 RUNNER_DIR = Path(__file__).resolve().parent / "server"
 HOME = ".synth"  # workspace dir holding the runner, the module and the specs (not part of the state)
@@ -150,6 +154,22 @@ class ToolHost:
                 await asyncio.shield(closing)
             except Exception:
                 pass  # the server already failed; the call that met it reported the error
+
+
+async def warm_hosts(pool: "WarmPool", count: int) -> None:
+    """Start the tool hosts of `count` of the pool's sandboxes now, concurrently, instead of in the
+    first episodes: ~0.2 s of CPU each, better paid before the first wave than inside it."""
+    if count <= 0:
+        return
+    async with AsyncExitStack() as stack:
+        boxes = [await stack.enter_async_context(pool.acquire()) for _ in range(count)]
+        await asyncio.gather(*(ToolHost.of(box) for box in boxes))
+    try:  # released sandboxes are reset in the background: let them be idle before the first episode
+        async with asyncio.timeout(pool.reset_timeout_s):
+            while pool.idle < count:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pass  # a reset failed and its replacement is still starting: the episodes wait for it anyway
 
 
 class ExecutableToolset:
