@@ -36,25 +36,22 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 
 from bench.endpoint import REPO, cpu_seconds, free_port, live_children_cpu, start_server
 from bench.fake_server import handler
-from sandboxes.pool import WarmPool
 from synth.config import RunConfig
 from synth.records import Agent, Criterion, Implementation, Task
 from synth.rollout import make_rollouts
 from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
-from tools.executable import ToolHost
 from tools.spec import ToolSpec
 
 NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"
 MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; opening + 3 replies = 4 user calls
-SERVER_MB = 70  # RSS of one per-episode MCP tool server (python + the mcp SDK), measured
+SERVER_MB = 25  # RSS of one resident tool host (python + jsonschema; 13 MB of it anonymous), measured
 
 
 def own_cpu() -> tuple[float, float, dict[int, float]]:
@@ -69,6 +66,23 @@ def children_delta(before: tuple[float, float, dict[int, float]], after: tuple[f
     exited ones, plus the growth of live ones."""
     live = sum(cpu - before[2].get(pid, 0.0) for pid, cpu in after[2].items() if pid != skip)
     return after[1] - before[1] + live
+
+
+def tree_cpu(skip: int | None) -> tuple[float, float]:
+    """(this process, all its descendants but `skip`) CPU seconds so far: reaped ones through their
+    waiters' counters, live ones (rollout workers, tool hosts) read from /proc."""
+    own, reaped, live = own_cpu()
+    pending = [pid for pid in live if pid != skip]
+    descendants = reaped
+    while pending:
+        pid = pending.pop()
+        try:
+            descendants += cpu_seconds(pid, waited=True)
+            pending += [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                        for c in (task / "children").read_text().split()]
+        except (OSError, IndexError):
+            pass  # it exited meanwhile: its waiter's counters have it
+    return own, descendants
 
 
 def mem_available_mb() -> float:
@@ -94,45 +108,34 @@ def records(episodes: int, tag: str) -> tuple[list[ToolSpec], Agent, list[Task],
     return specs, agent, tasks, impl
 
 
-def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int) -> RunConfig:
+def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int, workers: int = 1) -> RunConfig:
     return RunConfig.model_validate({
         "name": f"bench-c{concurrency}", "runs_dir": runs_dir,
         "llm": {"base_url": base_url, "model": "fake", "concurrency": max(concurrency, 1), "max_retries": 0},
         "rollout": {"max_turns": MAX_TURNS, "max_tool_steps": MAX_TOOL_STEPS, "concurrency": concurrency,
-                    "sandbox": {"type": "local", "isolation": "none", "pool_size": pool_size}},
+                    "workers": workers, "sandbox": {"type": "local", "isolation": "none", "pool_size": pool_size}},
     })
 
 
-async def warm_up(pool: WarmPool) -> None:
-    """Start the tool host of every sandbox in the pool (what the first wave of a run pays once)."""
-    async with AsyncExitStack() as stack:
-        boxes = [await stack.enter_async_context(pool.acquire()) for _ in range(pool.size)]
-        await asyncio.gather(*(ToolHost.of(box) for box in boxes))
-    while pool.idle < pool.size:  # released sandboxes are reset in the background
-        await asyncio.sleep(0.01)
-
-
 async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: int, latency_s: float,
-                    server_pid: int | None, warm: bool) -> dict:
+                    server_pid: int | None, workers: int) -> dict:
+    """The rollout stage as `synth rollout` runs it. The clock starts when the episodes do (ctx.on_start:
+    after the pool, its tool hosts and the worker processes started: `warm s`), CPU is counted from there."""
     tag = f"c{concurrency}-{time.time_ns()}"  # fresh tasks: nothing from an earlier row in any cache
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as runs_dir:
-        cfg = run_config(base_url, runs_dir, concurrency, pool_size)
-        async with open_run(cfg, quiet=True) as ctx, AsyncExitStack() as stack:
+        cfg = run_config(base_url, runs_dir, concurrency, pool_size, workers)
+        async with open_run(cfg, quiet=True) as ctx:
             specs, agent, tasks, impl = records(episodes, tag)
             for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks), ("implementations", [impl])):
                 ctx.store.append(kind, recs)
-            pool, warm_s = None, 0.0
-            if warm and pool_size:  # started before the clock: the row measures the steady state
-                started = time.perf_counter()
-                pool = await stack.enter_async_context(WarmPool(cfg.rollout.sandbox, size=pool_size))
-                await warm_up(pool)
-                warm_s = time.perf_counter() - started
-            server = cpu_seconds(server_pid) if server_pid else 0.0
-            before, started = own_cpu(), time.perf_counter()
-            stats = await make_rollouts(ctx, pool=pool)
-            seconds = time.perf_counter() - started
-            after = own_cpu()
-            server = (cpu_seconds(server_pid) - server) if server_pid else 0.0
+            mark: dict = {}
+            ctx.on_start = lambda: mark.update(time=time.perf_counter(), cpu=tree_cpu(server_pid),
+                                               server=cpu_seconds(server_pid) if server_pid else 0.0)
+            called = time.perf_counter()
+            stats = await make_rollouts(ctx)
+            end, (own, descendants) = time.perf_counter(), tree_cpu(server_pid)
+            server = (cpu_seconds(server_pid) - mark["server"]) if server_pid else 0.0
+            seconds, warm_s = end - mark["time"], mark["time"] - called
             trajectories = ctx.store.read("trajectories")
             errors = ctx.store.read("errors")
     if stats.failed or len(trajectories) != episodes:  # reported in the table, the other rows still run
@@ -145,8 +148,8 @@ async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: i
     tool_calls = sum(len(t.tool_calls) for t in trajectories)
     if any(t.usage["agent_calls"] != 6 for t in trajectories) or calls != agent_calls + user_calls:
         raise SystemExit(f"episodes are not shaped as planned: {agent_calls} agent, {user_calls} user, {calls} total")
-    return _row("synth", concurrency, episodes, seconds, calls, latency_s, after[0] - before[0],
-                children_delta(before, after, server_pid),
+    return _row("synth", concurrency, episodes, seconds, calls, latency_s, own - mark["cpu"][0],
+                descendants - mark["cpu"][1],
                 server, agent=agent_calls / episodes, user=user_calls / episodes, tools=tool_calls / episodes,
                 warm_s=warm_s)
 
@@ -214,14 +217,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="episodes per row (default: max(waves x concurrency, --min-episodes))")
     parser.add_argument("--waves", type=int, default=3, help="episodes per row in units of the concurrency")
     parser.add_argument("--min-episodes", type=int, default=4)
-    parser.add_argument("--cold", action="store_true", help="start the pool and its tool hosts inside the timed "
-                        "run (default: before the clock, reported as `warm s`)")
+    parser.add_argument("--workers", type=int, default=1, help="rollout.workers of the synth rows; with 2+ they "
+                        "run on both CPUs (the floor stays on CPU 0, the fake server on CPU 1)")
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
     parser.add_argument("--pool-size", type=int, default=-1,
                         help="rollout.sandbox.pool_size (default -1: the row's concurrency; 0: no pool)")
     parser.add_argument("--rows", nargs="+", choices=["floor", "synth"], default=["floor", "synth"])
     parser.add_argument("--force", action="store_true",
-                        help=f"run synth rows even when concurrency x {SERVER_MB} MB of MCP tool servers "
+                        help=f"run synth rows even when concurrency x {SERVER_MB} MB of tool hosts "
                         "exceeds 60%% of MemAvailable (skipped by default: the machine would swap or OOM)")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the synth rows into FILE (pstats) and print "
                         "the top functions by own time")
@@ -244,20 +247,24 @@ def main(argv: list[str] | None = None) -> None:
         for c in args.concurrency:
             episodes = args.episodes or max(args.waves * c, args.min_episodes)
             if "floor" in args.rows:
+                if pin:
+                    os.sched_setaffinity(0, {0})
                 rows.append(asyncio.run(floor_row(base_url, bodies, c, episodes, latency_s, server.pid)))
                 print(f"  floor at {c}: {rows[-1]['ratio']:.0%}, {rows[-1]['cpu_ms']:.2f} ms/call",
                       file=sys.stderr, flush=True)
             if "synth" in args.rows:
                 need, have = min(c, episodes) * SERVER_MB, mem_available_mb()
                 if need > 0.6 * have and not args.force:
-                    skipped[c] = f"skipped: needs ~{need / 1024:.0f} GB for {min(c, episodes)} MCP tool servers, " \
+                    skipped[c] = f"skipped: needs ~{need / 1024:.0f} GB for {min(c, episodes)} tool hosts, " \
                                  f"{have / 1024:.0f} GB available (--force runs it)"
                     print(f"  synth at {c}: skipped ({skipped[c]})", file=sys.stderr, flush=True)
                     continue
                 pool = c if args.pool_size < 0 else args.pool_size
                 if profile:
                     profile.enable()
-                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, not args.cold)))
+                if pin:
+                    os.sched_setaffinity(0, {0, 1} if args.workers > 1 else {0})
+                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, args.workers)))
                 if profile:
                     profile.disable()
                 if rows[-1].get("failed"):
@@ -277,7 +284,9 @@ def main(argv: list[str] | None = None) -> None:
           f"({MAX_TURNS} turns x (tool call + answer) = 6 agent + 4 user), ideal = concurrency / "
           f"(calls per episode x latency); synth: ExecutableToolset (notes) over MCP, local sandbox, {pool_text}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          + ("harness pinned to CPU 0, fake server to CPU 1" if pin else "not pinned"))
+          + (f"fake server pinned to CPU 1, floor to CPU 0, synth ({args.workers} worker"
+             f"{'s' if args.workers > 1 else ''}) to " + ("both" if args.workers > 1 else "CPU 0") if pin
+             else "not pinned"))
     head = f"{'conc':>5} {'episodes':>8} | {'floor eps/s':>11} {'ratio':>6} {'cpu ms':>6} | " \
            f"{'synth eps/s':>11} {'ratio':>6} {'cpu ms':>6} {'(tools)':>7} {'warm s':>6} | {'synth/floor':>11} {'ideal':>7}"
     print(head)

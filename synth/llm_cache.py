@@ -38,6 +38,7 @@ class ResponseCache:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._index: dict[str, tuple[str, int, int]] | None = None  # key -> (segment path, offset, length)
+        self._old_layout = False  # set at load: files of the one-file-per-response layout are present
         self._readers: dict[str, int] = {}  # segment path -> fd open for reading
         self._segment: str | None = None  # this process's segment, created at the first put
         self._fd: int | None = None
@@ -51,7 +52,7 @@ class ResponseCache:
         return self.root / key[:2] / f"{key}.json"
 
     def has(self, key: str) -> bool:
-        return key in self._loaded() or self.path(key).exists()
+        return key in self._loaded() or (self._old_layout and self.path(key).exists())
 
     def keys(self) -> set[str]:
         """Every cached key (both layouts)."""
@@ -60,7 +61,7 @@ class ResponseCache:
     def get(self, key: str) -> dict | None:
         where = self._loaded().get(key)
         if where is None:
-            return self._get_file(key)
+            return self._get_file(key) if self._old_layout else None
         segment, offset, length = where
         fd = self._readers.get(segment)
         if fd is None:
@@ -93,6 +94,7 @@ class ResponseCache:
             self._index = {}
             for segment in sorted(self.root.glob("*.jsonl")):
                 self._index.update(_scan(str(segment)))
+            self._old_layout = any(p.is_dir() and len(p.name) == 2 for p in self.root.glob("??"))
         return self._index
 
     def _get_file(self, key: str) -> dict | None:

@@ -112,7 +112,7 @@ async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, spec
                 if stopped or turns == cfg.max_turns:
                     break  # the closing user message is not kept: nothing answers it
                 episode.messages.append({"role": "user", "content": text})
-            final_state = await runtime.snapshot()
+            final_state = await runtime.finish()
     flags = list(user.flags)
     if premature_stop(task, specs, episode.traces, stopped):
         flags.append(PREMATURE_STOP)

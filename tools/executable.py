@@ -78,6 +78,10 @@ class ToolRuntime(Protocol):
 
     async def snapshot(self) -> dict[str, Any]: ...
 
+    async def finish(self) -> dict[str, Any]:
+        """End the episode and return its final state (no call may follow)."""
+        ...
+
 
 _RESULT = TypeAdapter(dict[str, Any])
 _HOSTS: "weakref.WeakKeyDictionary[Sandbox, ToolHost]" = weakref.WeakKeyDictionary()
@@ -244,6 +248,18 @@ class ExecutableToolset:
         if self._host is None:
             raise ToolError("ExecutableToolset.snapshot before reset()")
         return (await self._host.request("synth/snapshot", {}))["state"]
+
+    async def finish(self) -> dict[str, Any]:
+        """End the episode (`synth/end`, which returns the final state: one request, not two)."""
+        host, self._host = self._host, None
+        if host is None:
+            raise ToolError("ExecutableToolset.finish before reset()")
+        host.busy = False
+        try:
+            return (await host.request("synth/end", {}, timeout=self.end_timeout))["state"]
+        except BaseException:
+            await host.close()
+            raise
 
     async def aclose(self, clean: bool = True) -> None:
         """End the episode. Cleanly (`synth/end`) the host stays for the sandbox's next episode;

@@ -97,6 +97,10 @@ class SimulatedToolset:
         rng = random.Random(f"{self.seed}:{index}")
         return rng.choice(sorted(FAULTS)) if rng.random() < self.fault_rate else None
 
+    async def finish(self) -> dict[str, Any]:
+        """The final state (the ledger file dies with the sandbox)."""
+        return await self.snapshot()
+
     async def snapshot(self) -> dict[str, Any]:
         async with self._lock:  # a concurrent write truncates the file first: never read it half-written
             return await self._read()

@@ -17,6 +17,7 @@ Methods, besides initialize and ping:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ def private_channel() -> LineChannel:
 def run_host(channel: LineChannel) -> int:
     host_id = f"{os.getpid()}-{os.urandom(4).hex()}"  # pids repeat across pid namespaces (bwrap)
     compiled: dict[str, CodeType] = {}
+    gc.freeze()  # a collection in a child would touch (and so copy) every page it shares with the host
     handlers = {"initialize": initialize, "ping": lambda p: {}, "tools/list": lambda p: {"tools": []}}
     while (message := channel.receive()) is not None:
         if isinstance(message, RpcError):
@@ -60,6 +62,7 @@ def run_host(channel: LineChannel) -> int:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
+            gc.disable()  # a short life: reference counting frees what it makes
             code = 70
             try:
                 code = run_episode(channel, message.get("id"), episode, host_id)

@@ -2,7 +2,8 @@
 
 pytest is not in the sandbox image. Runs every `test_*` function of the tests file (plain asserts;
 `import impl` gives the module under test) and prints one JSON report on stdout:
-{"passed": bool, "problems": [...], "tests": [{"name", "ok", "error"}], "untested": [...]}.
+{"passed": bool, "problems": [...], "tests": [{"name", "ok", "error"[, "function"]}], "untested": [...]}
+("function": the module's function the error came from, if any).
 Besides the tests, the module must fit its tools (contract_problems) and every tool must be called
 by some test: generated tests cannot pass by testing nothing.
 """
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
 import traceback
 from types import ModuleType
@@ -44,6 +46,13 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"[:600]
 
 
+def _culprit(exc: BaseException, module_path: str) -> str:
+    """The module's function where the error was raised ("" when it was raised in the tests): the
+    harness re-drafts that function's body."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) == module_path]
+    return frames[-1].name if frames else ""
+
+
 def run(module_path: str, tests_path: str, specs_path: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {"passed": False, "problems": [], "tests": [], "untested": []}
     try:
@@ -70,7 +79,8 @@ def run(module_path: str, tests_path: str, specs_path: str | None) -> dict[str, 
             getattr(tests, name)()
             report["tests"].append({"name": name, "ok": True, "error": ""})
         except BaseException as e:  # noqa: BLE001 - SystemExit in generated code is a failure too
-            report["tests"].append({"name": name, "ok": False, "error": _failure(e)})
+            report["tests"].append({"name": name, "ok": False, "error": _failure(e),
+                                    "function": _culprit(e, os.path.abspath(module_path))})
     report["untested"] = sorted(t["name"] for t in tools if t["name"] not in called)
     report["passed"] = not report["problems"] and bool(names) and not report["untested"] and all(
         t["ok"] for t in report["tests"])

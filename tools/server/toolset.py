@@ -116,13 +116,14 @@ class Toolset:
         self.module, self.state_path = module, state_path
         self.tools = {t["name"]: t for t in tools}
         self._validators: dict[str, Any] = {}
+        self._saved: str | None = None  # the state file's content: an unchanged state is not rewritten
         self.state = copy.deepcopy(module.STATE_DEFAULT)
         if initial_state is not None:
             self.state.update(copy.deepcopy(initial_state))
         elif os.path.exists(state_path):
             with open(state_path, encoding="utf-8") as f:
                 self.state.update(json.load(f))  # the episode's initial state over the defaults
-        self.save()
+        self.save(json.dumps(self.state, sort_keys=True))
 
     def _validator(self, name: str) -> Any:
         # Built once per tool: constructing one costs more than most validations.
@@ -141,17 +142,21 @@ class Toolset:
         work = copy.deepcopy(self.state)
         try:
             text = render(getattr(self.module, name)(work, **(arguments or {})))
-            json.dumps(work)
+            saved = json.dumps(work, sort_keys=True)  # also proves the state is still JSON
         except ToolFailure as e:
             return str(e) or "tool failed", True
         except Exception as e:  # a bug in generated code is the caller's error result, not a dead server
             return f"{type(e).__name__}: {e}", True
         self.state = work
-        self.save()
+        self.save(saved)
         return text, False
 
-    def save(self) -> None:
+    def save(self, text: str) -> None:
+        """Write the state file (`text`: the state as JSON) unless it already holds exactly that."""
+        if text == self._saved:
+            return
         tmp = f"{self.state_path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.state, f, sort_keys=True)
+            f.write(text)
         os.replace(tmp, self.state_path)  # a snapshot never reads a half-written file
+        self._saved = text
