@@ -214,3 +214,35 @@ async def _until(predicate, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.02)
+
+
+async def test_the_official_mcp_client_drives_the_host_and_the_one_shot_runner(cfg):
+    """The rollout speaks to the host with tools/host_client.py; the SDK must understand it too."""
+    from typing import Any
+
+    import mcp_types
+    from pydantic import TypeAdapter
+
+    from tools.mcp_pipe import mcp_session
+
+    def request(method: str, params: dict) -> Any:
+        return mcp_types.Request[dict[str, Any], str](method=method, params=params)
+
+    result = TypeAdapter(dict[str, Any])
+    async with provision(cfg) as sb:
+        await ship(sb, MODULE, TOOLS)
+        async with mcp_session(sb, python_argv("tools.server", "--host")) as session:
+            assert (await session.list_tools()).tools == []  # no episode yet
+            begun = await session.send_request(request("synth/begin", {"module": MODULE, "tools": TOOLS,
+                                                                        "state": {"owner": "sdk"}}), result)
+            assert begun["pid"] > 0
+            assert [t.name for t in (await session.list_tools()).tools] == [t["name"] for t in TOOLS]
+            created = await session.call_tool("create_note", {"title": "a", "body": "b"})
+            assert not created.is_error and json.loads(created.content[0].text)["id"] == 1
+            bad = await session.call_tool("create_note", {"title": "a"})
+            assert bad.is_error and "'body' is a required property" in bad.content[0].text
+            ended = await session.send_request(request("synth/end", {}), result)
+            assert ended["state"]["owner"] == "sdk" and ended["state"]["next_id"] == 2
+        argv = python_argv("tools.server", "--module", ".synth/impl.py", "--specs", ".synth/tools.json")
+        async with mcp_session(sb, argv) as session:  # it serves the state file the episode left
+            assert json.loads((await session.call_tool("list_notes", {})).content[0].text) == [{"id": 1, "title": "a"}]

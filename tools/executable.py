@@ -14,8 +14,8 @@ PYTHONPATH=.synth: that works unchanged in every backend (local with or without 
 a Pod), needs no extra binds or config, and always runs the same runner version as the harness.
 (The docker image also carries it at /opt/synth/tools/server; the workspace copy wins.)
 
-The MCP session lives in a task of its own, so calls may come from any task (the rollout runs
-parallel tool calls in separate tasks; anyio cancel scopes must exit in the task that entered).
+The host is spoken to with tools/host_client.py (MCP's JSON-RPC lines without the SDK: see there
+why); calls may come from any task (the rollout runs parallel tool calls in separate tasks).
 """
 
 from __future__ import annotations
@@ -28,13 +28,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import mcp_types
-from mcp import ClientSession, MCPError
-from pydantic import TypeAdapter
 
 from sandboxes.base import Sandbox
 from synth.errors import ToolError
-from tools.mcp_pipe import mcp_session
+from tools.host_client import HostConnection
 from tools.simulator import FAULTS, STATE_FILE, ToolOutcome
 from tools.spec import ToolSpec
 
@@ -83,19 +80,16 @@ class ToolRuntime(Protocol):
         ...
 
 
-_RESULT = TypeAdapter(dict[str, Any])
 _HOSTS: "weakref.WeakKeyDictionary[Sandbox, ToolHost]" = weakref.WeakKeyDictionary()
 
 
 class ToolHost:
-    """The resident `python -m tools.server --host` of one sandbox and its MCP session."""
+    """The resident `python -m tools.server --host` of one sandbox and the connection to it."""
 
     def __init__(self, sandbox: Sandbox, init_timeout: float):
         self.sandbox, self.init_timeout = sandbox, init_timeout
-        self.session: ClientSession | None = None
+        self.connection: HostConnection | None = None
         self.busy = False  # an episode is open: the host serves one at a time
-        self._owner: asyncio.Task | None = None
-        self._ended = asyncio.Event()  # set by close() and when the server's stdout closes
 
     @classmethod
     async def of(cls, sandbox: Sandbox, init_timeout: float = 30.0) -> "ToolHost":
@@ -109,55 +103,31 @@ class ToolHost:
 
     @property
     def usable(self) -> bool:
-        return self.session is not None and not self._ended.is_set()
+        return self.connection is not None and not self.connection.ended.is_set()
 
     async def _start(self) -> None:
         await ship(self.sandbox)
-        ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
-        self._owner = asyncio.create_task(self._serve(ready))
+        pipe = await self.sandbox.spawn(python_argv("tools.server", "--host"), resident=True)
+        self.connection = HostConnection(pipe, f"the tool host of sandbox {self.sandbox.id}")
         try:
-            self.session = await ready
+            await self.connection.start(self.init_timeout)
         except BaseException:
             await self.close()
             raise
 
-    async def _serve(self, ready: asyncio.Future[ClientSession]) -> None:
-        argv = python_argv("tools.server", "--host")
-        try:
-            async with mcp_session(self.sandbox, argv, init_timeout=self.init_timeout, resident=True,
-                                   ended=self._ended) as session:
-                ready.set_result(session)
-                await self._ended.wait()
-        except BaseException as e:
-            if not ready.done():
-                ready.set_exception(e)
-            elif not isinstance(e, asyncio.CancelledError):
-                raise
-        finally:
-            self._ended.set()
-
     async def request(self, method: str, params: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """A synth/* request; an error reply or a dead server is a ToolError."""
-        if not self.usable:
-            raise ToolError(f"the tool host of sandbox {self.sandbox.id} is not running")
-        request = mcp_types.Request[dict[str, Any], str](method=method, params=params)
-        try:
-            return await self.session.send_request(request, _RESULT, request_read_timeout_seconds=timeout)
-        except MCPError as e:
-            raise ToolError(f"{method}: {e.error.message}") from e
+        """The result; an error reply or a dead host is a ToolError."""
+        if self.connection is None:
+            raise ToolError(f"the tool host of sandbox {self.sandbox.id} is closed")
+        return await self.connection.request(method, params, timeout)
 
     async def close(self) -> None:
         """End the host and its episode process (shielded: it must finish even when cancelled)."""
-        self._ended.set()
         if _HOSTS.get(self.sandbox) is self:
             del _HOSTS[self.sandbox]
-        owner, self._owner, self.session = self._owner, None, None
-        if owner is not None:
-            closing = asyncio.ensure_future(asyncio.wait_for(owner, 10))  # cancels the owner if it hangs
-            try:
-                await asyncio.shield(closing)
-            except Exception:
-                pass  # the server already failed; the call that met it reported the error
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.close()
 
 
 async def warm_hosts(pool: "WarmPool", count: int) -> None:
@@ -204,8 +174,8 @@ class ExecutableToolset:
                   "state": initial_state, "state_file": STATE_FILE}
         try:
             self.process = await host.request("synth/begin", params, timeout=self.init_timeout)
-        except ToolError as e:
-            raise ToolError(str(e).removeprefix("synth/begin: ")) from e.__cause__
+        except ToolError:
+            raise  # the module does not load or fit its tools: the host is fine, the episode is not
         except BaseException:
             await host.close()  # cancelled mid-begin: the host's state is unknown
             raise
@@ -214,22 +184,23 @@ class ExecutableToolset:
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         self.calls += 1
         index = self.calls  # taken before any await, as in SimulatedToolset
-        session = self._session()
+        host = self._current()
         if name not in self.specs:
             return ToolOutcome(text=f"Error: unknown tool {name!r}; available: {sorted(self.specs)}", is_error=True)
         if fault := self.fault(index):  # injected before the server sees the call: the state is untouched
             return ToolOutcome(text=FAULTS[fault], is_error=True, fault=fault)
         try:
-            result = await session.call_tool(name, arguments)
-        except MCPError as e:  # the episode process died (a generated module that calls os._exit, say)
-            raise ToolError(f"toolset server failed on {name!r}: {e.error.message}") from e
-        text = "\n".join(getattr(c, "text", "") or json.dumps(c.model_dump(mode="json")) for c in result.content)
-        return ToolOutcome(text=f"Error: {text}" if result.is_error else text, is_error=bool(result.is_error))
+            result = await host.request("tools/call", {"name": name, "arguments": arguments})
+        except ToolError as e:  # the episode process died (a generated module that calls os._exit, say)
+            raise ToolError(f"toolset server failed on {name!r}: {e}") from e
+        text = "\n".join(c.get("text") or json.dumps(c) for c in result.get("content") or [])
+        is_error = bool(result.get("isError"))
+        return ToolOutcome(text=f"Error: {text}" if is_error else text, is_error=is_error)
 
-    def _session(self) -> ClientSession:
-        if self._host is None or self._host.session is None:
-            raise ToolError("ExecutableToolset used before reset() (or after aclose())")
-        return self._host.session
+    def _current(self) -> ToolHost:
+        if self._host is None or not self._host.usable:
+            raise ToolError("ExecutableToolset used before reset() (or after its episode ended)")
+        return self._host
 
     def fault(self, index: int) -> str | None:
         """The same seeded draw as SimulatedToolset.fault: a rerun fails the same calls the same way."""
@@ -240,8 +211,7 @@ class ExecutableToolset:
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """What the server offers, in MCP form (for checks: it must equal the specs)."""
-        result = await self._session().list_tools()
-        return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
+        return (await self._current().request("tools/list", {}))["tools"]
 
     async def snapshot(self) -> dict[str, Any]:
         """The episode's state now (the episode process also keeps it in STATE_FILE after every call)."""

@@ -8,7 +8,6 @@ per line.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shlex
 from collections.abc import AsyncIterator
@@ -27,22 +26,18 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def mcp_session(
-    sandbox: Sandbox, argv: list[str], *, init_timeout: float = 30.0, call_timeout: float | None = None,
-    resident: bool = False, ended: asyncio.Event | None = None,
+    sandbox: Sandbox, argv: list[str], *, init_timeout: float = 30.0, call_timeout: float | None = None
 ) -> AsyncIterator[ClientSession]:
     """An initialized MCP client session with `argv` running inside `sandbox`.
-
-    `resident`: the server survives the sandbox's per-episode reset (see Sandbox.spawn). `ended` is
-    set when the server's stdout closes, so a caller keeping the session open can tell it is over.
 
     A server that dies or closes its stdout ends every pending and later request at once with a
     ToolError carrying the end of its stderr; the pipe is always closed on exit.
     """
     command = shlex.join(argv)
-    pipe = await sandbox.spawn(argv, resident=resident)
+    pipe = await sandbox.spawn(argv)
     try:
         async with (
-            _pipe_streams(pipe, ended) as (read, write),
+            _pipe_streams(pipe) as (read, write),
             ClientSession(read, write, read_timeout_seconds=call_timeout) as session,
         ):
             try:
@@ -83,7 +78,7 @@ def _stderr(pipe: Pipe) -> str:
 
 
 @asynccontextmanager
-async def _pipe_streams(pipe: Pipe, ended: asyncio.Event | None = None):
+async def _pipe_streams(pipe: Pipe):
     """Two tasks bridge the pipe and the session's memory streams, as `stdio_client` does."""
     read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](0)
@@ -103,9 +98,6 @@ async def _pipe_streams(pipe: Pipe, ended: asyncio.Event | None = None):
                 pass  # the session is gone
             except Exception:
                 log.exception("reading from the MCP server's pipe failed")
-            finally:
-                if ended is not None:
-                    ended.set()
 
     async def writer() -> None:
         async with write_recv:
