@@ -108,22 +108,24 @@ def records(episodes: int, tag: str) -> tuple[list[ToolSpec], Agent, list[Task],
     return specs, agent, tasks, impl
 
 
-def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int, workers: int = 1) -> RunConfig:
+def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int, workers: int = 1,
+               tool_process: str = "per_episode") -> RunConfig:
     return RunConfig.model_validate({
         "name": f"bench-c{concurrency}", "runs_dir": runs_dir,
         "llm": {"base_url": base_url, "model": "fake", "concurrency": max(concurrency, 1), "max_retries": 0},
         "rollout": {"max_turns": MAX_TURNS, "max_tool_steps": MAX_TOOL_STEPS, "concurrency": concurrency,
-                    "workers": workers, "sandbox": {"type": "local", "isolation": "none", "pool_size": pool_size}},
+                    "workers": workers, "tool_process": tool_process,
+                    "sandbox": {"type": "local", "isolation": "none", "pool_size": pool_size}},
     })
 
 
 async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: int, latency_s: float,
-                    server_pid: int | None, workers: int) -> dict:
+                    server_pid: int | None, workers: int, tool_process: str) -> dict:
     """The rollout stage as `synth rollout` runs it. The clock starts when the episodes do (ctx.on_start:
     after the pool, its tool hosts and the worker processes started: `warm s`), CPU is counted from there."""
     tag = f"c{concurrency}-{time.time_ns()}"  # fresh tasks: nothing from an earlier row in any cache
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as runs_dir:
-        cfg = run_config(base_url, runs_dir, concurrency, pool_size, workers)
+        cfg = run_config(base_url, runs_dir, concurrency, pool_size, workers, tool_process)
         async with open_run(cfg, quiet=True) as ctx:
             specs, agent, tasks, impl = records(episodes, tag)
             for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks), ("implementations", [impl])):
@@ -217,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="episodes per row (default: max(waves x concurrency, --min-episodes))")
     parser.add_argument("--waves", type=int, default=3, help="episodes per row in units of the concurrency")
     parser.add_argument("--min-episodes", type=int, default=4)
+    parser.add_argument("--tool-process", choices=["per_episode", "shared"], default="per_episode",
+                        help="rollout.tool_process of the synth rows")
     parser.add_argument("--workers", type=int, default=1, help="rollout.workers of the synth rows; with 2+ they "
                         "run on both CPUs (the floor stays on CPU 0, the fake server on CPU 1)")
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
@@ -264,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
                     profile.enable()
                 if pin:
                     os.sched_setaffinity(0, {0, 1} if args.workers > 1 else {0})
-                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, args.workers)))
+                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, args.workers,
+                                                  args.tool_process)))
                 if profile:
                     profile.disable()
                 if rows[-1].get("failed"):
@@ -282,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     pool_text = "pool = concurrency" if args.pool_size < 0 else f"pool_size {args.pool_size}"
     print(f"rollout bench: {args.latency_ms:g} ms per LLM call, {len(bodies)} calls per episode "
           f"({MAX_TURNS} turns x (tool call + answer) = 6 agent + 4 user), ideal = concurrency / "
-          f"(calls per episode x latency); synth: ExecutableToolset (notes) over MCP, local sandbox, {pool_text}; "
+          f"(calls per episode x latency); synth: ExecutableToolset (notes) over MCP, local sandbox, {pool_text}, "
+          f"tool_process {args.tool_process}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           + (f"fake server pinned to CPU 1, floor to CPU 0, synth ({args.workers} worker"
              f"{'s' if args.workers > 1 else ''}) to " + ("both" if args.workers > 1 else "CPU 0") if pin

@@ -130,7 +130,8 @@ async def tool_runtime(ctx: Context, specs: list[ToolSpec], sandbox: Sandbox, se
     """The toolset's passing implementation served over MCP in the sandbox, else the LLM simulator."""
     fault_rate = ctx.cfg.rollout.fault_rate
     if impl is not None:
-        async with ExecutableToolset(specs, sandbox, module=impl.module, seed=seed, fault_rate=fault_rate) as runtime:
+        async with ExecutableToolset(specs, sandbox, module=impl.module, seed=seed, fault_rate=fault_rate,
+                                     process=ctx.cfg.rollout.tool_process) as runtime:
             yield runtime
     else:
         yield SimulatedToolset(ctx.llm, specs, sandbox, seed=seed, fault_rate=fault_rate)

@@ -144,27 +144,33 @@ async def test_seeded_faults_match_the_simulator_and_leave_state_alone():
             assert len((await rt.snapshot())["notes"]) == sum(not o.fault for o in outcomes)
 
 
-# A module-level counter: a fresh episode process must start it from zero again.
-COUNTING = MODULE + "\n\nCALLS = []\n\ndef list_notes(state, tag=None):\n    CALLS.append(tag)\n    return len(CALLS)\n"
+# A module-level counter (a fresh module must start it from zero again) and a draw from `random`.
+COUNTING = MODULE + ("\n\nimport random\nDRAW = random.random()\nCALLS = []\n\n"
+                     "def list_notes(state, tag=None):\n    CALLS.append(tag)\n    return [len(CALLS), DRAW]\n")
 
 
-async def test_one_host_per_sandbox_and_a_fresh_process_per_episode(cfg):
+@pytest.mark.parametrize("process", ["per_episode", "shared"])
+async def test_one_host_per_sandbox_and_a_fresh_module_per_episode(cfg, process):
     from sandboxes.pool import WarmPool
 
     pool_cfg = cfg.model_copy(update={"pool_size": 1})
     async with WarmPool(pool_cfg, size=1, acquire_timeout_s=30) as pool:
         seen = []
         for episode in range(3):
-            async with pool.acquire() as sb, ExecutableToolset(SPECS, sb, module=COUNTING) as rt:
+            async with (pool.acquire() as sb,
+                        ExecutableToolset(SPECS, sb, module=COUNTING, seed=episode % 2, process=process) as rt):
                 await rt.reset({"owner": f"u{episode}"})
-                assert (await rt.call("list_notes", {})).text == "1"  # module globals start fresh
+                calls, draw = json.loads((await rt.call("list_notes", {})).text)
+                assert calls == 1  # module globals start fresh
                 await rt.call("create_note", {"title": "t", "body": "b"})  # would collide if state leaked
                 assert (await rt.snapshot())["owner"] == f"u{episode}"
-                seen.append((sb.id, rt.process["host"], rt.process["pid"]))
+                seen.append((sb.id, rt.process["host"], rt.process["pid"], draw))
             await _until(lambda: pool.idle == 1)
     assert len({s[0] for s in seen}) == 1, seen  # the pool reused the sandbox...
     assert len({s[1] for s in seen}) == 1, seen  # ...and its host survived every reset
-    assert len({s[2] for s in seen}) == 3, seen  # each episode had its own process
+    # per_episode: each episode had its own process; shared: the host's
+    assert len({s[2] for s in seen}) == (3 if process == "per_episode" else 1), seen
+    assert seen[0][3] == seen[2][3] != seen[1][3]  # `random` follows the episode's seed, not the history
 
 
 async def test_a_crashed_or_failed_episode_ends_the_host_and_the_next_starts_a_new_one(cfg):

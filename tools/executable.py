@@ -150,8 +150,11 @@ class ExecutableToolset:
     """Tool runtime for one episode: a toolset module served over MCP by the sandbox's tool host."""
 
     def __init__(self, specs: list[ToolSpec], sandbox: Sandbox, *, module: str, seed: int = 0,
-                 fault_rate: float = 0.0, init_timeout: float = 30.0, end_timeout: float = 10.0):
+                 fault_rate: float = 0.0, init_timeout: float = 30.0, end_timeout: float = 10.0,
+                 process: str = "per_episode"):
+        """`process`: per_episode (a fresh process forked by the host) or shared (the host's own)."""
         self.specs = {s.name: s for s in specs}
+        self.process_mode = process
         self.sandbox, self.module, self.init_timeout, self.end_timeout = sandbox, module, init_timeout, end_timeout
         self.seed, self.fault_rate = seed, fault_rate
         self.calls = 0
@@ -171,7 +174,7 @@ class ExecutableToolset:
         if host.busy:
             raise ToolError(f"sandbox {self.sandbox.id} already serves an episode: one ExecutableToolset at a time")
         params = {"module": self.module, "tools": [s.to_mcp() for s in self.specs.values()],
-                  "state": initial_state, "state_file": STATE_FILE}
+                  "state": initial_state, "state_file": STATE_FILE, "seed": self.seed, "process": self.process_mode}
         try:
             self.process = await host.request("synth/begin", params, timeout=self.init_timeout)
         except ToolError:

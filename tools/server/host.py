@@ -9,9 +9,14 @@ its child; the parent only compiles modules (cached by content; compiling runs n
 A child that ends any other way (a module calling os._exit, an OOM kill) ends the host too: the pipe
 closes, every pending request fails at once, and the client starts a new host.
 
+`process: "shared"` in synth/begin runs the episode inside the host instead, with a fresh module
+object and state all the same: no fork and exit (1.5-5 ms of CPU per episode here), but what a module
+does to the process beyond its own globals (other modules' state, threads, the working directory)
+reaches the sandbox's later episodes. Either way `random` is seeded with the episode's seed.
+
 Methods, besides initialize and ping:
-- host:  tools/list -> no tools; synth/begin {module, tools, state, state_file} -> {pid, host} (or an error
-  naming why the module cannot serve the tools);
+- host:  tools/list -> no tools; synth/begin {module, tools, state, state_file, seed, process} ->
+  {pid, host} (or an error naming why the module cannot serve the tools);
 - child: tools/list, tools/call; synth/snapshot -> {state}; synth/end -> {state}, then it exits.
 """
 
@@ -21,14 +26,28 @@ import gc
 import hashlib
 import json
 import os
+import random
 import sys
+from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
 from tools.server.toolset import Toolset, contract_problems, module_from_code
 from tools.server.wire import INVALID_PARAMS, LineChannel, RpcError, answer, initialize, tool_result
 
-Episode = tuple[CodeType, list[dict[str, Any]], dict[str, Any], str]
+@dataclass
+class Episode:
+    """What synth/begin asked for."""
+
+    code: CodeType
+    tools: list[dict[str, Any]]
+    state: dict[str, Any]
+    state_file: str
+    seed: int | None
+    fork: bool  # a process of its own (process "per_episode", the default), or the host's ("shared")
+
+
+ENDED, EOF = "ended", "eof"
 
 
 def private_channel() -> LineChannel:
@@ -59,13 +78,18 @@ def run_host(channel: LineChannel) -> int:
         except RpcError as e:
             channel.error(message.get("id"), e)
             continue
+        if not episode.fork:
+            if run_episode(channel, message.get("id"), episode, host_id) == EOF:
+                return 0
+            continue
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             gc.disable()  # a short life: reference counting frees what it makes
             code = 70
             try:
-                code = run_episode(channel, message.get("id"), episode, host_id)
+                run_episode(channel, message.get("id"), episode, host_id)
+                code = 0
             finally:
                 sys.stderr.flush()
                 os._exit(code)
@@ -82,11 +106,13 @@ def prepare(params: Any, compiled: dict[str, CodeType]) -> Episode:
     """Check begin's params and compile the module (cached: episodes of one toolset share it)."""
     if not isinstance(params, dict) or not isinstance(params.get("module"), str):
         raise RpcError(INVALID_PARAMS, "synth/begin needs params {module: str, tools: list, state: object}")
-    tools, state = params.get("tools"), params.get("state") or {}
+    tools, state, seed = params.get("tools"), params.get("state") or {}, params.get("seed")
     if not isinstance(tools, list) or not all(isinstance(t, dict) and "name" in t for t in tools):
         raise RpcError(INVALID_PARAMS, "synth/begin: tools must be a list of MCP tool objects")
     if not isinstance(state, dict):
         raise RpcError(INVALID_PARAMS, "synth/begin: state must be an object")
+    if seed is not None and not isinstance(seed, int):
+        raise RpcError(INVALID_PARAMS, "synth/begin: seed must be an integer")
     source = params["module"]
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in compiled:
@@ -94,21 +120,22 @@ def prepare(params: Any, compiled: dict[str, CodeType]) -> Episode:
             compiled[key] = compile(source, "impl.py", "exec")
         except SyntaxError as e:
             raise RpcError(INVALID_PARAMS, f"toolset module does not compile: {e.msg} (line {e.lineno})") from e
-    return compiled[key], tools, state, str(params.get("state_file") or "state.json")
+    return Episode(compiled[key], tools, state, str(params.get("state_file") or "state.json"), seed,
+                   fork=params.get("process", "per_episode") != "shared")
 
 
-def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: str) -> int:
-    """In the forked child: load the module, answer begin, serve until synth/end or EOF."""
-    code, tools, state, state_file = episode
+def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: str) -> str:
+    """Load a fresh module, answer begin, serve until synth/end (ENDED) or stdin closes (EOF)."""
+    random.seed(episode.seed)  # the module's randomness repeats with the episode, whatever ran before
     try:
-        module = module_from_code(code)
-        problems = contract_problems(module, tools)
+        module = module_from_code(episode.code)
+        problems = contract_problems(module, episode.tools)
     except Exception as e:  # the module's top level raised
         problems = [f"loading the module raised {type(e).__name__}: {e}"]
     if problems:
         channel.error(begin_id, RpcError(INVALID_PARAMS, "toolset module does not fit its tools:\n" + "\n".join(problems)))
-        return 0
-    toolset = Toolset(module, tools, state_file, initial_state=state)
+        return ENDED
+    toolset = Toolset(module, episode.tools, episode.state_file, initial_state=episode.state)
     channel.reply(begin_id, {"pid": os.getpid(), "host": host_id})
     handlers = episode_handlers(toolset)
     while (message := channel.receive()) is not None:
@@ -116,10 +143,10 @@ def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: 
             channel.error(None, message)
         elif message.get("method") == "synth/end":
             channel.reply(message.get("id"), {"state": toolset.state})
-            return 0
+            return ENDED
         else:
             answer(channel, message, handlers)
-    return 0
+    return EOF
 
 
 def episode_handlers(toolset: Toolset) -> dict[str, Any]:
