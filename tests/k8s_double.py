@@ -184,6 +184,8 @@ class K8sDouble:
         ws = web.WebSocketResponse(protocols=self.protocols)
         await ws.prepare(request)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(pod.workspace)}
+        for item in pod.manifest["spec"]["containers"][0].get("env") or []:  # as a kubelet would
+            env[item["name"]] = item.get("value", "")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=pod.workspace, env=env, start_new_session=True,

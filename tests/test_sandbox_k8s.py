@@ -276,3 +276,24 @@ def test_the_sandbox_pod_and_the_shipped_config_are_valid(cfg):
     config_map = next(d for _, d in _docs() if d["kind"] == "ConfigMap")
     run = RunConfig.model_validate(yaml.safe_load(config_map["data"]["config.yaml"]))
     assert run.rollout.sandbox.type == "k8s" and run.rollout.sandbox.in_cluster
+
+
+async def test_executable_toolset_runs_on_a_tool_host_over_the_exec_stream(cfg):
+    import json
+
+    from tools.executable import ExecutableToolset
+    from tools.spec import ToolSpec
+
+    notes = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
+    specs = [ToolSpec.model_validate(t) for t in json.loads((notes / "tools.json").read_text())]
+    # The double runs Pod processes here: put the python that has jsonschema first, as the image does.
+    cfg = cfg.model_copy(update={"env": {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}})
+    async with provision(cfg) as sb:
+        async with ExecutableToolset(specs, sb, module=(notes / "impl.py").read_text()) as rt:
+            await rt.reset({"owner": "pod"})
+            created = await rt.call("create_note", {"title": "a", "body": "b"})
+            assert not created.is_error and json.loads(created.text)["id"] == 1
+            assert (await rt.call("get_note", {"note_id": 9})).is_error
+            final = await rt.finish()
+        assert final["owner"] == "pod" and set(final["notes"]) == {"1"}
+        assert json.loads(await sb.read_file("state.json")) == final
