@@ -177,6 +177,12 @@ class Implementation(Record):
     rounds: int = Field(0, description="Drafts tried: the first plus the repair rounds used.")
     errors: list[str] = Field(default_factory=list, description="Why each failed round failed, in order.")
     sandbox: str = Field("", description="The sandbox backend the tests ran in.")
+    provenance: dict[str, str] = Field(
+        default_factory=dict, description="Who wrote which part of module and tests: the harness (scaffold, smoke "
+        "tests) or the LLM (function bodies), and how many LLM replies it took.")
+
+    def identity(self) -> Any:
+        return self._identity_without_defaults(("provenance",))
 
 
 

@@ -19,6 +19,7 @@ from synth.tasks import draft_tasks
 from synth.pipeline import Unit
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
+from tests.test_implement import scripted as scripted_body
 from tools.spec import ToolSpec
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
@@ -214,10 +215,10 @@ def test_final_state_assertions_check_passes_and_fails_with_the_state():
 
 
 def implement_and_gold(body: dict) -> str | None:
-    """The notes module for `implement`, a valid and a broken gold task for `tasks`; the rest default."""
+    """The notes bodies for `implement`, a valid and a broken gold task for `tasks`; the rest default."""
     schema = json.dumps(body.get("response_format") or {})
-    if '"module"' in schema:
-        return json.dumps({"module": MODULE, "tests": TESTS})
+    if "Write the body of this Python function" in json.dumps(body["messages"]):
+        return scripted_body(body)
     if "gold_actions" in schema:
         return json.dumps({"tasks": [GOOD, UNKNOWN_ID]})
     return None
@@ -231,6 +232,7 @@ async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
             await run_stages(ctx, ["implement", "agents", "tasks", "rollout", "judge"], export=True)
             tasks, trajectories = ctx.store.read("tasks"), ctx.store.read("trajectories")
             verdicts, errors = ctx.store.read("verdicts"), ctx.store.read("errors")
+            (implemented,) = ctx.store.read("implementations")
         simulated = [b for b in fake.requests if "You are the backend of the tool" in json.dumps(b["messages"])]
     assert [t.goal for t in tasks] == [GOOD["goal"]] and tasks[0].validated
     assert [e.error_type for e in errors] == ["Rejected"] and "no note with id 7" in errors[0].message
@@ -247,6 +249,6 @@ async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
     # The RL row carries what a trainer needs to recreate the executable environment and check it.
     (rl_row,) = load_from_disk(str(cfg.run_dir / "export" / "rl"))["train"]
     environment = json.loads(rl_row["environment"])
-    assert environment["runtime"] == "executable" and environment["module"] == MODULE
+    assert environment["runtime"] == "executable" and environment["module"] == implemented.module
     assert [a["tool"] for a in environment["gold_actions"]] == ["list_notes", "create_note"]
     assert len(environment["assertions"]) == 3

@@ -1,11 +1,15 @@
-"""`synth tools implement` against a scripted LLM: a passing draft becomes executable, a failing one
-is repaired, an always-failing one stays simulated with its errors; the tests run inside a sandbox.
-Plus one run on the real embedded model (marked llm), which records whatever it manages."""
+"""`synth tools implement` against a scripted LLM: the harness scaffolds the module and writes smoke
+tests, the LLM writes one body at a time; passing bodies become executable, a failing round trip is
+repaired, a body that never compiles stays a stub and the toolset simulated; the tests run inside a
+sandbox. Plus one run on the real embedded model (marked llm), which records whatever it manages."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ from synth.config import RunConfig
 from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
 from tools.executable import ExecutableToolset
-from tools.implement import Implementation, implement_tools, passed_implementations
+from tools.implement import BODY_ATTEMPTS, Implementation, implement_tools, passed_implementations
 from tools.spec import ToolSpec
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
@@ -28,8 +32,6 @@ IN_SANDBOX_TEST = (
     + ("    assert socket.gethostname() == 'sandbox'\n" if BWRAP else "")
 )
 GOOD_TESTS = (NOTES / "tests.py").read_text() + IN_SANDBOX_TEST
-BROKEN_MODULE = GOOD_MODULE.replace('    return note\n\n\ndef list_notes', '    return None\n\n\ndef list_notes')
-MISSING_TOOL = GOOD_MODULE.split("def delete_note")[0]
 
 
 def specs_for(toolset: str) -> list[ToolSpec]:
@@ -37,19 +39,33 @@ def specs_for(toolset: str) -> list[ToolSpec]:
                                      "state_model": "notes by id"}) for t in TOOLS]
 
 
-def scripted(body: dict) -> str | None:
-    """notes_good: right at once; notes_fix: broken, right after one repair prompt; notes_bad: never right."""
-    if not body.get("response_format"):
-        return None
+def _bodies(module: str) -> dict[str, str]:
+    """Function name -> its body source, from a hand-written module (what a good LLM would write)."""
+    tree, lines = ast.parse(module), module.splitlines()
+    return {f.name: "\n".join(lines[f.body[0].lineno - 1:f.end_lineno]) for f in tree.body
+            if isinstance(f, ast.FunctionDef)}
+
+
+GOOD_BODIES = _bodies(GOOD_MODULE)
+
+
+def target(body: dict) -> tuple[str, str]:
+    """(function asked for, prompt) of a body request: the last `def` of the last message."""
     prompt = body["messages"][-1]["content"]
-    repair = "failed its checks" in prompt
-    if "notes_good" in prompt or ("notes_fix" in prompt and repair):
-        module = GOOD_MODULE
-    elif "notes_fix" in prompt:
-        module = BROKEN_MODULE
-    else:
-        module = MISSING_TOOL
-    return json.dumps({"module": module, "tests": GOOD_TESTS})
+    return re.findall(r"def (\w+)\(state", prompt)[-1], prompt
+
+
+def scripted(body: dict) -> str | None:
+    """Bodies per function. notes_fix: get_note's first body finds nothing (a failing round trip),
+    right once the failure is shown; notes_bad: create_note never compiles; else the good bodies."""
+    if body.get("response_format"):
+        return None
+    name, prompt = target(body)
+    if "notes_bad" in prompt and name == "create_note":
+        return "```python\n    note = {'title': title\n    return note\n```"
+    if "notes_fix" in prompt and name == "get_note" and "failed" not in prompt:
+        return "Here you go:\n```python\n    return {}\n```"
+    return f"```python\n{GOOD_BODIES[name]}\n```"
 
 
 def run_cfg(tmp_path, base_url: str, **llm) -> RunConfig:
@@ -61,36 +77,50 @@ def run_cfg(tmp_path, base_url: str, **llm) -> RunConfig:
     })
 
 
-async def test_pass_repair_and_exhausted_repairs(tmp_path):
+async def test_bodies_from_the_llm_pass_repair_and_stubs_never_pass(tmp_path):
     async with FakeOpenAI(handler=scripted) as fake:
         async with open_run(run_cfg(tmp_path, fake.base_url), quiet=True) as ctx:
             for toolset in ("notes_good", "notes_fix", "notes_bad"):
                 ctx.store.append("tools", specs_for(toolset))
-            stats = await implement_tools(ctx, max_repairs=2)
+            stats = await implement_tools(ctx, max_repairs=1)
             records = {r.toolset: r for r in ctx.store.read("implementations")}
             requests = len(fake.requests)
-            again = await implement_tools(ctx, max_repairs=2)  # resume: nothing redone
+            again = await implement_tools(ctx, max_repairs=1)  # resume: nothing redone
             assert len(fake.requests) == requests and again.skipped == 3
             executable = passed_implementations(ctx)
     assert stats.done == 3 and stats.failed == 0
-    assert requests == 1 + 2 + 3
+    asked = Counter((re.search(r"toolset: (\w+)", r["messages"][-1]["content"])[1], target(r)[0]) for r in fake.requests)
+    # A failed round trip names its creator and its reader: both are redrafted, the other bodies kept.
+    assert asked["notes_fix", "get_note"] == asked["notes_fix", "create_note"] == 2
+    assert asked["notes_fix", "list_notes"] == asked["notes_fix", "delete_note"] == 1
+    assert asked["notes_bad", "create_note"] == 2 * BODY_ATTEMPTS  # never compiles: every attempt of both rounds
+    assert asked["notes_good", "list_notes"] == 1
 
     good, fix, bad = records["notes_good"], records["notes_fix"], records["notes_bad"]
     assert isinstance(good, Implementation) and good.sandbox == "local"
     assert good.passed and good.rounds == 1 and good.errors == []
+    # The harness wrote the scaffold (STATE_DEFAULT from the tool names, exact signatures), the LLM the bodies.
+    assert 'STATE_DEFAULT = {"notes": {}, "next_id": 1}' in good.module
+    assert "def create_note(state, title, body, tags=None):" in good.module
+    assert good.provenance["bodies"].startswith("llm: create_note, delete_note")
+    assert "harness" in good.provenance["scaffold"] and "smoke tests" in good.provenance["tests"]
+    assert good.tests.startswith('"""Smoke tests') and "round_trip__create_note__get_note" in good.tests
     assert fix.passed and fix.rounds == 2 and len(fix.errors) == 1
-    assert "test_create_then_get failed" in fix.errors[0] and "TypeError" in fix.errors[0]
-    assert not bad.passed and bad.rounds == 3 and len(bad.errors) == 3
-    assert all("no function delete_note" in e for e in bad.errors)
+    assert "test_round_trip__create_note__get_note failed" in fix.errors[0]
+    assert not bad.passed and bad.rounds == 2
+    assert any("create_note: SyntaxError" in e for e in bad.errors)
+    assert "harness stubs: create_note" in bad.provenance["bodies"]
+    assert "not implemented" in bad.module
     assert set(executable) == {"id_notes_good", "id_notes_fix"}  # notes_bad stays simulated
 
     folder = tmp_path / "impl" / "implementations"
-    assert (folder / "id_notes_good.py").read_text() == GOOD_MODULE
+    assert (folder / "id_notes_good.py").read_text() == good.module
     assert (folder / "id_notes_fix_tests.py").exists() and not (folder / "id_notes_bad.py").exists()
-    # The repair prompt showed the model its failing code and what failed.
-    prompts = [r["messages"][-1]["content"] for r in fake.requests]
-    repair_prompt = next(p for p in prompts if "failed its checks" in p and "notes_fix" in p)
-    assert "return None" in repair_prompt and "test_create_then_get failed" in repair_prompt
+    # The repair prompt showed the model what failed.
+    repair = next(r["messages"][-1]["content"] for r in fake.requests
+                  if target(r)[0] == "get_note" and "notes_fix" in r["messages"][-1]["content"]
+                  and "failed" in r["messages"][-1]["content"])
+    assert "did not find what create_note created" in repair or "returned" in repair
 
 
 async def test_a_passed_implementation_serves_the_rollout(tmp_path):
@@ -122,7 +152,11 @@ async def test_the_embedded_model_gets_its_outcome_recorded(tmp_path):
     assert stats.done + stats.failed == 1
     if records:
         (record,) = records
-        assert record.rounds >= 1 and (record.passed or len(record.errors) == record.rounds)
+        assert record.rounds >= 1 and set(record.provenance) == {"scaffold", "bodies", "tests", "llm_replies"}
+        ast.parse(record.module)  # bodies are compiled before they go in: the module always parses
+        assert "def create_note(state, title, body, tags=None):" in record.module
+        if not record.passed:
+            assert {f"round {k}" for k in range(1, record.rounds + 1)} <= {e.split(":")[0] for e in record.errors}
     else:
         assert any(e.stage == "implement" for e in errors)
 
@@ -134,7 +168,7 @@ async def test_rollouts_run_a_passing_toolset_for_real_instead_of_simulating_it(
     from synth.user_sim import STOP
 
     def implement_only(body: dict) -> str | None:
-        return scripted(body) if "module" in json.dumps(body.get("response_format") or {}) else None
+        return scripted(body) if "Write the body of this Python function" in json.dumps(body["messages"]) else None
 
     async with FakeOpenAI(handler=implement_only, stop_marker=STOP) as fake:
         cfg = run_cfg(tmp_path, fake.base_url)
@@ -148,3 +182,4 @@ async def test_rollouts_run_a_passing_toolset_for_real_instead_of_simulating_it(
     assert calls, "the fake agent calls a notes tool on its first step"
     for trajectory in trajectories:
         assert "notes" in trajectory["final_state"], trajectory["final_state"]
+
