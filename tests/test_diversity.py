@@ -95,6 +95,18 @@ async def test_evolve_drops_near_duplicates_with_the_tool_they_duplicate_and_res
         assert len(errors) == 2 and {e["unit"] for e in errors} != {tools[0]["unit"]}
         assert any("'get_item': near duplicate of 'get_item'" in e["message"] for e in errors)
         assert all("cosine 1.000 >= 0.9" in e["message"] for e in errors)
+        # The manifest says which backend decided ("auto" alone would not), and stats shows it.
+        used = get_embedder(cfg.tools.embeddings).backend_name
+        assert json.loads((cfg.run_dir / "manifest.json").read_text())["tools_embeddings"] == {
+            "configured": "auto", "backend": used, "near_duplicate_threshold": 0.9, "near_duplicate_removal": True}
+        from typer.testing import CliRunner
+
+        from tools.cli import app
+
+        shown = CliRunner().invoke(app, ["stats", "--run-dir", str(cfg.run_dir), "--embeddings", "lexical"])
+        assert shown.exit_code == 0, shown.output
+        assert (f"near-duplicate removal during evolution: {used} embeddings (configured auto), cosine >= 0.9: "
+                "dropped 2 (50.0% of 4 drafted)") in " ".join(shown.output.split())
 
         # The rejected unit has no records, so a rerun redoes it: from the cache, to the same decision.
         sent, before = len(fake.requests), (cfg.run_dir / "errors.jsonl").read_text()
@@ -144,5 +156,6 @@ def test_stats_png_map_is_written(tmp_path):
     assert "schema-valid 13/13" in result.output and "cosine >=" in result.output
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert "near-duplicate removal during evolution: not recorded" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["stats", "--run-dir", str(run), "--embeddings", "nope"])
     assert result.exit_code == 2

@@ -140,8 +140,24 @@ def stats_cmd(
               f"({s.exact_duplicate_rate:.1%}); near duplicates (token Jaccard >= {NEAR_DUP_JACCARD}) "
               f"{s.near_duplicates} ({s.near_duplicate_rate:.1%}); near duplicates ({s.embedding_backend} "
               f"cosine >= {s.embedding_threshold}) {s.embedding_near_duplicates} ({s.embedding_near_duplicate_rate:.1%})")
+    out.print(removal_line(root, s.total))
     if png is not None:
         from tools.coverage_map import write_map
 
         write_map(tools, embedder, png, title=root.name)
         out.print(f"map of {len(tools)} tools ({embedder.backend_name} embeddings) -> {png}")
+
+
+def removal_line(root: Path, kept: int) -> str:
+    """What evolution's near-duplicate gate did, from manifest.json and errors.jsonl."""
+    from synth.store import RunStore
+    from tools.repository import evolution_dedup
+
+    d = evolution_dedup(RunStore(root))
+    if not d.recorded:
+        return "near-duplicate removal during evolution: not recorded (run before the manifest kept it)"
+    if d.threshold is None:
+        return f"near-duplicate removal during evolution: off (embeddings {d.backend or '-'}, configured {d.configured})"
+    rate = d.dropped / (d.dropped + kept) if d.dropped + kept else 0.0
+    return (f"near-duplicate removal during evolution: {d.backend} embeddings (configured {d.configured}), cosine >= "
+            f"{d.threshold}: dropped {d.dropped} ({rate:.1%} of {d.dropped + kept} drafted)")

@@ -88,8 +88,22 @@ async def evolve_tools(ctx: Context) -> StageStats:
     gate = None
     if ctx.cfg.tools.near_duplicate_threshold is not None:
         gate = _DedupGate(ctx, pool, steer.embedder, units)
+    record_embeddings(ctx, steer.embedder if (gate or steer.real) else None)
     return await run_units(ctx, "tools", "tools", units, lambda u: draft_toolset(ctx, u, steer, gate),
                            ctx.cfg.concurrency)
+
+
+def record_embeddings(ctx: Context, embedder: Embedder | None) -> None:
+    """manifest.json `tools_embeddings`: which backend decided near duplicates (and steered), so a
+    reader of the run knows whether MiniLM or the lexical fallback was in effect ("auto" hides it).
+    `backend` is null when nothing was embedded (no threshold and no imported tools)."""
+    threshold = ctx.cfg.tools.near_duplicate_threshold
+    ctx.store.update_manifest(tools_embeddings={
+        "configured": ctx.cfg.tools.embeddings,
+        "backend": embedder.backend_name if embedder else None,
+        "near_duplicate_threshold": threshold,
+        "near_duplicate_removal": threshold is not None,
+    })
 
 
 class _Steering:

@@ -94,3 +94,22 @@ def stats(tools: list[ToolSpec], embedder: Embedder | None = None, threshold: fl
             s.near_duplicates += 1
         kept.append(tokens)
     return s
+
+
+class EvolutionDedup(BaseModel):
+    """How `synth tools evolve` removed near duplicates (manifest.json `tools_embeddings` + errors.jsonl)."""
+
+    recorded: bool = False
+    configured: str = ""
+    backend: str | None = None
+    threshold: float | None = None
+    dropped: int = Field(0, description="Evolved tools dropped as near duplicates (errors.jsonl).")
+
+
+def evolution_dedup(store: RunStore) -> EvolutionDedup:
+    info = store.manifest().get("tools_embeddings")
+    dropped = sum(e.stage == "tools" and "near duplicate of" in e.message for e in store.read("errors"))
+    if not isinstance(info, dict):
+        return EvolutionDedup(dropped=dropped)
+    return EvolutionDedup(recorded=True, configured=info.get("configured", ""), backend=info.get("backend"),
+                          threshold=info.get("near_duplicate_threshold"), dropped=dropped)
