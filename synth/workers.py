@@ -69,7 +69,7 @@ async def run_in_workers(ctx: Context, stage: str, units: Sequence[Unit], todo: 
     stats = ctx.stats.setdefault(stage, StageStats(stage))
     stats.units += len(units)
     stats.skipped += len(units) - len(todo)
-    count = min(ctx.cfg.rollout.workers, len(todo))
+    count = min(ctx.cfg.rollout.workers, len(todo), ctx.cfg.rollout.concurrency)  # each runs one episode at least
     if count == 0:
         return stats
     base_url = await ctx.llm.endpoint()  # started once here, not once per worker

@@ -252,3 +252,28 @@ async def test_the_official_mcp_client_drives_the_host_and_the_one_shot_runner(c
         argv = python_argv("tools.server", "--module", ".synth/impl.py", "--specs", ".synth/tools.json")
         async with mcp_session(sb, argv) as session:  # it serves the state file the episode left
             assert json.loads((await session.call_tool("list_notes", {})).content[0].text) == [{"id": 1, "title": "a"}]
+
+
+async def test_a_toolset_written_by_the_embedded_model_is_served_and_keeps_state_per_sandbox(cfg):
+    """tests/fixtures/toolsets/llm_fleetservice: a module `synth tools implement` got from SmolLM2-135M."""
+    fixture = Path(__file__).parent / "fixtures" / "toolsets" / "llm_fleetservice"
+    specs = [ToolSpec.model_validate(t) for t in json.loads((fixture / "tools.json").read_text())]
+    module = (fixture / "impl.py").read_text()
+    async with provision(cfg) as sb:
+        await ship(sb, module, [s.to_mcp() for s in specs])
+        selftest = python_argv("tools.server.selftest", "--module", ".synth/impl.py", "--specs", ".synth/tools.json",
+                               "--tests", "smoke.py")
+        await sb.write_file("smoke.py", (fixture / "tests.py").read_bytes())
+        assert json.loads((await sb.exec(selftest, timeout=60)).stdout)["passed"]  # it still passes its tests
+        async with ExecutableToolset(specs, sb, module=module) as rt:
+            await rt.reset({})
+            assert [t["name"] for t in await rt.list_tools()] == ["create_booking"]
+            first = json.loads((await rt.call("create_booking", {"get_order_status": True})).text)
+            assert first["booking_id"] == "True2018-12-3"
+            bad = await rt.call("create_booking", {"get_order_status": "yes"})
+            assert bad.is_error and "is not of type 'boolean'" in bad.text
+            await rt.call("create_booking", {"get_order_status": False})
+            assert (await rt.snapshot())["booking_id"] == "False2018-12-3"  # state persists across calls
+    async with provision(cfg) as sb, ExecutableToolset(specs, sb, module=module) as rt:
+        await rt.reset({})
+        assert "booking_id" not in await rt.snapshot()  # and never crosses into another sandbox
