@@ -103,6 +103,16 @@ async def test_a_server_that_dies_is_a_tool_error(cfg):
             await rt.call("list_notes", {})
 
 
+async def test_a_module_that_hangs_at_import_times_out_and_its_host_is_replaced(cfg):
+    async with provision(cfg) as sb:
+        with pytest.raises(ToolError, match="got no answer within 5 s"):
+            async with ExecutableToolset(SPECS, sb, module="while True:\n    pass\n", init_timeout=5) as rt:
+                await rt.reset({})
+        async with ExecutableToolset(SPECS, sb, module=MODULE) as rt:  # a new host: the stuck one is gone
+            await rt.reset({})
+            assert json.loads((await rt.call("list_notes", {})).text) == []
+
+
 async def test_a_module_that_does_not_fit_its_tools_fails_at_start(cfg):
     async with provision(cfg) as sb, ExecutableToolset(SPECS, sb, module="STATE_DEFAULT = {}\n") as rt:
         with pytest.raises(ToolError, match="no function create_note"):
@@ -164,7 +174,7 @@ async def test_one_host_per_sandbox_and_a_fresh_module_per_episode(cfg, process)
                 assert calls == 1  # module globals start fresh
                 await rt.call("create_note", {"title": "t", "body": "b"})  # would collide if state leaked
                 assert (await rt.snapshot())["owner"] == f"u{episode}"
-                seen.append((sb.id, rt.process["host"], rt.process["pid"], draw))
+                seen.append((sb.id, rt.episode_process["host"], rt.episode_process["pid"], draw))
             await _until(lambda: pool.idle == 1)
     assert len({s[0] for s in seen}) == 1, seen  # the pool reused the sandbox...
     assert len({s[1] for s in seen}) == 1, seen  # ...and its host survived every reset
@@ -177,12 +187,12 @@ async def test_a_crashed_or_failed_episode_ends_the_host_and_the_next_starts_a_n
     async with provision(cfg) as sb:
         async with ExecutableToolset(SPECS, sb, module=FATAL) as rt:
             await rt.reset({})
-            first_host = rt.process["host"]
+            first_host = rt.episode_process["host"]
             with pytest.raises(ToolError):
                 await rt.call("list_notes", {})
         async with ExecutableToolset(SPECS, sb, module=MODULE) as rt:
             await rt.reset({})
-            second_host = rt.process["host"]
+            second_host = rt.episode_process["host"]
             assert json.loads((await rt.call("list_notes", {})).text) == []
         with pytest.raises(RuntimeError):
             async with ExecutableToolset(SPECS, sb, module=MODULE) as rt:
@@ -190,7 +200,7 @@ async def test_a_crashed_or_failed_episode_ends_the_host_and_the_next_starts_a_n
                 raise RuntimeError("the episode failed")  # its host is closed, not reused
         async with ExecutableToolset(SPECS, sb, module=MODULE) as rt:
             await rt.reset({})
-            third_host = rt.process["host"]
+            third_host = rt.episode_process["host"]
     assert len({first_host, second_host, third_host}) == 3
 
 

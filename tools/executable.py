@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sandboxes.base import Sandbox
 from synth.errors import ToolError
-from tools.host_client import HostConnection
+from tools.host_client import HostConnection, HostTimeout
 from tools.simulator import FAULTS, STATE_FILE, ToolOutcome
 from tools.spec import ToolSpec
 
@@ -158,7 +158,7 @@ class ExecutableToolset:
         self.sandbox, self.module, self.init_timeout, self.end_timeout = sandbox, module, init_timeout, end_timeout
         self.seed, self.fault_rate = seed, fault_rate
         self.calls = 0
-        self.process: dict[str, Any] = {}  # the episode process's {pid, host}, from synth/begin
+        self.episode_process: dict[str, Any] = {}  # {pid, host} of the episode's process, from synth/begin
         self._host: ToolHost | None = None
 
     async def __aenter__(self) -> "ExecutableToolset":
@@ -176,9 +176,11 @@ class ExecutableToolset:
         params = {"module": self.module, "tools": [s.to_mcp() for s in self.specs.values()],
                   "state": initial_state, "state_file": STATE_FILE, "seed": self.seed, "process": self.process_mode}
         try:
-            self.process = await host.request("synth/begin", params, timeout=self.init_timeout)
-        except ToolError:
-            raise  # the module does not load or fit its tools: the host is fine, the episode is not
+            self.episode_process = await host.request("synth/begin", params, timeout=self.init_timeout)
+        except ToolError as e:
+            if isinstance(e, HostTimeout) or not host.usable:
+                await host.close()  # stuck (a module looping at import) or dead: the next episode starts anew
+            raise  # else the module does not load or fit its tools: the host is fine, the episode is not
         except BaseException:
             await host.close()  # cancelled mid-begin: the host's state is unknown
             raise

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = "2025-11-25"
 
 
+class HostTimeout(ToolError):
+    """A request got no answer in time: the host may be stuck (a module looping at import, say)."""
+
+
 class HostConnection:
     """Requests to one tool host; responses matched by id. Any number may be in flight."""
 
@@ -53,7 +57,7 @@ class HostConnection:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            raise ToolError(f"{self.name}: {method} got no answer within {timeout:g} s") from None
+            raise HostTimeout(f"{self.name}: {method} got no answer within {timeout:g} s") from None
         finally:
             self._pending.pop(request_id, None)
 
