@@ -5,7 +5,7 @@ Real MCP servers (imports, reference servers) are spoken to with the official `m
 loop's hot path uses this instead: a request is one write and one future, woken by one reader task.
 Through the SDK's ClientSession a request cost ~0.5 ms of CPU and five event-loop hops (memory
 streams, dispatcher, result validation); with hundreds of episodes on one loop each hop waits a whole
-loop iteration, and tool calls took 70-110 ms (median) at concurrency 256 in bench/rollout.py.
+loop iteration, and tool calls took 70-113 ms (median) at concurrency 256 in bench/rollout.py.
 tests/test_tool_server.py also drives the host with the official client, so the two stay compatible.
 """
 
