@@ -266,6 +266,8 @@ async def test_the_official_mcp_client_drives_the_host_and_the_one_shot_runner(c
 
 async def test_a_toolset_written_by_the_embedded_model_is_served_and_keeps_state_per_sandbox(cfg):
     """tests/fixtures/toolsets/llm_fleetservice: a module `synth tools implement` got from SmolLM2-135M."""
+    from tools.smoke import smoke_tests
+
     fixture = Path(__file__).parent / "fixtures" / "toolsets" / "llm_fleetservice"
     specs = [ToolSpec.model_validate(t) for t in json.loads((fixture / "tools.json").read_text())]
     module = (fixture / "impl.py").read_text()
@@ -273,8 +275,8 @@ async def test_a_toolset_written_by_the_embedded_model_is_served_and_keeps_state
         await ship(sb, module, [s.to_mcp() for s in specs])
         selftest = python_argv("tools.server.selftest", "--module", ".synth/impl.py", "--specs", ".synth/tools.json",
                                "--tests", "smoke.py")
-        await sb.write_file("smoke.py", (fixture / "tests.py").read_bytes())
-        assert json.loads((await sb.exec(selftest, timeout=60)).stdout)["passed"]  # it still passes its tests
+        await sb.write_file("smoke.py", smoke_tests([s.to_mcp() for s in specs]).encode())
+        assert json.loads((await sb.exec(selftest, timeout=60)).stdout)["passed"]  # it passes today's smoke tests
         async with ExecutableToolset(specs, sb, module=module) as rt:
             await rt.reset({})
             assert [t["name"] for t in await rt.list_tools()] == ["create_booking"]
