@@ -239,17 +239,14 @@ class ExecutableToolset:
     async def aclose(self, clean: bool = True) -> None:
         """End the episode. Cleanly (`synth/end`) the host stays for the sandbox's next episode;
         after an error or a cancellation, or if the end fails, the host is closed."""
-        host, self._host = self._host, None
-        if host is None:
+        if self._host is None:
             return
-        host.busy = False
         if clean:
             try:
-                await host.request("synth/end", {}, timeout=self.end_timeout)
-                return
-            except BaseException as e:
-                await host.close()
-                if not isinstance(e, Exception):
-                    raise
-                return
+                await self.finish()
+            except Exception:
+                pass  # finish closed the host; the episode's outcome is already decided
+            return
+        host, self._host = self._host, None
+        host.busy = False
         await host.close()
