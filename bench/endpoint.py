@@ -40,14 +40,6 @@ def cpu_seconds(pid: int, waited: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def live_children_cpu() -> dict[int, float]:
-    """pid -> CPU seconds (own + waited-for children) of this process's running children: long-lived
-    helpers (tool hosts) that os.times() does not count until they exit."""
-    out = {}
-    for task in Path("/proc/self/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            try:
-                out[int(pid)] = cpu_seconds(int(pid), waited=True)
-            except (OSError, IndexError):
-                pass  # it exited meanwhile: os.times() has it now
-    return out
+def child_pids(pid: int | str = "self") -> list[int]:
+    """The running children of a process, from /proc (Linux)."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]

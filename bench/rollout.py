@@ -40,7 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.endpoint import REPO, cpu_seconds, free_port, live_children_cpu, start_server
+from bench.endpoint import REPO, child_pids, cpu_seconds, free_port, start_server
 from bench.fake_server import handler
 from synth.config import RunConfig
 from synth.records import Agent, Criterion, Implementation, Task
@@ -54,35 +54,20 @@ MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; op
 SERVER_MB = 25  # RSS of one resident tool host (python + jsonschema; 13 MB of it anonymous), measured
 
 
-def own_cpu() -> tuple[float, float, dict[int, float]]:
-    """(this process, its waited-for children, its live children by pid) CPU seconds."""
-    t = os.times()
-    return t.user + t.system, t.children_user + t.children_system, live_children_cpu()
-
-
-def children_delta(before: tuple[float, float, dict[int, float]], after: tuple[float, float, dict[int, float]],
-                   skip: int | None) -> float:
-    """CPU the children (but `skip`, the fake server) used between two own_cpu() readings: the
-    exited ones, plus the growth of live ones."""
-    live = sum(cpu - before[2].get(pid, 0.0) for pid, cpu in after[2].items() if pid != skip)
-    return after[1] - before[1] + live
-
-
 def tree_cpu(skip: int | None) -> tuple[float, float]:
-    """(this process, all its descendants but `skip`) CPU seconds so far: reaped ones through their
-    waiters' counters, live ones (rollout workers, tool hosts) read from /proc."""
-    own, reaped, live = own_cpu()
-    pending = [pid for pid in live if pid != skip]
-    descendants = reaped
+    """(this process, all its descendants but `skip`, the fake server) CPU seconds so far: reaped
+    ones through their waiters' counters, live ones (rollout workers, tool hosts) read from /proc."""
+    t = os.times()
+    pending = [pid for pid in child_pids() if pid != skip]
+    descendants = t.children_user + t.children_system
     while pending:
         pid = pending.pop()
         try:
             descendants += cpu_seconds(pid, waited=True)
-            pending += [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                        for c in (task / "children").read_text().split()]
+            pending += child_pids(pid)
         except (OSError, IndexError):
             pass  # it exited meanwhile: its waiter's counters have it
-    return own, descendants
+    return t.user + t.system, descendants
 
 
 def mem_available_mb() -> float:
@@ -179,13 +164,13 @@ async def floor_row(base_url: str, bodies: list[dict], concurrency: int, episode
                 await episode(queue.get_nowait())
 
         server = cpu_seconds(server_pid) if server_pid else 0.0
-        before, started = own_cpu(), time.perf_counter()
+        before, started = tree_cpu(server_pid), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(min(concurrency, episodes))))
         seconds = time.perf_counter() - started
-        after = own_cpu()
+        after = tree_cpu(server_pid)
         server = (cpu_seconds(server_pid) - server) if server_pid else 0.0
     return _row("floor", concurrency, episodes, seconds, calls[0], latency_s, after[0] - before[0],
-                children_delta(before, after, server_pid), server)
+                after[1] - before[1], server)
 
 
 def _row(kind: str, concurrency: int, episodes: int, seconds: float, calls: int, latency_s: float, cpu: float,
