@@ -42,7 +42,7 @@ import aiohttp
 
 from bench.endpoint import REPO, child_pids, cpu_seconds, free_port, start_server
 from bench.fake_server import handler
-from synth.config import RunConfig
+from synth.config import RolloutConfig, RunConfig
 from synth.records import Agent, Criterion, Implementation, Task
 from synth.rollout import make_rollouts
 from synth.run import open_run
@@ -94,12 +94,12 @@ def records(episodes: int, tag: str) -> tuple[list[ToolSpec], Agent, list[Task],
 
 
 def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int, workers: int = 1,
-               tool_process: str = "per_episode") -> RunConfig:
+               tool_process: str | None = None) -> RunConfig:
     return RunConfig.model_validate({
         "name": f"bench-c{concurrency}", "runs_dir": runs_dir,
         "llm": {"base_url": base_url, "model": "fake", "concurrency": max(concurrency, 1), "max_retries": 0},
         "rollout": {"max_turns": MAX_TURNS, "max_tool_steps": MAX_TOOL_STEPS, "concurrency": concurrency,
-                    "workers": workers, "tool_process": tool_process,
+                    "workers": workers, **({"tool_process": tool_process} if tool_process else {}),
                     "sandbox": {"type": "local", "isolation": "none", "pool_size": pool_size}},
     })
 
@@ -204,8 +204,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="episodes per row (default: max(waves x concurrency, --min-episodes))")
     parser.add_argument("--waves", type=int, default=3, help="episodes per row in units of the concurrency")
     parser.add_argument("--min-episodes", type=int, default=4)
-    parser.add_argument("--tool-process", choices=["per_episode", "shared"], default="per_episode",
-                        help="rollout.tool_process of the synth rows")
+    parser.add_argument("--tool-process", choices=["shared", "per_episode"],
+                        default=RolloutConfig().tool_process,
+                        help="rollout.tool_process of the synth rows (default: the config's default)")
     parser.add_argument("--workers", type=int, default=1, help="rollout.workers of the synth rows; with 2+ they "
                         "run on both CPUs (the floor stays on CPU 0, the fake server on CPU 1)")
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")

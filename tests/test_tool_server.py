@@ -183,6 +183,29 @@ async def test_one_host_per_sandbox_and_a_fresh_module_per_episode(cfg, process)
     assert seen[0][3] == seen[2][3] != seen[1][3]  # `random` follows the episode's seed, not the history
 
 
+# Stashes the state in a module other episodes could read: what a shared host must not pass on.
+STASHING = MODULE + ("\n\nimport json\n\ndef list_notes(state, tag=None):\n"
+                     "    seen = getattr(json, 'stash', None)\n    json.stash = dict(state)\n    return [seen]\n")
+
+
+async def test_a_shared_episode_that_patches_a_module_gets_its_host_replaced(cfg):
+    from sandboxes.pool import WarmPool
+
+    async with WarmPool(cfg.model_copy(update={"pool_size": 1}), size=1, acquire_timeout_s=30) as pool:
+        hosts, seen, recycled = [], [], []
+        for episode in range(2):
+            async with (pool.acquire() as sb,
+                        ExecutableToolset(SPECS, sb, module=STASHING, process="shared") as rt):
+                await rt.reset({"owner": f"u{episode}"})
+                seen.append(json.loads((await rt.call("list_notes", {})).text))
+                hosts.append(rt.episode_process["host"])
+            recycled.append(rt.recycled)
+            await _until(lambda: pool.idle == 1)
+    assert seen == [[None], [None]]  # the second episode did not see the first one's stash...
+    assert hosts[0] != hosts[1]  # ...because the first one's host ended with it
+    assert recycled[0] == ["module json gained ['stash']"], recycled
+
+
 async def test_a_crashed_or_failed_episode_ends_the_host_and_the_next_starts_a_new_one(cfg):
     async with provision(cfg) as sb:
         async with ExecutableToolset(SPECS, sb, module=FATAL) as rt:

@@ -5,9 +5,10 @@ Same shape as SimulatedToolset (reset, call, snapshot), so the rollout loop cann
 Each sandbox gets one resident tool host (`python -m tools.server --host`, tools/server/host.py),
 started on the first episode and kept while the sandbox lives: a warm pool's reset spares it, so a
 reused sandbox starts no Python process per episode. Each episode sends its module, tools and
-initial state (`synth/begin`) and is served by a fresh process the host forks for it; `synth/end`
-ends that process and nothing of the episode is left. An episode that ends any other way (an error,
-a cancellation, a timeout) closes the host instead: the next one starts a new host.
+initial state (`synth/begin`). The host serves it itself with a fresh module and state (`shared`,
+the default; if the episode changed the host process, `synth/end` says so and the host is replaced)
+or in a fresh process it forks for it (`per_episode`). An episode that ends any other way (an
+error, a cancellation, a timeout) closes the host: the next one starts a new host.
 
 The runner package is copied into the workspace (`.synth/tools/server`) and started with
 PYTHONPATH=.synth: that works unchanged in every backend (local with or without bubblewrap, docker,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import weakref
 from contextlib import AsyncExitStack
@@ -37,6 +39,8 @@ from tools.spec import ToolSpec
 
 if TYPE_CHECKING:
     from sandboxes.pool import WarmPool
+
+log = logging.getLogger(__name__)
 
 RUNNER_DIR = Path(__file__).resolve().parent / "server"
 HOME = ".synth"  # workspace dir holding the runner, the module and the specs (not part of the state)
@@ -151,14 +155,16 @@ class ExecutableToolset:
 
     def __init__(self, specs: list[ToolSpec], sandbox: Sandbox, *, module: str, seed: int = 0,
                  fault_rate: float = 0.0, init_timeout: float = 30.0, end_timeout: float = 10.0,
-                 process: str = "per_episode"):
-        """`process`: per_episode (a fresh process forked by the host) or shared (the host's own)."""
+                 process: str = "shared"):
+        """`process`: shared (the host's own, replaced when an episode changed it) or per_episode (a fresh
+        process forked by the host): rollout.tool_process."""
         self.specs = {s.name: s for s in specs}
         self.process_mode = process
         self.sandbox, self.module, self.init_timeout, self.end_timeout = sandbox, module, init_timeout, end_timeout
         self.seed, self.fault_rate = seed, fault_rate
         self.calls = 0
         self.episode_process: dict[str, Any] = {}  # {pid, host} of the episode's process, from synth/begin
+        self.recycled: list[str] = []  # why the host ended after this (shared) episode, if it did
         self._host: ToolHost | None = None
 
     async def __aenter__(self) -> "ExecutableToolset":
@@ -231,10 +237,16 @@ class ExecutableToolset:
             raise ToolError("ExecutableToolset.finish before reset()")
         host.busy = False
         try:
-            return (await host.request("synth/end", {}, timeout=self.end_timeout))["state"]
+            ended = await host.request("synth/end", {}, timeout=self.end_timeout)
         except BaseException:
             await host.close()
             raise
+        if ended.get("recycle"):  # a shared episode changed the host process: it ends, the next gets a new one
+            log.info("the tool host of sandbox %s is replaced: the episode left %s", self.sandbox.id,
+                     "; ".join(map(str, ended["recycle"])))
+            self.recycled = list(ended["recycle"])
+            await host.close()
+        return ended["state"]
 
     async def aclose(self, clean: bool = True) -> None:
         """End the episode. Cleanly (`synth/end`) the host stays for the sandbox's next episode;

@@ -10,14 +10,18 @@ A child that ends any other way (a module calling os._exit, an OOM kill) ends th
 closes, every pending request fails at once, and the client starts a new host.
 
 `process: "shared"` in synth/begin runs the episode inside the host instead, with a fresh module
-object and state all the same: no fork and exit (1.5-5 ms of CPU per episode here), but what a module
-does to the process beyond its own globals (other modules' state, threads, the working directory)
-reaches the sandbox's later episodes. Either way `random` is seeded with the episode's seed.
+object and state all the same: no fork and exit (4-5 ms of CPU per episode here, ~0.4 ms per LLM
+call in bench/rollout.py). What a module could do to the process beyond its own globals (threads,
+the working directory, patching a module it imports) is checked after the episode
+(tools/server/hygiene.py); if anything changed, `synth/end` says so (`recycle`) and the host ends
+after it, so the sandbox's next episode gets a new host. Either way `random` is seeded with the
+episode's seed.
 
 Methods, besides initialize and ping:
 - host:  tools/list -> no tools; synth/begin {module, tools, state, state_file, seed, process} ->
   {pid, host} (or an error naming why the module cannot serve the tools);
-- child: tools/list, tools/call; synth/snapshot -> {state}; synth/end -> {state}, then it exits.
+- child: tools/list, tools/call; synth/snapshot -> {state}; synth/end -> {state}, then it exits
+  (shared: {state, recycle?: [reasons]}, and the host exits after it when recycle is there).
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ import random
 import sys
 from dataclasses import dataclass
 from types import CodeType
-from typing import Any
+from typing import Any, Callable
 
+from tools.server.hygiene import ProcessBaseline, imported_modules
 from tools.server.toolset import Toolset, contract_problems, module_from_code
 from tools.server.wire import INVALID_PARAMS, LineChannel, RpcError, answer, initialize, tool_result
 
@@ -40,6 +45,7 @@ class Episode:
     """What synth/begin asked for."""
 
     code: CodeType
+    imports: frozenset[str]  # the modules it imports: what a shared episode's hygiene check looks at
     tools: list[dict[str, Any]]
     state: dict[str, Any]
     state_file: str
@@ -47,7 +53,8 @@ class Episode:
     fork: bool  # a process of its own (process "per_episode", the default), or the host's ("shared")
 
 
-ENDED, EOF = "ended", "eof"
+ENDED, EOF, RECYCLE = "ended", "eof", "recycle"
+ALWAYS_WATCHED = frozenset({"builtins", "sys", "os", "json", "random"})  # patched without being imported
 
 
 def private_channel() -> LineChannel:
@@ -63,7 +70,8 @@ def private_channel() -> LineChannel:
 
 def run_host(channel: LineChannel) -> int:
     host_id = f"{os.getpid()}-{os.urandom(4).hex()}"  # pids repeat across pid namespaces (bwrap)
-    compiled: dict[str, CodeType] = {}
+    compiled: dict[str, tuple[CodeType, frozenset[str]]] = {}
+    baseline = ProcessBaseline()
     gc.freeze()  # a collection in a child would touch (and so copy) every page it shares with the host
     handlers = {"initialize": initialize, "ping": lambda p: {}, "tools/list": lambda p: {"tools": []}}
     while (message := channel.receive()) is not None:
@@ -79,7 +87,10 @@ def run_host(channel: LineChannel) -> int:
             channel.error(message.get("id"), e)
             continue
         if not episode.fork:
-            if run_episode(channel, message.get("id"), episode, host_id) == EOF:
+            watched = episode.imports | ALWAYS_WATCHED
+            baseline.watch(watched)
+            ending = run_episode(channel, message.get("id"), episode, host_id, lambda: baseline.leaks(watched))
+            if ending in (RECYCLE, EOF):
                 return 0
             continue
         sys.stderr.flush()
@@ -102,7 +113,7 @@ def run_host(channel: LineChannel) -> int:
     return 0
 
 
-def prepare(params: Any, compiled: dict[str, CodeType]) -> Episode:
+def prepare(params: Any, compiled: dict[str, tuple[CodeType, frozenset[str]]]) -> Episode:
     """Check begin's params and compile the module (cached: episodes of one toolset share it)."""
     if not isinstance(params, dict) or not isinstance(params.get("module"), str):
         raise RpcError(INVALID_PARAMS, "synth/begin needs params {module: str, tools: list, state: object}")
@@ -117,15 +128,18 @@ def prepare(params: Any, compiled: dict[str, CodeType]) -> Episode:
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in compiled:
         try:
-            compiled[key] = compile(source, "impl.py", "exec")
+            code = compile(source, "impl.py", "exec")
         except SyntaxError as e:
             raise RpcError(INVALID_PARAMS, f"toolset module does not compile: {e.msg} (line {e.lineno})") from e
-    return Episode(compiled[key], tools, state, str(params.get("state_file") or "state.json"), seed,
+        compiled[key] = code, imported_modules(code)
+    return Episode(*compiled[key], tools, state, str(params.get("state_file") or "state.json"), seed,
                    fork=params.get("process", "per_episode") != "shared")
 
 
-def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: str) -> str:
-    """Load a fresh module, answer begin, serve until synth/end (ENDED) or stdin closes (EOF)."""
+def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: str,
+                leaks: Callable[[], list[str]] | None = None) -> str:
+    """Load a fresh module, answer begin, serve until synth/end (ENDED) or stdin closes (EOF).
+    `leaks`: what the episode left in the process, asked at synth/end (RECYCLE when not empty)."""
     random.seed(episode.seed)  # the module's randomness repeats with the episode, whatever ran before
     try:
         module = module_from_code(episode.code)
@@ -142,8 +156,11 @@ def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: 
         if isinstance(message, RpcError):
             channel.error(None, message)
         elif message.get("method") == "synth/end":
-            channel.reply(message.get("id"), {"state": toolset.state})
-            return ENDED
+            found = leaks() if leaks else []
+            if found:
+                print(f"tool host: episode left {'; '.join(found)}; the host ends", file=sys.stderr)
+            channel.reply(message.get("id"), {"state": toolset.state, **({"recycle": found} if found else {})})
+            return RECYCLE if found else ENDED
         else:
             answer(channel, message, handlers)
     return EOF
