@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256, 512])
     parser.add_argument("--episodes", type=int, default=0,
                         help="episodes per row (default: max(waves x concurrency, --min-episodes))")
-    parser.add_argument("--waves", type=int, default=3, help="episodes per row in units of the concurrency")
+    parser.add_argument("--waves", type=int, default=8, help="episodes per row in units of the concurrency: with "
+                        "few, the first wave's simultaneous start and the last one's tail weigh on the ratio")
     parser.add_argument("--min-episodes", type=int, default=4)
     parser.add_argument("--tool-process", choices=["shared", "per_episode"],
                         default=RolloutConfig().tool_process,
