@@ -67,7 +67,7 @@ def _stage_command(stage: str, help_text: str):
 @app.command()
 def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
         shard: ShardOpt = None) -> None:
-    """Run every stage (tools, [implement], agents, tasks, rollout, judge) and export the datasets.
+    """Run every stage (tools, implement if tools.implement is on, agents, tasks, rollout, judge) and export the datasets.
 
     With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
     starts and stops with the run. A killed run resumes when the same command is run again.
