@@ -17,8 +17,9 @@ back:
 
 An episode makes 10 LLM calls one after another (6 agent calls, 4 user-simulator calls; see
 bench/fake_server.py), so ideal = c / (10 x latency) episodes/s; ratio = measured / ideal.
-`cpu ms/call` = the harness's CPU time (all threads, plus its waited-for children: the per-episode
-MCP tool servers and sandbox helpers) / LLM calls; the children's share is also shown alone.
+`cpu ms/call` = the harness's CPU time (all threads, plus its waited-for children: the
+tool hosts, their episode processes with per_episode, sandbox helpers) / LLM calls; the children's
+share is also shown alone.
 With 2+ CPUs the fake server is pinned to CPU 1 and the harness to CPU 0 (its children inherit
 CPU 0). See bench/README.md.
 """
