@@ -125,7 +125,7 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
     for task in tasks:
         agent = agents[task.agent_id]
         specs = [tools[i] for i in agent.tool_ids if i in tools]
-        impl = serving_implementation(agent, implementations)
+        impl = serving_implementation(agent, implementations, tools)
         kinds = ["executable"] if impl else sorted({s.kind for s in specs})
         rows.append({
             "task_id": task.id,

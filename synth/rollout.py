@@ -61,7 +61,7 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
         return await run_in_workers(ctx, "rollout", units, [u for u in units if u.id not in done])
 
     def serving(task: Task) -> Implementation | None:
-        return serving_implementation(agents[task.agent_id], implementations)
+        return serving_implementation(agents[task.agent_id], implementations, tools)
 
     async with AsyncExitStack() as stack:
         done = ctx.store.done_units("trajectories")

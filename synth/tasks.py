@@ -79,7 +79,7 @@ async def make_tasks(ctx: Context) -> StageStats:
 async def draft_tasks(ctx: Context, unit: Unit[Agent], tools: dict[str, ToolSpec],
                       implementations: dict[str, Implementation] | None = None) -> list[Task]:
     agent, cfg = unit.payload, ctx.cfg.tasks
-    impl = serving_implementation(agent, implementations or {})
+    impl = serving_implementation(agent, implementations or {}, tools)
     decoys = set(agent.distractor_tool_ids)
     tool_lines = "\n".join(f"- {tools[i].name}: {tools[i].description}{' (decoy)' if i in decoys else ''}"
                            for i in agent.tool_ids if i in tools)

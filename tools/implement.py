@@ -20,6 +20,7 @@ ToolSpec ids are content hashes, so specs are not rewritten.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import defaultdict
 from functools import lru_cache
@@ -34,6 +35,7 @@ from synth.pipeline import Context, StageStats, Unit, run_units
 from synth.prompts import render
 from synth.records import Agent, Implementation
 from tools import scaffold
+from tools.compose import compose
 from tools.executable import HOME, MODULE_FILE, SPECS_FILE, python_argv, ship
 from tools.smoke import smoke_tests
 from tools.spec import ToolSpec
@@ -44,6 +46,8 @@ BODY_ATTEMPTS = 4  # LLM replies per body and round until one compiles with no u
 BODY_MAX_TOKENS = 400
 STUB = '    raise ToolFailure("not implemented: no LLM-written body compiled")'
 EXAMPLES = Path(__file__).parent / "prompts" / "implement_examples.md"
+
+log = logging.getLogger(__name__)
 
 
 class SelftestReport(BaseModel):
@@ -226,11 +230,71 @@ async def run_selftest(box: Sandbox, module: str, tests: str, tools: list[dict[s
         return SelftestReport(problems=[f"the test run crashed ({why}): {result.stderr.strip()[-800:]}"])
 
 
-def serving_implementation(agent: Agent, implementations: dict[str, Implementation]) -> Implementation | None:
+def serving_implementation(agent: Agent, implementations: dict[str, Implementation],
+                           tools: dict[str, ToolSpec]) -> Implementation | None:
     """The passing implementation that serves every tool of the agent, if any. One rule for rollouts
-    (run the tools for real), gold tasks (written only for those) and the RL environment spec."""
+    (run the tools for real), gold tasks (written only for those) and the RL environment spec.
+
+    `implementations`: toolset_id -> implementation; `tools`: ToolSpec id -> spec (to know which
+    toolset each tool of a mixed or distractor agent comes from). An agent served by its own
+    toolset's implementation gets that very record. An agent whose tools span several toolsets gets
+    a composite (tools/compose.py, derived here and never stored) when every toolset involved has
+    a passing implementation covering the agent's tools of it, decoys included (they run for real
+    too); else None, and the LLM simulator serves it."""
     impl = implementations.get(agent.toolset_id)
-    return impl if impl is not None and set(agent.tool_ids) <= set(impl.tool_ids) else None
+    if impl is not None and set(agent.tool_ids) <= set(impl.tool_ids):
+        return impl
+    parts = _composite_parts(agent, implementations, tools)
+    if parts is None:
+        return None
+    composed = _composed(parts, agent.tool_ids)
+    if isinstance(composed, str):
+        if agent.id not in _FALLBACK_LOGGED:
+            _FALLBACK_LOGGED.add(agent.id)
+            log.info("agent %s (%s) runs on the tool simulator: its implementations cannot be composed: %s",
+                     agent.id, agent.toolset, composed)
+        return None
+    return composed
+
+
+def _composed(parts: list[tuple[Implementation, list[ToolSpec]]], order: list[str]) -> Implementation | str:
+    """The composite of these parts, or why there is none; made once per parts and order (ids are
+    content hashes, so equal keys mean equal compositions)."""
+    key = (tuple((impl.id, tuple(s.id for s in specs)) for impl, specs in parts), tuple(order))
+    if key not in _COMPOSED:
+        if len(_COMPOSED) >= COMPOSED_CACHE_SIZE:
+            _COMPOSED.clear()  # agents of one run number in the thousands at most: a rare, cheap reset
+        try:
+            _COMPOSED[key] = compose(parts, order=order)
+        except ValueError as e:
+            _COMPOSED[key] = str(e)
+    return _COMPOSED[key]
+
+
+COMPOSED_CACHE_SIZE = 4096
+# Rollouts ask per task: a composition is made once per set of parts (its value, or why it failed).
+_COMPOSED: dict[tuple[Any, ...], Implementation | str] = {}
+_FALLBACK_LOGGED: set[str] = set()
+
+
+def _composite_parts(agent: Agent, implementations: dict[str, Implementation],
+                     tools: dict[str, ToolSpec]) -> list[tuple[Implementation, list[ToolSpec]]] | None:
+    """(implementation, the agent's tools of its toolset) per toolset, the agent's own first, then in
+    the order the tools list them; None unless every toolset has a passing implementation of them."""
+    if not agent.tool_ids or any(i not in tools for i in agent.tool_ids):
+        return None  # a tool whose toolset is unknown cannot be served for real
+    groups: dict[str, list[ToolSpec]] = {}
+    for spec in sorted((tools[i] for i in agent.tool_ids), key=lambda s: s.toolset_id != agent.toolset_id):
+        groups.setdefault(spec.toolset_id, []).append(spec)
+    if len(groups) < 2:
+        return None
+    parts = []
+    for toolset_id, specs in groups.items():
+        impl = implementations.get(toolset_id)
+        if impl is None or not impl.passed or not {s.id for s in specs} <= set(impl.tool_ids):
+            return None
+        parts.append((impl, specs))
+    return parts
 
 
 def passed_implementations(ctx: Context) -> dict[str, Implementation]:
