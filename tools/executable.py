@@ -30,7 +30,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-
 from sandboxes.base import Sandbox
 from synth.errors import ToolError
 from tools.host_client import HostConnection, HostTimeout
