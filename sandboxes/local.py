@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -150,7 +151,10 @@ class LocalSandbox:
         if self._dir:
             return
         os.makedirs(self.cfg.root or tempfile.gettempdir(), exist_ok=True)
-        base = os.path.realpath(tempfile.mkdtemp(prefix=f"synth-{self.id}-", dir=self.cfg.root))
+        # The run's tag is in the name, which mkdtemp sets atomically: a kill -9 between creating the
+        # directory and writing labels.json (it happened in tests/test_resume.py) still leaves it findable.
+        run_tag = _run_tag(self.labels.get("synth.run", ""))
+        base = os.path.realpath(tempfile.mkdtemp(prefix=f"synth-{self.id}-{run_tag}-", dir=self.cfg.root))
         ws = os.path.join(base, "ws")
         os.mkdir(ws)
         os.mkdir(os.path.join(base, "logs"))
@@ -167,12 +171,13 @@ class LocalSandbox:
 
     @staticmethod
     def remove_leftovers(run: str, root: str | None = None) -> int:
-        """Remove workspaces of `run` that a killed process left behind; the caller holds the run's lock."""
-        removed = 0
-        for labels_file in Path(root or tempfile.gettempdir()).glob("synth-local-*/labels.json"):
+        """Remove workspaces of `run` that a killed process left behind; the caller holds the run's lock.
+        A workspace is the run's by the tag in its name, or (made by an older version) by its labels.json."""
+        removed, tag = 0, f"-{_run_tag(run)}-"
+        for base in Path(root or tempfile.gettempdir()).glob("synth-local-*"):
             with suppress(OSError, ValueError):
-                if json.loads(labels_file.read_text()).get("synth.run") == run:
-                    shutil.rmtree(labels_file.parent)
+                if tag in base.name or json.loads((base / "labels.json").read_text()).get("synth.run") == run:
+                    shutil.rmtree(base)
                     removed += 1
         return removed
 
@@ -305,6 +310,10 @@ class LocalSandbox:
             await asyncio.to_thread(_write, full, data)
         except OSError as e:
             raise SandboxError(f"cannot write {path!r} in sandbox {self.id}: {e.strerror}") from e
+
+
+def _run_tag(run: str) -> str:
+    return "run" + hashlib.sha256(run.encode()).hexdigest()[:12]
 
 
 def _empty_dir(path: str) -> None:

@@ -220,3 +220,17 @@ async def test_bwrap_ro_paths_are_readable_not_writable(tmp_path):
         pytest.skip(f"bubblewrap unusable here: {e}")
     assert ran.stdout == "from a read-only bind\n"
     assert wrote.exit_code != 0 and not (shared / "new").exists()
+
+
+async def test_leftovers_of_a_run_are_found_even_when_the_kill_cut_their_labels_short(tmp_path):
+    cfg = LocalConfig(root=str(tmp_path), isolation="none")
+    mine, other = LocalSandbox(cfg, {"synth.run": "r1"}), LocalSandbox(cfg, {"synth.run": "r2"})
+    await mine.start()
+    await other.start()
+    (tmp_path / os.path.basename(mine._dir) / "labels.json").write_text("")  # killed mid-write
+    old_style = tmp_path / "synth-local-0123456789ab-xyz"  # named before run tags existed: labels only
+    old_style.mkdir()
+    (old_style / "labels.json").write_text('{"synth.run": "r1"}')
+    assert LocalSandbox.remove_leftovers("r1", str(tmp_path)) == 2
+    assert [p.name for p in tmp_path.glob("synth-local-*")] == [os.path.basename(other._dir)]
+    await other.stop()
