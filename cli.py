@@ -74,7 +74,7 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     A shard (--shard) does not export: merge the shards, then export the merged run.
     """
     from synth.run import pipeline_stages
-    from synth.shard import parse_shard
+    from synth.core.shard import parse_shard
 
     with exit_on_errors():
         parsed = parse_shard(shard) if shard else None
@@ -88,7 +88,7 @@ def merge(
     into: Annotated[Path, typer.Option("--into", help="The merged run directory to create (must not exist or be empty).")],
 ) -> None:
     """Merge shard run directories into one (no duplicate, no missing id); then `synth export --name` it."""
-    from synth.shard import merge_runs
+    from synth.core.shard import merge_runs
 
     with exit_on_errors():
         merged = merge_runs(sources, into)
@@ -136,7 +136,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
 ) -> None:
     """Serve the embedded model as an OpenAI-compatible endpoint until Ctrl-C."""
-    from synth.local_llm import EmbeddedConfig, serve_forever
+    from synth.core.local_llm import EmbeddedConfig, serve_forever
 
     with exit_on_errors():
         serve_forever(EmbeddedConfig(model_file=str(model_file) if model_file else None, port=port))

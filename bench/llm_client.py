@@ -12,9 +12,10 @@ a distinct seed, so the cache never hits and the server computes a fresh reply).
 - `bare`: a bare aiohttp loop (json.dumps, session.post, read, json.loads): the floor;
 - `stock`: `openai.AsyncOpenAI().chat.completions.create(...)` on its default httpx2 transport;
 - `sdk-post`: the SDK on its aiohttp transport, a prebuilt body through `client.post(...)`;
-- `synth`, `synth-cache`: `synth.llm.LLM.chat` without / with the response cache (a cold cache:
+- `synth`, `synth-cache`: `synth.core.llm.LLM.chat` without / with the response cache (a cold cache:
   every call misses and writes one file, as in a fresh run);
-- `base`, `base-cache`: the same, from `synth/llm.py` at git revision `--baseline REV`.
+- `base`, `base-cache`: the same, from `synth/core/llm.py` at git revision `--baseline REV` (a revision
+  from before the restructure of issue #12, whose client was `synth/llm.py`, imports modules that are gone).
 
 ideal = concurrency / latency calls/s; ratio = measured / ideal; cpu ms/call = this process's
 CPU time (all threads) / calls. With 2+ CPUs the harness is pinned to CPU 0 and the fake server
@@ -40,9 +41,9 @@ import aiohttp
 import openai
 
 from bench.endpoint import REPO, cpu_seconds, free_port, start_server
-import synth.llm  # noqa: F401  (the current client: make_client looks it up in sys.modules)
-from synth.llm_cache import ResponseCache
-from synth.usage import UsageMeter
+import synth.core.llm  # noqa: F401  (the current client: make_client looks it up in sys.modules)
+from synth.core.llm_cache import ResponseCache
+from synth.core.usage import UsageMeter
 
 LABELS = {
     "bare": "bare aiohttp loop (floor)",
@@ -75,10 +76,10 @@ def messages(i: int) -> list[dict]:
 
 
 def baseline_module(rev: str) -> types.ModuleType:
-    """synth/llm.py as of git revision `rev`, loaded beside the current one."""
-    source = subprocess.check_output(["git", "show", f"{rev}:synth/llm.py"], cwd=REPO)
+    """synth/core/llm.py as of git revision `rev`, loaded beside the current one."""
+    source = subprocess.check_output(["git", "show", f"{rev}:synth/core/llm.py"], cwd=REPO)
     module = types.ModuleType("synth_llm_baseline")
-    module.__file__ = f"{rev}:synth/llm.py"
+    module.__file__ = f"{rev}:synth/core/llm.py"
     sys.modules[module.__name__] = module
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     return module
@@ -120,7 +121,7 @@ async def make_client(kind: str, base_url: str, concurrency: int, cache_dir: str
             return json.loads(await client.post("/chat/completions", content=body, cast_to=bytes))
 
         return sdk_post, client.close
-    module = baseline if kind.startswith("base") else sys.modules["synth.llm"]
+    module = baseline if kind.startswith("base") else sys.modules["synth.core.llm"]
     cache = ResponseCache(Path(cache_dir)) if kind.endswith("-cache") else None
     cfg = module.LLMConfig(model="fake", concurrency=concurrency, max_retries=0)
     llm = module.LLM(cfg, base_url=base_url, meter=UsageMeter(), cache=cache)
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
     parser.add_argument("--clients", nargs="+", choices=list(LABELS),
                         default=["bare", "stock", "sdk-post", "synth", "synth-cache"])
-    parser.add_argument("--baseline", metavar="REV", help="also run synth/llm.py from this git revision "
+    parser.add_argument("--baseline", metavar="REV", help="also run synth/core/llm.py from this git revision "
                         "(adds the base and base-cache clients)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin harness and server to separate CPUs")
     args = parser.parse_args(argv)

@@ -44,11 +44,10 @@ import aiohttp
 from bench.endpoint import REPO, child_pids, cpu_seconds, free_port, start_server
 from bench.fake_server import handler
 from synth.config import RolloutConfig, RunConfig
-from synth.records import Agent, Criterion, Implementation, Task
+from synth.core.records import Agent, Criterion, Implementation, Task, ToolSpec
 from synth.rollout import make_rollouts
 from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
-from tools.spec import ToolSpec
 
 NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"
 MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; opening + 3 replies = 4 user calls

@@ -23,9 +23,9 @@ from judges.filters import judge_reasons
 from judges.judge import SINGLE_INDEX, judge_once, sample_seeds
 from judges.state_check import structural_checks
 from synth.config import JudgeConfig
-from synth.errors import RECORDED_ERRORS
-from synth.pipeline import Context
-from synth.records import CriterionResult, Task, Verdict
+from synth.core.errors import boundary
+from synth.context import Context
+from synth.core.records import CriterionResult, Task, Verdict
 
 
 class Agreement(BaseModel):
@@ -166,8 +166,8 @@ async def calibrate(ctx: Context, k: int = 3, limit: int | None = None, reuse: b
                     calls = [await judge_once(ctx.llm, cfg, task, trajectory, seed=seed,
                                               temperature=cfg.sample_temperature)
                              for seed in sample_seeds(ctx.seed_for("calibrate", trajectory.id), k)]
-                except RECORDED_ERRORS as exc:
-                    ctx.store.error("calibrate", trajectory.id, exc, raw=getattr(exc, "raw", ""))
+                except Exception as exc:
+                    ctx.store.failure("calibrate", trajectory.id, boundary(exc))  # a bug raises
                     return "failed"
         keeps = [not judge_reasons(cfg, task, results, score) for results, score in calls]
         return keeps, [_passed(results) for results, _ in calls], all(checks.values()), reused

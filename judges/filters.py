@@ -10,8 +10,8 @@ from collections import Counter
 from typing import Any
 
 from synth.config import JudgeConfig
-from synth.records import CriterionResult, Task, Trajectory
-from synth.store import RunStore
+from synth.core.records import CriterionResult, Task, Trajectory
+from synth.core.store import RunStore
 
 CHECK_FAILED = "check failed: "
 ESSENTIAL_FAILED = "essential criterion failed: "

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from synth.config import JudgeConfig
-from synth.hashing import content_hash
-from synth.llm import LLM
-from synth.prompts import render
-from synth.records import Criterion, CriterionResult, Task, Trajectory
+from synth.core.hashing import content_hash
+from synth.core.llm import LLM
+from synth.core.prompts import render
+from synth.core.records import Criterion, CriterionResult, Task, Trajectory
 
 SINGLE_INDEX = -1  # a single-mode verdict is stored as one CriterionResult that no rubric index matches
 

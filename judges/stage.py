@@ -7,8 +7,9 @@ decision), and the manifest gets the judge's agreement with itself over the run 
 from __future__ import annotations
 
 from synth.config import JudgeConfig
-from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.records import JudgeSample, Task, Trajectory, Verdict
+from synth.context import Context
+from synth.core.units import StageStats, Unit, run_units
+from synth.core.records import JudgeSample, Task, Trajectory, Verdict
 from judges.calibration import self_agreement
 from judges.filters import drop_reasons, judge_reasons
 from judges.judge import JudgeOutcome, judge

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from synth.gold import assertion_failures
-from synth.records import Task, Trajectory
+from synth.core.records import Task, Trajectory
 from tools.spec import validate_arguments
 
 

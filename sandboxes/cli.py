@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 app = typer.Typer(help="Sandboxes: build the sandbox image (no registry needed), remove leftover containers or Pods.")
 

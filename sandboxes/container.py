@@ -7,7 +7,7 @@ import posixpath
 import uuid
 from typing import Awaitable, Callable
 
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 WORKSPACE = "/workspace"
 

@@ -25,7 +25,7 @@ from docker.utils.socket import consume_socket_output, frames_iter
 from sandboxes.base import DockerConfig, ExecResult
 from sandboxes.container import WORKSPACE, ContainerIdentity, StartOnce, workspace_path
 from sandboxes.pipe import SubprocessPipe
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

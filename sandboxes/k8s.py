@@ -22,7 +22,7 @@ from sandboxes import k8s_api as api
 from sandboxes.base import ExecResult, K8sConfig
 from sandboxes.container import ContainerIdentity, StartOnce, workspace_path
 from sandboxes.k8s_exec import K8sPipe, collect, open_stream, stream_error
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

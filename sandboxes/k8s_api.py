@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sandboxes.base import K8sConfig
 from sandboxes.container import WORKSPACE
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, V5_CHANNEL_PROTOCOL, WSClient
 
 from sandboxes.k8s_api import CONTAINER, explain
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20

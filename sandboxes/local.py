@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sandboxes.base import ExecResult, LocalConfig
 from sandboxes.pipe import SubprocessPipe
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from asyncio.subprocess import Process
 
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 
 class SubprocessPipe:

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Coroutine
 
 from sandboxes.base import DockerConfig, LocalConfig, Sandbox, _backend
-from synth.errors import ConfigError, SandboxError
+from synth.core.errors import ConfigError, SandboxError
 
 log = logging.getLogger(__name__)
 

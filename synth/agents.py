@@ -22,12 +22,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from synth.errors import Rejected
-from synth.hashing import content_hash
-from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.prompts import render
-from synth.records import Agent
-from tools.spec import ToolSpec
+from synth.core.errors import Rejected
+from synth.core.hashing import content_hash
+from synth.context import Context
+from synth.core.units import StageStats, Unit, run_units
+from synth.core.prompts import render
+from synth.core.records import Agent, ToolSpec
 
 Strategy = Literal["single", "mixed", "distractors"]
 Rule = Annotated[str, Field(min_length=3, max_length=150)]

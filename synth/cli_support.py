@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from synth.config import RunConfig, load_config
-from synth.errors import ConfigError, SynthError
+from synth.core.errors import ConfigError, SynthError
 
 DEFAULT_CONFIG = Path("examples/quickstart.yaml")
 console = Console(stderr=True)

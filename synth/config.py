@@ -12,10 +12,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandboxes.base import LocalConfig, SandboxConfig
-from synth.errors import ConfigError
-from synth.hashing import content_hash
-from synth.llm import LLMConfig
-from synth.local_llm import EmbeddedConfig
+from synth.core.errors import ConfigError
+from synth.core.hashing import content_hash
+from synth.core.llm import LLMConfig
+from synth.core.local_llm import EmbeddedConfig
 
 
 class _Strict(BaseModel):

@@ -22,10 +22,10 @@ from datasets import Dataset, DatasetDict, Features, List, Value, disable_progre
 from judges.calibration import self_agreement
 from judges.filters import funnel_report
 from judges.state_check import successful_calls
-from synth.errors import ConfigError, ProviderError
-from synth.pipeline import Context
-from synth.prompts import render
-from synth.records import Task, Trajectory, Verdict
+from synth.core.errors import ConfigError, ProviderError
+from synth.context import Context
+from synth.core.prompts import render
+from synth.core.records import Task, Trajectory, Verdict
 from tools.implement import passed_implementations, serving_implementation
 
 TOOL_CALL = {"id": Value("string"), "type": Value("string"),

@@ -14,11 +14,10 @@ import json
 from typing import Any
 
 from sandboxes.base import provision
-from synth.errors import ToolError
-from synth.pipeline import Context
-from synth.records import GoldAction, Implementation, StateAssertion, Task
+from synth.core.errors import ToolError
+from synth.context import Context
+from synth.core.records import GoldAction, Implementation, StateAssertion, Task, ToolSpec
 from tools.executable import ExecutableToolset
-from tools.spec import ToolSpec
 
 _MISSING = object()
 

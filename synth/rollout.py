@@ -21,16 +21,16 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from sandboxes.base import Sandbox, provision
 from sandboxes.pool import WarmPool
-from synth.hashing import content_hash
-from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.shard import in_shard
-from synth.records import Agent, Implementation, Task, ToolCallTrace, Trajectory, Verdict
+from synth.core.hashing import content_hash
+from synth.context import Context
+from synth.core.units import StageStats, Unit, run_units
+from synth.core.shard import in_shard
+from synth.core.records import Agent, Implementation, Task, ToolCallTrace, ToolSpec, Trajectory, Verdict
 from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
 from synth.workers import run_in_workers
 from tools.executable import ExecutableToolset, ToolRuntime, warm_hosts
 from tools.implement import passed_implementations, serving_implementation
 from tools.simulator import SimulatedToolset, ToolOutcome
-from tools.spec import ToolSpec
 
 # Always present in Trajectory.usage. Tool-simulator calls go through LLM.structured, which does not
 # return token counts: they are in the stage's usage in manifest.json, not here.
@@ -57,8 +57,7 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
     if only is not None:
         units = [u for u in units if u.id in only]
     elif ctx.cfg.rollout.workers > 1:
-        done = ctx.store.done_units("trajectories")
-        return await run_in_workers(ctx, "rollout", units, [u for u in units if u.id not in done])
+        return await run_in_workers(ctx, "rollout", "trajectories", units)
 
     def serving(task: Task) -> Implementation | None:
         return serving_implementation(agents[task.agent_id], implementations, tools)

@@ -15,16 +15,17 @@ from rich.table import Table
 
 from synth.agents import make_agents
 from synth.config import RunConfig, dump_config
-from synth.errors import ConfigError
+from synth.core.errors import ConfigError
 from synth.export import export_run, funnel
-from synth.llm import LLM
-from synth.llm_cache import ResponseCache
-from synth.local_llm import embedded_server
-from synth.pipeline import Context, StageStats
+from synth.core.llm import LLM
+from synth.core.llm_cache import ResponseCache
+from synth.core.local_llm import embedded_server
+from synth.context import Context
+from synth.core.units import StageStats
 from synth.rollout import make_rollouts, pass_report
-from synth.store import RunStore
+from synth.core.store import RunStore
 from synth.tasks import make_tasks
-from synth.usage import UsageMeter, current_stage
+from synth.core.usage import UsageMeter, current_stage
 from synth.user_sim import user_flag_counts
 from judges.filters import funnel_report
 from judges.stage import judge_all

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from synth.errors import Rejected
+from synth.core.errors import Rejected
 from synth.gold import shape_problems, state_default, validate_tasks
-from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.prompts import render
-from synth.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task
+from synth.context import Context
+from synth.core.units import StageStats, Unit, run_units
+from synth.core.prompts import render
+from synth.core.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task, ToolSpec
 from tools.implement import passed_implementations, serving_implementation
-from tools.spec import ToolSpec
 
 Short = Annotated[str, Field(min_length=3, max_length=150)]
 DECOYS = "Tools marked (decoy) belong to another service: no task may need them.\n"

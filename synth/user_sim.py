@@ -18,10 +18,9 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
-from synth.llm import LLM, ChatResult
-from synth.prompts import render
-from synth.records import Task, ToolCallTrace, Trajectory
-from tools.spec import ToolSpec
+from synth.core.llm import LLM, ChatResult
+from synth.core.prompts import render
+from synth.core.records import Task, ToolCallTrace, ToolSpec, Trajectory
 
 STOP = "###STOP###"
 FACT_LEAKED = "fact_leaked_unasked"

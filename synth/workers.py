@@ -30,15 +30,12 @@ from typing import Any, Callable, Sequence
 from pydantic import BaseModel
 
 from synth.config import RunConfig
-from synth.errors import SynthError
-from synth.pipeline import Context, StageStats, Unit, _progress
-from synth.usage import Usage
+from synth.context import Context
+from synth.core.errors import WorkerError
+from synth.core.units import StageStats, Unit, pending, progress
+from synth.core.usage import Usage
 
 _COUNTS = ("done", "failed", "records")
-
-
-class WorkerError(SynthError):
-    """A rollout worker process failed (not one episode: the process)."""
 
 
 class Job(BaseModel):
@@ -64,11 +61,9 @@ def worker_config(cfg: RunConfig, index: int, workers: int) -> dict[str, Any]:
     return cfg.model_copy(update={"rollout": rollout, "llm": llm}).model_dump(mode="json")
 
 
-async def run_in_workers(ctx: Context, stage: str, units: Sequence[Unit], todo: Sequence[Unit]) -> StageStats:
-    """Run `todo` (the units of `units` not done yet) in rollout.workers processes."""
-    stats = ctx.stats.setdefault(stage, StageStats(stage))
-    stats.units += len(units)
-    stats.skipped += len(units) - len(todo)
+async def run_in_workers(ctx: Context, stage: str, out_kind: str, units: Sequence[Unit]) -> StageStats:
+    """Run the units not done yet in rollout.workers processes (each runs the stage on its share)."""
+    stats, todo = pending(ctx, stage, out_kind, units)
     count = min(ctx.cfg.rollout.workers, len(todo), ctx.cfg.rollout.concurrency)  # each runs one episode at least
     if count == 0:
         return stats
@@ -76,7 +71,7 @@ async def run_in_workers(ctx: Context, stage: str, units: Sequence[Unit], todo: 
     logs = ctx.store.root / "workers"
     logs.mkdir(exist_ok=True)
     workers = [_Worker(i, logs / f"{stage}-{i}.log") for i in range(count)]
-    with _progress(ctx, stage, len(units), len(units) - len(todo)) as advance:
+    with progress(ctx, stage, len(units), len(units) - len(todo)) as unit_done:
         try:
             for worker in workers:
                 job = Job(config=worker_config(ctx.cfg, worker.index, count), base_url=base_url,
@@ -88,17 +83,11 @@ async def run_in_workers(ctx: Context, stage: str, units: Sequence[Unit], todo: 
                 ctx.on_start()
             for worker in workers:
                 worker.go()
-
-            def on_unit(ok: bool) -> None:
-                advance()
-                if ctx.on_unit is not None:
-                    ctx.on_unit(ok)
-
-            results = await asyncio.gather(*(w.finish(on_unit) for w in workers), return_exceptions=True)
+            results = await asyncio.gather(*(w.finish(unit_done) for w in workers), return_exceptions=True)
             stats.seconds += time.monotonic() - started
         finally:
             await asyncio.gather(*(w.kill() for w in workers), return_exceptions=True)
-    ctx.store.forget("trajectories")
+    ctx.store.forget(out_kind)
     ctx.store.forget("errors")
     for result in results:
         if isinstance(result, dict):
@@ -193,11 +182,11 @@ def _watch_stdin(lines, go: Callable[[], None]) -> None:
 
 
 async def _work(job: Job, lines) -> None:
-    from synth.llm import LLM
-    from synth.llm_cache import ResponseCache
+    from synth.core.llm import LLM
+    from synth.core.llm_cache import ResponseCache
     from synth.rollout import make_rollouts
-    from synth.store import RunStore
-    from synth.usage import UsageMeter
+    from synth.core.store import RunStore
+    from synth.core.usage import UsageMeter
 
     cfg = RunConfig.model_validate(job.config)
     loop = asyncio.get_running_loop()

@@ -8,11 +8,10 @@ import json
 from judges.state_check import task_checks
 from synth.agents import AgentPlan, jaccard, plan_agent, toolsets
 from synth.config import RunConfig
-from synth.hashing import content_hash
-from synth.records import Criterion, Task, Trajectory
+from synth.core.hashing import content_hash
+from synth.core.records import Criterion, Task, ToolSpec, Trajectory
 from synth.run import open_run, run_stages
 from tests.fake_openai import FakeOpenAI
-from tools.spec import ToolSpec
 
 
 def spec(toolset: str, domain: str, name: str) -> ToolSpec:

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 from judges.calibration import agreement, calibrate, cohen_kappa, pairwise_agreement, stability
 from judges.cli import app
 from synth.config import RunConfig, dump_config
-from synth.llm import LLM
-from synth.pipeline import Context
-from synth.records import Agent, Criterion, Task, Trajectory
-from synth.store import RunStore
-from synth.usage import UsageMeter
+from synth.core.llm import LLM
+from synth.context import Context
+from synth.core.records import Agent, Criterion, Task, Trajectory
+from synth.core.store import RunStore
+from synth.core.usage import UsageMeter
 from tests.fake_openai import FakeOpenAI, fake_openai_in_thread
 
 # -- statistics ------------------------------------------------------------------------------

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from sandboxes.base import DockerConfig, LocalConfig, provision
-from synth.errors import ToolError
+from synth.core.errors import ToolError
 from synth.gold import state_default
-from synth.records import Agent, Implementation
+from synth.core.records import Agent, Implementation, ToolSpec
 from tools.compose import COMPOSITE_PREFIX, compose, state_keys
 from tools.executable import ExecutableToolset
 from tools.implement import serving_implementation
-from tools.spec import ToolSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "toolsets"
 NOTES_MODULE = (FIXTURES / "notes" / "impl.py").read_text()
@@ -242,7 +241,7 @@ def test_a_name_collision_falls_back_to_the_simulator_and_says_why_once(caplog):
 
 async def test_a_mixed_agents_rollout_runs_both_toolsets_for_real(tmp_path):
     from synth.config import RunConfig
-    from synth.records import Criterion, Task
+    from synth.core.records import Criterion, Task
     from synth.rollout import make_rollouts
     from synth.run import open_run
     from synth.user_sim import STOP

@@ -7,7 +7,7 @@ import yaml
 
 from sandboxes.base import DockerConfig, LocalConfig
 from synth.config import RunConfig, dump_config, load_config
-from synth.errors import ConfigError
+from synth.core.errors import ConfigError
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml"
 

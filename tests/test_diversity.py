@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from synth.run import open_run, run_stages
-from synth.store import RunStore
+from synth.core.store import RunStore
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
 from tests.test_pipeline import config, lines
 from tools.diversity import LexicalEmbedder, get_embedder, near_duplicates, nearest, tool_text
-from tools.spec import ToolSpec
+from synth.core.records import ToolSpec
 
 WEATHER = "get weather: Get the current weather forecast for a city."
 PARAPHRASE = "fetch weather: Fetch the current weather forecast for a given city."

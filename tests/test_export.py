@@ -9,11 +9,10 @@ from datasets import Dataset, load_from_disk
 
 from synth.config import RunConfig, dump_config
 from synth.export import export_run, rl_rows, sft_rows
-from synth.pipeline import Context
-from synth.records import Agent, Criterion, Task, Trajectory, Verdict
-from synth.store import RunStore
-from synth.usage import UsageMeter
-from tools.spec import ToolSpec
+from synth.context import Context
+from synth.core.records import Agent, Criterion, Task, ToolSpec, Trajectory, Verdict
+from synth.core.store import RunStore
+from synth.core.usage import UsageMeter
 
 SEARCH = ToolSpec(name="search_flights", description="Find flights.", toolset="travel", inputSchema={
     "type": "object", "properties": {"origin": {"type": "string"}, "date": {"type": "string", "format": "date"}},
@@ -332,7 +331,7 @@ def test_privileged_hint_and_provenance_columns(run):
 
 def test_privileged_hint_skips_failed_calls_and_cuts_long_values():
     from synth.export import privileged_hint
-    from synth.records import ToolCallTrace
+    from synth.core.records import ToolCallTrace
 
     t = Trajectory(task_id="t", agent_id="a", tools=[], messages=[], tool_calls=[
         ToolCallTrace(call_id="1", name="search", arguments=json.dumps({"q": "x" * 100, "n": 3}), result="r"),
@@ -361,7 +360,7 @@ def test_push_to_hub_fails_clearly_without_token_or_network(run, monkeypatch, tm
 
     import huggingface_hub.constants
 
-    from synth.errors import ConfigError, ProviderError
+    from synth.core.errors import ConfigError, ProviderError
     from synth.export import push_to_hub
 
     with pytest.raises(ConfigError, match="synth export"):

@@ -13,14 +13,13 @@ from datasets import load_from_disk
 from judges.state_check import task_checks
 from synth.config import RunConfig
 from synth.gold import assertion_failures, holds, resolve, shape_problems, state_default, _MISSING
-from synth.records import Agent, Criterion, Implementation, StateAssertion, Task, Trajectory
+from synth.core.records import Agent, Criterion, Implementation, StateAssertion, Task, ToolSpec, Trajectory
 from synth.run import open_run, run_stages
 from synth.tasks import draft_tasks
-from synth.pipeline import Unit
+from synth.core.units import Unit
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
 from tests.test_implement import scripted as scripted_body
-from tools.spec import ToolSpec
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
 TOOLS = json.loads((NOTES / "tools.json").read_text())
@@ -189,7 +188,7 @@ async def test_simulated_toolsets_get_plain_tasks(tmp_path):
 
 
 def test_task_ids_of_plain_tasks_are_unchanged_by_the_gold_fields():
-    from synth.hashing import content_hash
+    from synth.core.hashing import content_hash
 
     task = Task(agent_id="a", goal="g", persona="p", rubric=[Criterion(text="t")])
     assert task.id == content_hash(task.model_dump(exclude={"id", "gold_actions", "assertions", "validated"}))

@@ -19,7 +19,7 @@ from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
 from tools.executable import ExecutableToolset
 from tools.implement import BODY_ATTEMPTS, Implementation, implement_tools, passed_implementations
-from tools.spec import ToolSpec
+from synth.core.records import ToolSpec
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
 TOOLS = json.loads((NOTES / "tools.json").read_text())
@@ -138,7 +138,7 @@ async def test_a_passed_implementation_serves_the_rollout(tmp_path):
 
 @pytest.mark.llm
 async def test_the_embedded_model_gets_its_outcome_recorded(tmp_path):
-    from synth.local_llm import EmbeddedConfig, embedded_server
+    from synth.core.local_llm import EmbeddedConfig, embedded_server
 
     async with embedded_server(EmbeddedConfig(), log_path=tmp_path / "server.log") as base_url:
         async with open_run(run_cfg(tmp_path, base_url, max_tokens=1500), quiet=True) as ctx:

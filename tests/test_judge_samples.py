@@ -12,12 +12,12 @@ from judges.judge import SINGLE_INDEX, sample_seeds
 from judges.stage import judge_all
 from synth.config import JudgeConfig, RunConfig, dump_config
 from synth.export import _agreement
-from synth.hashing import content_hash
-from synth.llm import LLM
-from synth.pipeline import Context
-from synth.records import Agent, Criterion, CriterionResult, JudgeSample, Task, Trajectory, Verdict
-from synth.store import RunStore
-from synth.usage import UsageMeter
+from synth.core.hashing import content_hash
+from synth.core.llm import LLM
+from synth.context import Context
+from synth.core.records import Agent, Criterion, CriterionResult, JudgeSample, Task, Trajectory, Verdict
+from synth.core.store import RunStore
+from synth.core.usage import UsageMeter
 from tests.fake_openai import FakeOpenAI
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather.", "parameters": {

@@ -11,7 +11,7 @@ from judges.judge import judge_trajectory, judgment_model, rubric_score, transcr
 from judges.state_check import (calls_answered, ends_with_reply, invalid_arguments, structural_checks,
                                 unknown_tools)
 from synth.config import JudgeConfig
-from synth.records import Criterion, CriterionResult, Task, Trajectory
+from synth.core.records import Criterion, CriterionResult, Task, Trajectory
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city.",
@@ -374,7 +374,7 @@ def test_claimed_actions_need_a_successful_matching_call(text, tool, result, exp
 
 
 def test_traces_decide_success_when_recorded():
-    from synth.records import ToolCallTrace
+    from synth.core.records import ToolCallTrace
 
     failed_trace = [ToolCallTrace(call_id="c1", name="book_room", arguments="{}", result="x", is_error=True)]
     assert unbacked_claims(said("I booked it.", tool="book_room", result="ok", traces=failed_trace)) == ["booked"]
@@ -407,8 +407,8 @@ def test_reason_kind_keeps_check_names_and_drops_details():
 
 
 def test_funnel_report_counts_stages_reasons_and_failures(tmp_path):
-    from synth.records import Verdict
-    from synth.store import RunStore
+    from synth.core.records import Verdict
+    from synth.core.store import RunStore
 
     store = RunStore(tmp_path)
     store.append("tasks", [TASK])

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from synth.errors import ConfigError, ParseError, ProviderError
-from synth.llm import LLM, LLMConfig
-from synth.llm_cache import ResponseCache
-from synth.usage import UsageMeter, current_stage
+from synth.core.errors import ConfigError, ParseError, ProviderError
+from synth.core.llm import LLM, LLMConfig
+from synth.core.llm_cache import ResponseCache
+from synth.core.usage import UsageMeter, current_stage
 from tests.fake_openai import FakeOpenAI
 
 
@@ -390,7 +390,7 @@ async def test_malformed_completions_fail_without_retry_or_cache(raw_server, tmp
 
 
 def test_proxy_from_the_environment_is_resolved_once(monkeypatch):
-    from synth.llm import _env_proxy
+    from synth.core.llm import _env_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "internal.example")

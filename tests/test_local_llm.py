@@ -15,8 +15,8 @@ import openai
 import pytest
 import pytest_asyncio
 
-from synth.errors import ConfigError, ProviderError
-from synth.local_llm import EmbeddedConfig, _stop, embedded_server, free_port
+from synth.core.errors import ConfigError, ProviderError
+from synth.core.local_llm import EmbeddedConfig, _stop, embedded_server, free_port
 
 # A stand-in for llama_cpp.server: answers GET /v1/models and starts a grandchild; it writes
 # "its pid, the grandchild's pid" to a file, so the tests can check that the group goes away.
@@ -133,7 +133,7 @@ async def test_server_dies_with_a_killed_parent(fake):
     parent = await asyncio.create_subprocess_exec(sys.executable, "-c", f"""
 import asyncio, sys
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-from synth.local_llm import EmbeddedConfig, embedded_server
+from synth.core.local_llm import EmbeddedConfig, embedded_server
 async def main():
     async with embedded_server(EmbeddedConfig(), {str(pidfile) + ".log"!r},
                                _argv=lambda port: {argv(0)!r}[:-2] + [str(port), {str(pidfile)!r}]):

@@ -11,8 +11,8 @@ import warnings
 import jsonschema
 import pytest
 
-from synth.errors import ConfigError
-from synth.store import RunStore
+from synth.core.errors import ConfigError
+from synth.core.store import RunStore
 from tools.catalog import CATALOG, catalog_sources, ensure_installed
 from tools.mcp_import import ServerSource, import_tools
 from tools.repository import load_tools, stats

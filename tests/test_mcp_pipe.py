@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sandboxes.base import LocalConfig, provision
-from synth.errors import ToolError
+from synth.core.errors import ToolError
 from tools.mcp_pipe import mcp_session
 
 SERVER = (Path(__file__).parent / "fixtures" / "counter_server.py").read_bytes()

@@ -3,7 +3,7 @@ wrote them (commit d6b5e47), so a change to how any record hashes itself fails h
 
 from __future__ import annotations
 
-from tools.spec import ToolSpec
+from synth.core.records import ToolSpec
 
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
 

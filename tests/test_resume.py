@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synth.llm_cache import ResponseCache
+from synth.core.llm_cache import ResponseCache
 from synth.user_sim import STOP
 
 REPO = Path(__file__).resolve().parents[1]

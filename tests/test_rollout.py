@@ -10,14 +10,13 @@ import pytest
 
 from sandboxes.local import LocalSandbox
 from synth.config import RunConfig
-from synth.errors import SandboxError
-from synth.records import Agent, Criterion, Task, Trajectory, Verdict
+from synth.core.errors import SandboxError
+from synth.core.records import Agent, Criterion, Task, ToolSpec, Trajectory, Verdict
 from synth.rollout import USAGE_KEYS, make_rollouts, pass_at_k, pass_hat_k, pass_report
 from synth.run import open_run
 from synth.user_sim import PREMATURE_STOP, STOP
 from tests.fake_openai import FakeOpenAI
 from tools.simulator import FAULTS, SimulatedToolset, ToolOutcome
-from tools.spec import ToolSpec
 
 SCHEMA = {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}
 NAMES = ("get_a", "get_b", "get_c")
@@ -131,7 +130,7 @@ async def test_fault_injection_is_recorded_and_repeats_with_the_seed(tmp_path, f
 
 
 async def test_usage_is_the_sum_of_the_episodes_chat_calls(tmp_path, fake, monkeypatch):
-    from synth.llm import LLM
+    from synth.core.llm import LLM
 
     results = []
     original = LLM.chat

@@ -18,7 +18,7 @@ import pytest
 
 import sandboxes.docker as docker_backend
 from sandboxes.base import DockerConfig, provision
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 pytestmark = pytest.mark.docker
 

@@ -15,7 +15,7 @@ import pytest
 from sandboxes import k8s_api
 from sandboxes.base import K8sConfig, provision
 from sandboxes.k8s import K8sSandbox
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 from tests.k8s_double import K8sDouble
 from tools.mcp_pipe import mcp_session
 
@@ -282,7 +282,7 @@ async def test_executable_toolset_runs_on_a_tool_host_over_the_exec_stream(cfg):
     import json
 
     from tools.executable import ExecutableToolset
-    from tools.spec import ToolSpec
+    from synth.core.records import ToolSpec
 
     notes = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
     specs = [ToolSpec.model_validate(t) for t in json.loads((notes / "tools.json").read_text())]

@@ -9,7 +9,7 @@ import pytest
 
 from sandboxes.base import LocalConfig, Pipe, Sandbox, provision
 from sandboxes.local import LocalSandbox, _warn_unisolated
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 PY = sys.executable
 

@@ -17,7 +17,7 @@ import pytest
 
 from sandboxes.base import DockerConfig, LocalConfig
 from sandboxes.pool import WarmPool
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 # Leaves state in every writable place, plus a detached background process and an orphan.
 DIRTY = (

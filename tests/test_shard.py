@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.errors import ConfigError
-from synth.shard import in_shard, merge_runs, parse_shard, shard_of
+from synth.core.errors import ConfigError
+from synth.core.shard import in_shard, merge_runs, parse_shard, shard_of
 
 
 def test_parse_shard():
@@ -30,7 +30,7 @@ def test_split_is_a_deterministic_partition():
     sizes = Counter(o[0] for o in owners)
     assert min(sizes.values()) > 400  # roughly even
     # the same in a fresh interpreter (no PYTHONHASHSEED dependence)
-    code = "from synth.shard import shard_of; print([shard_of(f'unit-{k}', 4) for k in range(50)])"
+    code = "from synth.core.shard import shard_of; print([shard_of(f'unit-{k}', 4) for k in range(50)])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd()).stdout
     assert json.loads(out) == [shard_of(f"unit-{k}", 4) for k in range(50)]
 

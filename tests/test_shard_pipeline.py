@@ -6,7 +6,7 @@ import json
 
 from synth.config import RunConfig
 from synth.run import STAGES, open_run, run_stages
-from synth.shard import merge_runs
+from synth.core.shard import merge_runs
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
 

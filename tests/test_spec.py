@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from synth.errors import ConfigError
-from tools.spec import ToolSpec, require_valid, schema_problems, validate_arguments
+from synth.core.errors import ConfigError
+from synth.core.records import ToolSpec
+from tools.spec import require_valid, schema_problems, validate_arguments
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
                                            "when": {"type": "object", "properties": {"days": {"type": "integer",

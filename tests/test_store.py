@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from synth.errors import ConfigError
-from synth.records import Agent, Criterion, ErrorRecord, Task
-from synth.store import RunStore
+from synth.core.errors import ConfigError
+from synth.core.records import Agent, Criterion, ErrorRecord, Task
+from synth.core.store import RunStore
 
 
 def make_agent(unit: str = "toolset-1", name: str = "helper") -> Agent:
@@ -200,7 +200,7 @@ def test_manifest_write_is_atomic(store, monkeypatch):
         calls.append((os.fspath(src), os.fspath(dst)))
         raise OSError("disk gone")
 
-    monkeypatch.setattr("synth.store.os.replace", failing_replace)
+    monkeypatch.setattr("synth.core.store.os.replace", failing_replace)
     with pytest.raises(OSError):
         store.update_manifest(stages={"tools": "done"})
     assert path.read_text() == before  # the old manifest survives a failed write

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from sandboxes.base import DockerConfig, LocalConfig, provision
-from synth.errors import ToolError
+from synth.core.errors import ToolError
 from tools.executable import ExecutableToolset, python_argv, ship
-from tools.spec import ToolSpec
+from synth.core.records import ToolSpec
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
 TOOLS = json.loads((NOTES / "tools.json").read_text())

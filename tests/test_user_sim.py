@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from synth.llm import LLM, LLMConfig
-from synth.records import Criterion, Task, ToolCallTrace, Trajectory
+from synth.core.llm import LLM, LLMConfig
+from synth.core.records import Criterion, Task, ToolCallTrace, ToolSpec, Trajectory
 from synth.user_sim import (EMPTY_MESSAGE, FACT_LEAKED, PREMATURE_STOP, STOP, UserSimulator, asked_about, fact_value,
                             is_write_tool, leaked_facts, needs_tools, premature_stop, user_flag_counts)
 from tests.fake_openai import FakeOpenAI
-from tools.spec import ToolSpec
 
 TASK = Task(agent_id="a", goal="Cancel my last order.", persona="A busy nurse.",
             user_facts=["Order number: A-1234", "Email: ann@example.com"],

@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from synth.errors import ConfigError
-from synth.hashing import content_hash
+from synth.core.errors import ConfigError
+from synth.core.hashing import content_hash
 from tools.mcp_import import ServerSource
 
 

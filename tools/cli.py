@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from synth.errors import ConfigError
+from synth.core.errors import ConfigError
 
 app = typer.Typer(help="Import real MCP tools into a run's tools.jsonl and measure the tool pool.", no_args_is_help=True)
 out = Console()
@@ -82,7 +82,7 @@ def import_cmd(
     Valid tools go to tools.jsonl (kind=real, with provenance); every dropped tool or failed server gets
     a line in errors.jsonl (stage tools-import) with its reason. Re-running adds nothing new.
     """
-    from synth.store import RunStore
+    from synth.core.store import RunStore
     from tools.mcp_import import import_tools
 
     try:
@@ -150,7 +150,7 @@ def stats_cmd(
 
 def removal_line(root: Path, kept: int) -> str:
     """What evolution's near-duplicate gate did, from manifest.json and errors.jsonl."""
-    from synth.store import RunStore
+    from synth.core.store import RunStore
     from tools.repository import evolution_dedup
 
     d = evolution_dedup(RunStore(root))

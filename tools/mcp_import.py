@@ -21,11 +21,11 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sandboxes.base import LocalConfig, provision
-from synth.hashing import content_hash
-from synth.records import ErrorRecord
-from synth.store import RunStore
+from synth.core.hashing import content_hash
+from synth.core.records import ErrorRecord, ToolSpec
+from synth.core.store import RunStore
 from tools.mcp_pipe import mcp_session
-from tools.spec import ToolSpec, schema_problems
+from tools.spec import schema_problems
 
 STAGE = "tools-import"
 _MAX_PAGES = 100  # a server that keeps handing out cursors is broken, not big

@@ -19,7 +19,7 @@ from mcp import ClientSession, MCPError
 from mcp.shared.message import SessionMessage
 
 from sandboxes.base import HasStderr, Pipe, Sandbox
-from synth.errors import ToolError
+from synth.core.errors import ToolError
 
 log = logging.getLogger(__name__)
 

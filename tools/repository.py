@@ -8,10 +8,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from synth.hashing import content_hash
-from synth.store import RunStore
+from synth.core.hashing import content_hash
+from synth.core.store import RunStore
 from tools.diversity import Embedder, near_duplicates, tool_text
-from tools.spec import ToolSpec, schema_problems
+from synth.core.records import ToolSpec
+from tools.spec import schema_problems
 
 NEAR_DUP_JACCARD = 0.8  # lexical fallback; embedding near-duplicates are a separate concern
 

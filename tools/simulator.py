@@ -15,9 +15,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from sandboxes.base import Sandbox
-from synth.llm import LLM
-from synth.prompts import render
-from tools.spec import ToolSpec, validate_arguments
+from synth.core.llm import LLM
+from synth.core.prompts import render
+from synth.core.records import ToolSpec
+from tools.spec import validate_arguments
 
 STATE_FILE = "state.json"
 

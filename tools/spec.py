@@ -1,60 +1,17 @@
-"""ToolSpec: the one tool record. It *is* an MCP Tool plus provenance; OpenAI form is derived here only."""
+"""Checks on tool specs (core.records.ToolSpec): is the schema one a model can be offered, are these arguments valid."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field
 
-from synth.errors import ConfigError
-from synth.hashing import content_hash
+from synth.core.errors import ConfigError
+from synth.core.records import ToolSpec
 from tools.server.toolset import argument_problem
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # what OpenAI function calling accepts
-
-
-class ToolSpec(BaseModel):
-
-    id: str = ""
-    unit: str = ""
-    name: str
-    title: str | None = None
-    description: str
-    input_schema: dict[str, Any] = Field(alias="inputSchema")
-    output_schema: dict[str, Any] | None = Field(None, alias="outputSchema")
-    annotations: dict[str, Any] | None = None
-    kind: Literal["real", "executable", "simulated"] = "simulated"
-    category: str = ""
-    domain: str = ""
-    toolset: str = ""
-    toolset_id: str = ""
-    state_model: str = Field("", description="The entities and fields the toolset's tools share.")
-    provenance: dict[str, Any] | None = Field(
-        None, description="Where an imported tool came from: server name/version, transport, package, command or URL, file."
-    )
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
-
-    def model_post_init(self, _context: Any) -> None:
-        if not self.id:
-            # provenance=None stays out of the hash so ids of records made before the field existed hold.
-            exclude = {"id"} if self.provenance is not None else {"id", "provenance"}
-            self.id = content_hash(self.model_dump(exclude=exclude, by_alias=True))
-
-    def to_openai(self) -> dict[str, Any]:
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.input_schema},
-        }
-
-    def to_mcp(self) -> dict[str, Any]:
-        tool: dict[str, Any] = {"name": self.name, "description": self.description, "inputSchema": self.input_schema}
-        for key, value in (("title", self.title), ("outputSchema", self.output_schema), ("annotations", self.annotations)):
-            if value is not None:
-                tool[key] = value
-        return tool
 
 
 def schema_problems(spec: ToolSpec) -> list[str]:

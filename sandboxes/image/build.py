@@ -28,7 +28,7 @@ from typing import Callable
 import docker
 import docker.errors
 
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 
 REPO = "synth-sandbox"
 SUITE = "bookworm"

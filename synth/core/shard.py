@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synth.errors import ConfigError
+from synth.core.errors import ConfigError
 
 # Written by `synth run` itself; merge rebuilds or drops them rather than copying one shard's.
 _SKIP = {"manifest.json", "config.yaml", ".lock", "export", "embedded_server.log", "calibration.json",

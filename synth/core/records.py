@@ -10,8 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from synth.hashing import content_hash
-from tools.spec import ToolSpec
+from synth.core.hashing import content_hash
 
 
 class Record(BaseModel):
@@ -30,11 +29,52 @@ class Record(BaseModel):
 
     def _identity_without_defaults(self, fields: tuple[str, ...]) -> Any:
         """Fields added later are hashed only when set, so records written before them keep their ids."""
-        data = self.model_dump(exclude={"id"})
+        data = self.model_dump(exclude={"id"}, by_alias=True)
         for name in fields:
             if data[name] == type(self).model_fields[name].get_default(call_default_factory=True):
                 data.pop(name)
         return data
+
+
+class ToolSpec(Record):
+    """The one tool record. It *is* an MCP Tool (name, title, description, inputSchema, outputSchema,
+    annotations) plus provenance; the OpenAI function-calling form is derived here only (to_openai)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    name: str
+    title: str | None = None
+    description: str
+    input_schema: dict[str, Any] = Field(alias="inputSchema")
+    output_schema: dict[str, Any] | None = Field(None, alias="outputSchema")
+    annotations: dict[str, Any] | None = None
+    kind: Literal["real", "executable", "simulated"] = "simulated"
+    category: str = ""
+    domain: str = ""
+    toolset: str = ""
+    toolset_id: str = ""
+    state_model: str = Field("", description="The entities and fields the toolset's tools share.")
+    provenance: dict[str, Any] | None = Field(
+        None, description="Where an imported tool came from: server name/version, transport, package, command or URL, file."
+    )
+
+    def identity(self) -> Any:
+        # MCP field names (aliases) are hashed; provenance=None stays out, so ids of records made
+        # before the field existed hold.
+        return self._identity_without_defaults(("provenance",))
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.input_schema},
+        }
+
+    def to_mcp(self) -> dict[str, Any]:
+        tool: dict[str, Any] = {"name": self.name, "description": self.description, "inputSchema": self.input_schema}
+        for key, value in (("title", self.title), ("outputSchema", self.output_schema), ("annotations", self.annotations)):
+            if value is not None:
+                tool[key] = value
+        return tool
 
 
 class Agent(Record):
@@ -183,7 +223,6 @@ class Implementation(Record):
 
     def identity(self) -> Any:
         return self._identity_without_defaults(("provenance",))
-
 
 
 class ErrorRecord(Record):

@@ -15,8 +15,8 @@ from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from synth.errors import ConfigError
-from synth.records import RECORD_FILES, ErrorRecord, Record
+from synth.core.errors import ConfigError, Failure
+from synth.core.records import RECORD_FILES, ErrorRecord, Record
 
 R = TypeVar("R", bound=Record)
 M = TypeVar("M", bound=BaseModel)
@@ -128,8 +128,12 @@ class RunStore:
         return len(fresh)
 
     def error(self, stage: str, unit: str, exc: BaseException, raw: str = "") -> ErrorRecord:
-        record = ErrorRecord(unit=unit, stage=stage, error_type=type(exc).__name__, message=str(exc) or repr(exc),
-                             raw=raw[:4000])
+        """Record `exc` (a Rejected item, a failed call) as a failure of `unit`."""
+        return self.failure(stage, unit, Failure.of(exc, raw))
+
+    def failure(self, stage: str, unit: str, failure: Failure) -> ErrorRecord:
+        record = ErrorRecord(unit=unit, stage=stage, error_type=failure.error_type, message=failure.message,
+                             raw=failure.raw)
         self.append("errors", [record])
         return record
 

@@ -20,14 +20,14 @@ import os
 import uuid
 from pathlib import Path
 
-from synth import hashing
+from synth.core.hashing import canonical_json
 
 KEY_LENGTH = 64  # sha256 hex
 
 
-def canonical_json(body: dict) -> bytes:
-    """The one serialization of a request body: hashed for the key and sent as the HTTP body."""
-    return hashing.canonical_json(body).encode()
+def request_bytes(body: dict) -> bytes:
+    """A request body serialized once (canonical JSON): hashed for the key and sent as the HTTP body."""
+    return canonical_json(body).encode()
 
 
 def digest(data: bytes) -> str:
@@ -45,7 +45,7 @@ class ResponseCache:
         self._size = 0
 
     def key(self, body: dict) -> str:
-        return digest(canonical_json(body))
+        return digest(request_bytes(body))
 
     def path(self, key: str) -> Path:
         """Where the older layout kept a response."""

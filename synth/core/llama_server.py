@@ -1,4 +1,4 @@
-"""`python -m synth.llama_server ARGS`: llama-cpp-python's server with chat templates that do not HTML-escape.
+"""`python -m synth.core.llama_server ARGS`: llama-cpp-python's server with chat templates that do not HTML-escape.
 
 llama-cpp-python renders the `chatml-function-calling` template in a jinja2 environment built with
 `select_autoescape(["html", "xml"])`, which autoescapes templates made from strings: every `"`, `'`,

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 from pydantic import BaseModel, Field
 
-from synth.errors import ConfigError, ProviderError
+from synth.core.errors import ConfigError, ProviderError
 
 INSTALL_HINT = (
     "install the local extra: CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install --no-cache-dir -e '.[local]' "
@@ -81,10 +81,10 @@ def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
 
 
 def server_argv(cfg: EmbeddedConfig, model: Path, port: int) -> list[str]:
-    """The command line of llama-cpp-python's server (via synth.llama_server: no HTML escaping) for this config."""
+    """The command line of llama-cpp-python's server (via synth.core.llama_server: no HTML escaping) for this config."""
     if importlib.util.find_spec("llama_cpp") is None:
         raise ConfigError(f"the embedded LLM server needs llama-cpp-python, which is not installed: {INSTALL_HINT}")
-    argv = [sys.executable, "-m", "synth.llama_server", "--model", str(model), "--model_alias", cfg.model_alias,
+    argv = [sys.executable, "-m", "synth.core.llama_server", "--model", str(model), "--model_alias", cfg.model_alias,
             "--chat_format", cfg.chat_format, "--n_ctx", str(cfg.n_ctx), "--host", cfg.host, "--port", str(port),
             "--n_threads", str(cfg.n_threads or max(1, (os.cpu_count() or 2) // 2))]
     return argv

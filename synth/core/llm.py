@@ -30,9 +30,9 @@ import aiohttp
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field, ValidationError
 
-from synth.errors import ConfigError, ParseError, ProviderError
-from synth.llm_cache import ResponseCache, canonical_json, digest
-from synth.usage import UsageMeter
+from synth.core.errors import ConfigError, ParseError, ProviderError
+from synth.core.llm_cache import ResponseCache, digest, request_bytes
+from synth.core.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
@@ -191,7 +191,7 @@ class LLM:
 
     async def _complete(self, body: dict, *, probe: bool = False) -> ChatResult:
         """Cached POST /chat/completions. Only valid 200 responses reach the cache."""
-        data = canonical_json(body)
+        data = request_bytes(body)
         key = digest(data) if self.cache else None
         if key and (hit := self.cache.get(key)) is not None:
             self.meter.record(cached=1)

@@ -1,0 +1,35 @@
+"""What every stage gets: the config, the run dir, the LLM client, usage, the console."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rich.console import Console
+
+from synth.config import RunConfig
+from synth.core.hashing import derive_seed
+from synth.core.llm import LLM
+from synth.core.store import RunStore
+from synth.core.units import StageStats
+from synth.core.usage import UsageMeter
+
+
+@dataclass
+class Context:
+    """One invocation's view of a run; a `Runner` for synth.core.units.run_units."""
+
+    cfg: RunConfig
+    store: RunStore
+    llm: LLM
+    meter: UsageMeter
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+    quiet: bool = False
+    shard: tuple[int, int] | None = None  # (index, count) of `synth run --shard I/N`: rollouts split by unit id
+    stats: dict[str, StageStats] = field(default_factory=dict)
+    on_unit: Callable[[bool], None] | None = None  # told after each unit (done or failed): rollout workers report
+    on_start: Callable[[], None] | None = None  # told when a stage's units start, after its warm-up (benchmarks)
+
+    def seed_for(self, *parts: Any) -> int:
+        """A seed for one request or choice: the run's seed and what the request is for."""
+        return derive_seed(self.cfg.seed, *parts)
