@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from sandboxes.base import DockerConfig, LocalConfig, provision
+from sandboxes.local import LocalConfig
+from sandboxes.docker import DockerConfig
+from sandboxes import provision
 from sandboxes.pool import WarmPool
 from tools.mcp_pipe import mcp_session
 

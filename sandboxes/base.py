@@ -1,21 +1,20 @@
-"""The Sandbox protocol, its config union and `provision()`.
+"""The Sandbox protocol and the Backend contract every backend module fulfils.
 
 A sandbox is where tool servers and generated code run for one episode. Beyond exec and files it
 offers one primitive: `spawn`, a process inside the sandbox with stdin/stdout pipes, over which the
-harness speaks MCP (stdio transport). Backends: local (a workspace dir, bubblewrap when present),
-docker (a container per episode), k8s (a Pod per episode).
+harness speaks MCP (stdio transport).
+
+A backend is one module (local.py, docker.py, k8s.py) whose sandbox class is the Backend: it names
+its config class, says whether a warm pool may reuse its sandboxes, and owns what is done per
+config rather than per sandbox (leftover cleanup by run label, provenance for the export).
+`sandboxes/__init__.py` maps a config's `type` to its backend in one table.
 """
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, AsyncIterator, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:  # pool.py imports this module
-    from sandboxes.pool import WarmPool
+from pydantic import BaseModel, ConfigDict
 
 
 class ExecResult(BaseModel):
@@ -63,6 +62,11 @@ class Sandbox(Protocol):
 
     async def stop(self) -> None: ...  # idempotent, shielded from cancellation
 
+    async def is_alive(self) -> bool:
+        """Started, not stopped, and still usable (its container or Pod runs): a cheap check, made
+        before a warm pool hands it out."""
+        ...
+
     async def exec(self, argv: list[str], timeout: float = 60.0) -> ExecResult: ...
 
     async def spawn(self, argv: list[str], *, resident: bool = False) -> Pipe:
@@ -73,7 +77,7 @@ class Sandbox(Protocol):
     async def reset(self) -> None:
         """Leave nothing of the last episode for the next: end its processes and pipes (residents
         excepted) and empty the writable dirs. For reuse by a warm pool; raises SandboxError if the
-        sandbox cannot be made clean (the pool then replaces it)."""
+        sandbox cannot be made clean (the pool then replaces it), or if its backend does not pool."""
         ...
 
     async def read_file(self, path: str) -> bytes: ...  # relative paths are under the workspace
@@ -81,122 +85,29 @@ class Sandbox(Protocol):
     async def write_file(self, path: str, data: bytes) -> None: ...
 
 
-class _Strict(BaseModel):
+class Backend(Protocol):
+    """A backend: its sandbox class, constructed as `Backend(cfg, labels)`, plus what it does per config."""
+
+    config: ClassVar[type[BackendConfig]]
+    """Its config class, with a `type` literal that names it in `rollout.sandbox`."""
+    pools: ClassVar[bool]
+    """Whether a warm pool may keep its sandboxes and reset them between episodes."""
+
+    def __call__(self, cfg: Any, labels: dict[str, str]) -> Sandbox: ...
+
+    def remove_leftovers(self, cfg: Any, run: str | None = None) -> int:
+        """Remove sandboxes that a killed process left behind (label synth.run = `run`; all of this
+        backend's when None); how many. Blocking: call it from a thread in async code."""
+        ...
+
+    def provenance(self, cfg: Any) -> tuple[str, str]:
+        """(sandbox type, image) for the export: what the episodes ran in ('' when no image)."""
+        ...
+
+
+class BackendConfig(BaseModel):
+    """Base of every backend's config: unknown keys fail. Each declares `type: Literal["<name>"]`
+    and `pool_size: int` (sandboxes kept warm; only 0 where the backend does not pool), in the
+    order its fields are dumped (the export and config.yaml keep that order)."""
+
     model_config = ConfigDict(extra="forbid")
-
-
-class LocalConfig(_Strict):
-    """A per-episode workspace directory on this machine."""
-
-    type: Literal["local"] = "local"
-    isolation: Literal["auto", "bwrap", "none"] = Field(
-        "auto", description="auto: bubblewrap when installed, else a plain subprocess with a loud warning."
-    )
-    root: str | None = Field(None, description="Where workspaces are created (default: a temp dir).")
-    memory_mb: int | None = Field(None, gt=0, description="Address-space limit (RLIMIT_AS) per child, in MiB.")
-    cpu_s: int | None = Field(
-        None, gt=0, description="CPU-time limit (RLIMIT_CPU) per child, in seconds; a long-lived tool server accrues it."
-    )
-    exec_timeout_s: float | None = Field(
-        None, gt=0, description="Upper bound on every exec's timeout; a caller's smaller timeout still wins."
-    )
-    ro_paths: list[str] = Field(
-        default_factory=list, description="Extra host paths bound read-only at the same path (bwrap only)."
-    )
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment for children; the host's environment is not inherited."
-    )
-    pool_size: int = Field(
-        0, ge=0, description="Sandboxes kept started and reused across episodes (processes and writable dirs are "
-        "reset between them); 0: a fresh one per episode. Size it to rollout.concurrency.")
-
-class DockerConfig(_Strict):
-    """One container per episode from the locally built sandbox image (no registry needed)."""
-
-    type: Literal["docker"] = "docker"
-    image: str | None = Field(
-        None, description="Image tag; None: the default tag built by `synth sandboxes build-image`."
-    )
-    memory_mb: int = Field(512, gt=0, description="Memory limit of the container (swap disabled); tmpfs counts too.")
-    pids_limit: int = Field(128, gt=0, description="Max processes/threads in the container (stops fork bombs).")
-    cpus: float = Field(1.0, gt=0, description="CPU share of the container, in cores.")
-    exec_timeout_s: float = Field(
-        600.0, gt=0, description="Upper bound on any one exec's timeout; enforced inside the container."
-    )
-    workspace_mb: int = Field(256, gt=0, description="Size of the writable /workspace tmpfs.")
-    user: str = Field("1000:1000", description="uid:gid every process in the container runs as (never root).")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for processes in the container.")
-    start_concurrency: int = Field(4, gt=0, description="Max containers being created/started at once per event loop.")
-    pool_size: int = Field(
-        0, ge=0, description="Sandboxes kept started and reused across episodes (processes and writable dirs are "
-        "reset between them); 0: a fresh one per episode. Size it to rollout.concurrency.")
-
-
-class K8sConfig(_Strict):
-    """One locked-down Pod per episode on a Kubernetes cluster (apply deploy/k8s/ first)."""
-
-    type: Literal["k8s"] = "k8s"
-    namespace: str = Field("synth", description="Namespace of the sandbox Pods (deploy/k8s/namespace.yaml makes `synth`).")
-    image: str | None = Field(
-        None, description="Image reference the nodes can pull; None: the local build tag (push it to a registry the cluster reaches)."
-    )
-    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
-        "IfNotPresent", description="Pod imagePullPolicy; Never suits images preloaded on the nodes (kind load, k3s import)."
-    )
-    memory_mb: int = Field(512, gt=0, description="Memory request and limit of the Pod (emptyDir in memory counts too).")
-    cpus: float = Field(1.0, gt=0, description="CPU limit of the Pod in cores; the request is a quarter of it.")
-    workspace_mb: int = Field(256, gt=0, description="Size limit of the /workspace emptyDir (and 64 MiB for /tmp).")
-    exec_timeout_s: float = Field(
-        600.0, gt=0, description="Upper bound on any one exec's timeout; enforced inside the Pod with `timeout`."
-    )
-    active_deadline_s: int = Field(
-        3600, gt=0, description="activeDeadlineSeconds: the kubelet kills a Pod older than this even if stop() never ran."
-    )
-    ready_timeout_s: float = Field(
-        300.0, gt=0, description="How long a Pod may take to be scheduled, pull its image and run; then SandboxError."
-    )
-    create_concurrency: int = Field(8, gt=0, description="Max Pod creations (create + wait for Running) at once per event loop.")
-    kubeconfig: str | None = Field(None, description="kubeconfig file; None: $KUBECONFIG or ~/.kube/config (unless in_cluster).")
-    context: str | None = Field(None, description="kubeconfig context; None: its current-context.")
-    in_cluster: bool = Field(False, description="Use the Pod's service account (when synth itself runs in the cluster).")
-    service_account: str | None = Field(
-        None, description="serviceAccountName of sandbox Pods; None: the namespace default (its token is never mounted)."
-    )
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for processes in the Pod.")
-    max_retries: int = Field(6, ge=0, description="Retries of an API call answered 429/5xx or not at all (backoff with jitter).")
-
-
-SandboxConfig = Annotated[LocalConfig | DockerConfig | K8sConfig, Field(discriminator="type")]
-
-
-@asynccontextmanager
-async def provision(cfg: SandboxConfig, *, labels: dict[str, str] | None = None,
-                    pool: "WarmPool | None" = None) -> AsyncIterator[Sandbox]:
-    """Start a sandbox for one episode and stop it whatever happens; with a pool, borrow one (reset on return)."""
-    if pool is not None:
-        async with pool.acquire() as sandbox:
-            yield sandbox
-        return
-    sandbox = _backend(cfg, labels or {})
-    try:
-        await sandbox.start()
-        yield sandbox
-    finally:
-        await asyncio.shield(sandbox.stop())
-
-
-def _backend(cfg: SandboxConfig, labels: dict[str, str]) -> Sandbox:
-    # Imported here so a backend's optional dependency is only needed when it is used.
-    if cfg.type == "local":
-        from sandboxes.local import LocalSandbox
-
-        return LocalSandbox(cfg, labels)
-    if cfg.type == "docker":
-        from sandboxes.docker import DockerSandbox
-
-        return DockerSandbox(cfg, labels)
-    if cfg.type == "k8s":
-        from sandboxes.k8s import K8sSandbox
-
-        return K8sSandbox(cfg, labels)
-    raise AssertionError(f"unknown sandbox type {cfg.type!r}")

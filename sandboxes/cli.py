@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from synth.core.errors import SandboxError
+from sandboxes import BACKENDS, sandbox_config
+from sandboxes.gc import remove_leftovers
+from synth.core.errors import ConfigError, SandboxError
 
 app = typer.Typer(help="Sandboxes: build the sandbox image (no registry needed), remove leftover containers or Pods.")
 
@@ -32,30 +34,29 @@ def build_image_cmd(
 @app.command("gc")
 def gc_cmd(
     run: str = typer.Option(None, "--run", help="Only sandboxes of this run (label synth.run); default: all."),
-    images: bool = typer.Option(False, "--images", help="Also remove sandbox images of older build inputs (docker)."),
-    backend: str = typer.Option("docker", "--backend", help="docker: containers; k8s: Pods in --namespace."),
-    namespace: str = typer.Option("synth", "--namespace", help="k8s: namespace of the sandbox Pods."),
+    images: bool = typer.Option(False, "--images", help="Also remove sandbox images of older build inputs from the Docker engine."),
+    backend: str = typer.Option("docker", "--backend", help=f"Which sandboxes: {', '.join(BACKENDS)} "
+                                "(docker: containers; k8s: Pods in --namespace; local: workspace dirs)."),
+    namespace: str = typer.Option(None, "--namespace", help="k8s: namespace of the sandbox Pods (default: synth)."),
     kubeconfig: str = typer.Option(None, "--kubeconfig", help="k8s: kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
     context: str = typer.Option(None, "--context", help="k8s: kubeconfig context (default: current)."),
     in_cluster: bool = typer.Option(False, "--in-cluster", help="k8s: use the service account of this Pod."),
 ) -> None:
     """Force-remove sandboxes (label synth.managed=1) left behind by killed runs."""
-    if backend not in ("docker", "k8s"):
-        typer.echo(f"error: --backend must be docker or k8s, got {backend!r}", err=True)
+    if backend not in BACKENDS:
+        typer.echo(f"error: --backend must be one of {', '.join(BACKENDS)}, got {backend!r}", err=True)
         raise typer.Exit(2)
+    given = {"namespace": namespace, "kubeconfig": kubeconfig, "context": context, "in_cluster": in_cluster or None}
     try:
-        if backend == "k8s":
-            from sandboxes.base import K8sConfig
-            from sandboxes.gc import remove_k8s_leftovers
-
-            cfg = K8sConfig(namespace=namespace, kubeconfig=kubeconfig, context=context, in_cluster=in_cluster)
-            typer.echo(f"removed {remove_k8s_leftovers(cfg, run)} Pod(s) from namespace {namespace}")
-            return
-        from sandboxes.gc import remove_leftovers, remove_stale_images
-
-        typer.echo(f"removed {remove_leftovers(run)} container(s)")
+        cfg = sandbox_config({"type": backend, **{k: v for k, v in given.items() if v is not None}})
+        typer.echo(f"removed {remove_leftovers(cfg, run)} {backend} sandbox(es)")
         if images:
+            from sandboxes.docker import remove_stale_images
+
             typer.echo(f"removed {remove_stale_images()} stale image(s)")
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
     except SandboxError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

@@ -3,6 +3,8 @@
 The container idles on `sleep infinity` under docker-init; every exec and spawned process joins it, so
 files and processes persist for the episode and vanish with the container. exec goes through the SDK
 (no CLI start-up per call); spawn uses `docker exec -i`, whose stdio is the pipe MCP speaks over.
+A warm pool reuses containers: reset() ends the episode's processes and empties the writable dirs.
+The docker SDK is imported on first use (~0.2 s), so `import sandboxes` does not pay for it.
 """
 
 from __future__ import annotations
@@ -16,18 +18,42 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Literal
 
-import docker
-import docker.errors
-import requests
-from docker.utils.socket import consume_socket_output, frames_iter
+from pydantic import Field
 
-from sandboxes.base import DockerConfig, ExecResult
+from sandboxes.base import BackendConfig, ExecResult
 from sandboxes.container import WORKSPACE, ContainerIdentity, StartOnce, workspace_path
 from sandboxes.pipe import SubprocessPipe
 from synth.core.errors import SandboxError
 
+if TYPE_CHECKING:
+    import docker
+
 log = logging.getLogger(__name__)
+
+
+class DockerConfig(BackendConfig):
+    """One container per episode from the locally built sandbox image (no registry needed)."""
+
+    type: Literal["docker"] = "docker"
+    image: str | None = Field(
+        None, description="Image tag; None: the default tag built by `synth sandboxes build-image`."
+    )
+    memory_mb: int = Field(512, gt=0, description="Memory limit of the container (swap disabled); tmpfs counts too.")
+    pids_limit: int = Field(128, gt=0, description="Max processes/threads in the container (stops fork bombs).")
+    cpus: float = Field(1.0, gt=0, description="CPU share of the container, in cores.")
+    exec_timeout_s: float = Field(
+        600.0, gt=0, description="Upper bound on any one exec's timeout; enforced inside the container."
+    )
+    workspace_mb: int = Field(256, gt=0, description="Size of the writable /workspace tmpfs.")
+    user: str = Field("1000:1000", description="uid:gid every process in the container runs as (never root).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for processes in the container.")
+    start_concurrency: int = Field(4, gt=0, description="Max containers being created/started at once per event loop.")
+    pool_size: int = Field(
+        0, ge=0, description="Sandboxes kept started and reused across episodes (processes and writable dirs are "
+        "reset between them); 0: a fresh one per episode. Size it to rollout.concurrency.")
+
 
 _OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps; the rest is drained and dropped
 _FILE_LIMIT = 1 << 30  # read_file: whole files (the workspace tmpfs is far smaller anyway)
@@ -42,6 +68,8 @@ _start_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop ->
 
 def client() -> docker.DockerClient:
     """One shared SDK client (it is thread-safe; a large pool so concurrent execs don't queue)."""
+    import docker
+
     global _client
     with _client_lock:
         if _client is None:
@@ -67,6 +95,8 @@ def _start_slot(limit: int) -> asyncio.Semaphore:
 
 def remove_container(ref: str) -> None:
     """Force-remove a container with its anonymous volumes; already gone is fine."""
+    import docker.errors
+
     try:
         client().api.remove_container(ref, force=True, v=True)
     except docker.errors.APIError as e:
@@ -150,6 +180,11 @@ class DockerPipe(SubprocessPipe):
 
 
 class DockerSandbox:
+    """The docker backend (see sandboxes/base.py Backend): a container per sandbox."""
+
+    config = DockerConfig
+    pools = True
+
     def __init__(self, cfg: DockerConfig, labels: dict[str, str]):
         self.cfg = cfg
         identity = ContainerIdentity(labels)
@@ -159,8 +194,46 @@ class DockerSandbox:
         self._pipes: list[DockerPipe] = []
         self._residents: list[DockerPipe] = []
 
+    @staticmethod
+    def remove_leftovers(cfg: DockerConfig, run: str | None = None) -> int:
+        """Force-remove managed containers (label synth.managed=1; of `run` only, when given)."""
+        import docker.errors
+
+        labels = ["synth.managed=1"] + ([f"synth.run={run}"] if run else [])
+        removed = 0
+        for container in client().api.containers(all=True, filters={"label": labels}):
+            try:
+                remove_container(container["Id"])
+                removed += 1
+            except docker.errors.APIError:
+                pass  # gone meanwhile, or the engine refused: the next gc tries again
+        return removed
+
+    @staticmethod
+    def provenance(cfg: DockerConfig) -> tuple[str, str]:
+        """The image the episodes ran in: the config's, else the default build tag."""
+        try:
+            from sandboxes.image.build import image_tag
+
+            return "docker", cfg.image or image_tag()
+        except Exception:  # the image build module is optional at export time; the config still names the tag
+            return "docker", cfg.image or ""
+
     async def start(self) -> None:
         await self._life.start(self.name, self._start)
+
+    async def is_alive(self) -> bool:
+        """One engine inspect (this is on a warm pool's acquire path)."""
+        if self._cid is None or self._life.stopped:
+            return False
+
+        def running() -> bool:
+            try:
+                return bool(client().api.inspect_container(self.name)["State"].get("Running"))
+            except Exception:  # gone, or the engine did not answer: either way not usable now
+                return False
+
+        return await asyncio.to_thread(running)
 
     async def _start(self) -> None:
         from sandboxes.image.build import image_tag
@@ -170,6 +243,8 @@ class DockerSandbox:
             self._cid = await _run(self._create, image)
 
     def _create(self, image: str) -> str:
+        import docker.errors
+
         uid, _, gid = self.cfg.user.partition(":")
         owner, mb = f"uid={uid},gid={gid or uid}", self.cfg.memory_mb
         try:
@@ -224,6 +299,8 @@ class DockerSandbox:
 
     def _dead(self) -> SandboxError | None:
         """A SandboxError describing the container if it is no longer running."""
+        import docker.errors
+
         try:
             state = client().api.inspect_container(self._cid)["State"]
         except docker.errors.NotFound:
@@ -260,6 +337,10 @@ class DockerSandbox:
 
     def _exec(self, cid: str, cmd: list[str], stdin: bytes | None, limit=_OUTPUT_LIMIT) -> tuple[int, bytes, bytes]:
         """Blocking: run cmd in the container, feeding stdin if given; (exit code, stdout, stderr)."""
+        import docker.errors
+        import requests
+        from docker.utils.socket import consume_socket_output, frames_iter
+
         api = client().api
         try:
             exec_id = api.exec_create(cid, cmd, user=self.cfg.user, workdir=WORKSPACE, stdin=stdin is not None)["Id"]
@@ -320,3 +401,21 @@ def _capped(frames, limit: int) -> tuple[bytes, bytes]:
         if e and len(err) < limit:
             err += e[: limit - len(err)]
     return bytes(out), bytes(err)
+
+
+def remove_stale_images() -> int:
+    """Remove synth-sandbox images other than the current build of each variant (unless in use)."""
+    import docker.errors
+
+    from sandboxes.image.build import DEBIAN_PACKAGES, REPO, image_tag
+
+    current = {image_tag(variant) for variant in DEBIAN_PACKAGES}
+    removed = 0
+    for image in client().images.list(name=REPO):
+        if not current & set(image.tags):
+            try:
+                client().images.remove(image.id)
+                removed += 1
+            except docker.errors.APIError:
+                pass  # a container still uses it
+    return removed

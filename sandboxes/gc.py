@@ -1,55 +1,30 @@
-"""Remove sandbox containers a killed run left behind (stop() never ran for them).
+"""Leftover sandboxes: what a killed run left behind (its stop() never ran), found by the run's label.
 
-Every container the docker backend creates carries `synth.managed=1` and `synth.run=<run>`; the
-pipeline calls `remove_leftovers(run)` at the start of a run, `synth sandboxes gc` does it by hand.
+Every sandbox carries `synth.run=<run>` (and the container backends `synth.managed=1`). The pipeline
+removes a run's leftovers when it opens the run (`remove_run_leftovers`), `synth sandboxes gc` does
+it by hand (`remove_leftovers`). Both go through the backend table.
 """
 
 from __future__ import annotations
 
-import docker.errors
+import logging
+from typing import Any
 
-from sandboxes.docker import client, remove_container
+from sandboxes import backend_of
 
-
-def remove_leftovers(run: str | None = None) -> int:
-    """Force-remove managed containers (of `run` only, when given); return how many were removed.
-
-    Blocking (a few engine calls): call it from a thread in async code.
-    """
-    labels = ["synth.managed=1"] + ([f"synth.run={run}"] if run else [])
-    removed = 0
-    for container in client().api.containers(all=True, filters={"label": labels}):
-        try:
-            remove_container(container["Id"])
-            removed += 1
-        except docker.errors.APIError:
-            pass  # gone meanwhile, or the engine refused: the next gc tries again
-    return removed
+log = logging.getLogger(__name__)
 
 
-def remove_stale_images() -> int:
-    """Remove synth-sandbox images other than the current build of each variant (unless in use)."""
-    from sandboxes.image.build import DEBIAN_PACKAGES, REPO, image_tag
-
-    current = {image_tag(variant) for variant in DEBIAN_PACKAGES}
-    removed = 0
-    for image in client().images.list(name=REPO):
-        if not current & set(image.tags):
-            try:
-                client().images.remove(image.id)
-                removed += 1
-            except docker.errors.APIError:
-                pass  # a container still uses it
-    return removed
+def remove_leftovers(cfg: Any, run: str | None = None) -> int:
+    """Remove the leftovers of `run` (every run's when None) of cfg's backend; how many. Blocking."""
+    return backend_of(cfg).remove_leftovers(cfg, run)
 
 
-def remove_k8s_leftovers(cfg, run: str | None = None) -> int:
-    """Delete managed Pods (label synth.managed=1; of `run` only, when given) in cfg.namespace.
-
-    cfg is a K8sConfig. Blocking, with its own event loop: call it from a thread in async code.
-    """
-    import asyncio
-
-    from sandboxes.k8s import delete_pods
-
-    return asyncio.run(delete_pods(cfg, run))
+def remove_run_leftovers(cfg: Any, run: str) -> int:
+    """As remove_leftovers for one run, when it opens (it holds the run dir's lock); a failure is only
+    logged: an unreachable engine or cluster fails the episodes later, with a clear error."""
+    try:
+        return remove_leftovers(cfg, run)
+    except Exception as exc:
+        log.warning("could not look for leftover %s sandboxes of run %s: %s", cfg.type, run, exc)
+        return 0

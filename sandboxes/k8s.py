@@ -4,7 +4,10 @@ The Pod idles on `sleep infinity`; exec, spawn and file access all go through th
 websocket, so files and processes persist for the episode and vanish with the Pod. The Docker
 backend's guarantees carry over (see k8s_api.pod_manifest); scale concerns live here: bounded
 concurrent creations, readiness with clear errors, 409 and throttling handled, deletion guaranteed.
-API plumbing: k8s_api.py; exec streams: k8s_exec.py.
+API plumbing: k8s_api.py; exec streams: k8s_exec.py. Both import the official client, which costs
+~0.2 s: they are imported on first use, so `import sandboxes` does not pay for it.
+
+A Pod serves one episode: this backend does not pool (`pool_size` only takes 0, reset() refuses).
 """
 
 from __future__ import annotations
@@ -14,17 +17,62 @@ import logging
 import time
 import uuid
 import weakref
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
+from pydantic import Field
 
-from sandboxes import k8s_api as api
-from sandboxes.base import ExecResult, K8sConfig
+from sandboxes.base import BackendConfig, ExecResult
 from sandboxes.container import ContainerIdentity, StartOnce, workspace_path
-from sandboxes.k8s_exec import K8sPipe, collect, open_stream, stream_error
 from synth.core.errors import SandboxError
 
+if TYPE_CHECKING:
+    from sandboxes.k8s_exec import K8sPipe
+
 log = logging.getLogger(__name__)
+
+
+class K8sConfig(BackendConfig):
+    """One locked-down Pod per episode on a Kubernetes cluster (apply deploy/k8s/ first)."""
+
+    type: Literal["k8s"] = "k8s"
+    namespace: str = Field("synth", description="Namespace of the sandbox Pods (deploy/k8s/namespace.yaml makes `synth`).")
+    image: str | None = Field(
+        None, description="Image reference the nodes can pull; None: the local build tag (push it to a registry the cluster reaches)."
+    )
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
+        "IfNotPresent", description="Pod imagePullPolicy; Never suits images preloaded on the nodes (kind load, k3s import)."
+    )
+    memory_mb: int = Field(512, gt=0, description="Memory request and limit of the Pod (emptyDir in memory counts too).")
+    cpus: float = Field(1.0, gt=0, description="CPU limit of the Pod in cores; the request is a quarter of it.")
+    workspace_mb: int = Field(256, gt=0, description="Size limit of the /workspace emptyDir (and 64 MiB for /tmp).")
+    exec_timeout_s: float = Field(
+        600.0, gt=0, description="Upper bound on any one exec's timeout; enforced inside the Pod with `timeout`."
+    )
+    active_deadline_s: int = Field(
+        3600, gt=0, description="activeDeadlineSeconds: the kubelet kills a Pod older than this even if stop() never ran."
+    )
+    ready_timeout_s: float = Field(
+        300.0, gt=0, description="How long a Pod may take to be scheduled, pull its image and run; then SandboxError."
+    )
+    create_concurrency: int = Field(8, gt=0, description="Max Pod creations (create + wait for Running) at once per event loop.")
+    kubeconfig: str | None = Field(None, description="kubeconfig file; None: $KUBECONFIG or ~/.kube/config (unless in_cluster).")
+    context: str | None = Field(None, description="kubeconfig context; None: its current-context.")
+    in_cluster: bool = Field(False, description="Use the Pod's service account (when synth itself runs in the cluster).")
+    service_account: str | None = Field(
+        None, description="serviceAccountName of sandbox Pods; None: the namespace default (its token is never mounted)."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for processes in the Pod.")
+    max_retries: int = Field(6, ge=0, description="Retries of an API call answered 429/5xx or not at all (backoff with jitter).")
+    pool_size: int = Field(
+        0, ge=0, le=0, description="Always 0: a Pod serves one episode and is not reused (no warm pool on k8s).")
+
+
+def _api() -> ModuleType:
+    """sandboxes.k8s_api (and with it the kubernetes client), imported on first use."""
+    from sandboxes import k8s_api
+
+    return k8s_api
 
 _OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps
 _FILE_LIMIT = 1 << 30
@@ -39,6 +87,11 @@ def _create_slot(limit: int) -> asyncio.Semaphore:
 
 
 class K8sSandbox:
+    """The k8s backend (see sandboxes/base.py Backend): a Pod per sandbox, never pooled."""
+
+    config = K8sConfig
+    pools = False
+
     def __init__(self, cfg: K8sConfig, labels: dict[str, str]):
         self.cfg = cfg
         identity = ContainerIdentity(labels)
@@ -46,6 +99,16 @@ class K8sSandbox:
         self._ready = False
         self._life = StartOnce()
         self._pipes: list[K8sPipe] = []
+
+    @staticmethod
+    def remove_leftovers(cfg: K8sConfig, run: str | None = None) -> int:
+        """Delete managed Pods (label synth.managed=1; of `run` only, when given) in cfg.namespace.
+        Blocking, with its own event loop: call it from a thread in async code."""
+        return asyncio.run(delete_pods(cfg, run))
+
+    @staticmethod
+    def provenance(cfg: K8sConfig) -> tuple[str, str]:
+        return "k8s", ""
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -66,13 +129,14 @@ class K8sSandbox:
         self._ready = True
 
     async def _create(self, image: str) -> None:
+        api = _api()
         core = api.core(self.cfg)
         for _ in range(_NAME_ATTEMPTS):
             body = api.pod_manifest(self.cfg, self.name, image, self.labels)
             try:
                 await api.call(self.cfg, f"create {self.name}", core.create_namespaced_pod, self.cfg.namespace, body)
                 return
-            except ApiException as e:
+            except api.ApiException as e:
                 if api.status_of(e) == 409:
                     if await self._is_ours():  # an earlier attempt got through, its answer was lost
                         return
@@ -83,14 +147,16 @@ class K8sSandbox:
         raise SandboxError(f"Pod names kept colliding in namespace {self.cfg.namespace} ({_NAME_ATTEMPTS} tries)")
 
     async def _is_ours(self) -> bool:
+        api = _api()
         try:
             pod = await api.call(self.cfg, f"get {self.name}", api.core(self.cfg).read_namespaced_pod,
                                  self.name, self.cfg.namespace)
-        except ApiException:
+        except api.ApiException:
             return False
         return (pod.metadata.labels or {}).get("synth.episode") == self.id
 
-    def _create_error(self, e: ApiException, image: str) -> SandboxError:
+    def _create_error(self, e: Exception, image: str) -> SandboxError:
+        api = _api()
         status, why, ns = api.status_of(e), api.explain(e), self.cfg.namespace
         if status == 403 and "exceeded quota" in (e.body or ""):
             return SandboxError(f"ResourceQuota of namespace {ns} exceeded ({why}); lower rollout.concurrency "
@@ -105,11 +171,12 @@ class K8sSandbox:
         """Poll the Pod's status with a growing interval (a watch per Pod would hold a connection each)."""
         deadline = time.monotonic() + self.cfg.ready_timeout_s
         interval, waiting = 0.05, "not looked at yet"
+        api = _api()
         core = api.core(self.cfg)
         while True:
             try:
                 pod = await api.call(self.cfg, f"get {self.name}", core.read_namespaced_pod, self.name, self.cfg.namespace)
-            except ApiException as e:
+            except api.ApiException as e:
                 raise SandboxError(f"Pod {self.name} vanished while starting ({api.explain(e)})") from e
             ready, fatal, waiting = api.readiness(pod)
             if ready:
@@ -141,23 +208,35 @@ class K8sSandbox:
             raise SandboxError(f"sandbox {self.name} is not running (not started, or stopped)")
         return self.name
 
+    async def is_alive(self) -> bool:
+        if not self._ready or self._life.stopped:
+            return False
+        try:
+            return await self._dead() is None
+        except Exception:  # the API did not answer: not usable now
+            return False
+
     async def _dead(self) -> SandboxError | None:
         """A SandboxError describing the Pod if it is no longer running."""
+        api = _api()
         try:
             pod = await api.call(self.cfg, f"get {self.name}", api.core(self.cfg).read_namespaced_pod,
                                  self.name, self.cfg.namespace)
-        except ApiException as e:
+        except api.ApiException as e:
             return SandboxError(f"Pod {self.name} is gone ({api.explain(e)}; deleted from outside, or evicted)")
         ready, fatal, waiting = api.readiness(pod)
         return None if ready else SandboxError(f"Pod {self.name} is not running: {fatal or waiting}")
 
     async def _run(self, argv: list[str], stdin: bytes | None, budget: float, limit: int) -> tuple[int, bytes, bytes]:
+        from sandboxes.k8s_exec import collect, open_stream, stream_error
+
+        api = _api()
         pod, conf = self._pod(), api.configuration(self.cfg)
         for attempt in range(self.cfg.max_retries + 1):
             try:
                 ws = await api.run(open_stream, conf, self.cfg.namespace, pod, argv, stdin is not None)
                 break
-            except ApiException as e:
+            except api.ApiException as e:
                 if api.status_of(e) != 429 or attempt == self.cfg.max_retries:
                     raise (await self._dead()) or stream_error(e, pod) from e
                 await asyncio.sleep(api.retry_delay(e, attempt))
@@ -189,10 +268,13 @@ class K8sSandbox:
 
     async def spawn(self, argv: list[str], *, resident: bool = False) -> K8sPipe:
         """`resident` changes nothing here: a Pod serves one episode, so nothing outlives a reset."""
+        from sandboxes.k8s_exec import K8sPipe, open_stream, stream_error
+
+        api = _api()
         pod = self._pod()
         try:
             ws = await api.run(open_stream, api.configuration(self.cfg), self.cfg.namespace, pod, argv, True)
-        except ApiException as e:
+        except api.ApiException as e:
             raise (await self._dead()) or stream_error(e, pod) from e
         pipe = K8sPipe(ws, argv, asyncio.get_running_loop())
         self._pipes.append(pipe)
@@ -216,11 +298,12 @@ class K8sSandbox:
 
 async def delete_pod(cfg: K8sConfig, name: str) -> bool:
     """Delete a Pod at once (grace 0); False when it was already gone."""
+    api = _api()
     try:
         await api.call(cfg, f"delete {name}", api.core(cfg).delete_namespaced_pod, name, cfg.namespace,
                        grace_period_seconds=0, propagation_policy="Background")
         return True
-    except ApiException as e:
+    except api.ApiException as e:
         if api.status_of(e) == 404:
             return False
         raise
@@ -235,8 +318,9 @@ async def _quiet_delete(cfg: K8sConfig, name: str) -> None:
 
 async def delete_pods(cfg: K8sConfig, run: str | None = None) -> int:
     """Delete managed Pods (of `run` only, when given) in cfg.namespace; return how many."""
+    api = _api()
     selector = "synth.managed=1" + (f",synth.run={run}" if run else "")
-    pods: k8s.V1PodList = await api.call(cfg, "list pods", api.core(cfg).list_namespaced_pod, cfg.namespace,
+    pods = await api.call(cfg, "list pods", api.core(cfg).list_namespaced_pod, cfg.namespace,
                                          label_selector=selector)
     results = await asyncio.gather(*(delete_pod(cfg, p.metadata.name) for p in pods.items), return_exceptions=True)
     for r in results:

@@ -15,16 +15,18 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from sandboxes.base import K8sConfig
 from sandboxes.container import WORKSPACE
 from synth.core.errors import SandboxError
+
+if TYPE_CHECKING:  # sandboxes.k8s imports this module on first use
+    from sandboxes.k8s import K8sConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,42 @@ import warnings
 from asyncio.subprocess import DEVNULL, PIPE, Process
 from contextlib import suppress
 from pathlib import Path
+from typing import Literal
 
-from sandboxes.base import ExecResult, LocalConfig
+from pydantic import Field
+
+from sandboxes.base import BackendConfig, ExecResult
 from sandboxes.pipe import SubprocessPipe
 from synth.core.errors import SandboxError
 
 log = logging.getLogger(__name__)
+
+
+class LocalConfig(BackendConfig):
+    """A per-episode workspace directory on this machine."""
+
+    type: Literal["local"] = "local"
+    isolation: Literal["auto", "bwrap", "none"] = Field(
+        "auto", description="auto: bubblewrap when installed, else a plain subprocess with a loud warning."
+    )
+    root: str | None = Field(None, description="Where workspaces are created (default: a temp dir).")
+    memory_mb: int | None = Field(None, gt=0, description="Address-space limit (RLIMIT_AS) per child, in MiB.")
+    cpu_s: int | None = Field(
+        None, gt=0, description="CPU-time limit (RLIMIT_CPU) per child, in seconds; a long-lived tool server accrues it."
+    )
+    exec_timeout_s: float | None = Field(
+        None, gt=0, description="Upper bound on every exec's timeout; a caller's smaller timeout still wins."
+    )
+    ro_paths: list[str] = Field(
+        default_factory=list, description="Extra host paths bound read-only at the same path (bwrap only)."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for children; the host's environment is not inherited."
+    )
+    pool_size: int = Field(
+        0, ge=0, description="Sandboxes kept started and reused across episodes (processes and writable dirs are "
+        "reset between them); 0: a fresh one per episode. Size it to rollout.concurrency.")
+
 
 _OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps; the rest is drained and dropped
 _LINE_LIMIT = 1 << 24  # longest line readline() accepts: one MCP message can be large
@@ -134,6 +164,11 @@ class ProcessPipe(SubprocessPipe):
 
 
 class LocalSandbox:
+    """The local backend (see sandboxes/base.py Backend): a workspace directory per sandbox."""
+
+    config = LocalConfig
+    pools = True
+
     def __init__(self, cfg: LocalConfig, labels: dict[str, str]):
         self.cfg, self.labels = cfg, dict(labels)
         self.id = f"local-{uuid.uuid4().hex[:12]}"
@@ -170,16 +205,24 @@ class LocalSandbox:
         self._dir, self.workspace = base, ws
 
     @staticmethod
-    def remove_leftovers(run: str, root: str | None = None) -> int:
-        """Remove workspaces of `run` that a killed process left behind; the caller holds the run's lock.
-        A workspace is the run's by the tag in its name, or (made by an older version) by its labels.json."""
-        removed, tag = 0, f"-{_run_tag(run)}-"
-        for base in Path(root or tempfile.gettempdir()).glob("synth-local-*"):
+    def remove_leftovers(cfg: LocalConfig, run: str | None = None) -> int:
+        """Remove workspaces under cfg.root that a killed process left behind: those of `run` (the
+        caller holds its lock), or every one when None. A workspace is the run's by the tag in its
+        name, or (made by an older version) by its labels.json."""
+        removed, tag = 0, f"-{_run_tag(run)}-" if run is not None else ""
+        for base in Path(cfg.root or tempfile.gettempdir()).glob("synth-local-*"):
             with suppress(OSError, ValueError):
                 if tag in base.name or json.loads((base / "labels.json").read_text()).get("synth.run") == run:
                     shutil.rmtree(base)
                     removed += 1
         return removed
+
+    @staticmethod
+    def provenance(cfg: LocalConfig) -> tuple[str, str]:
+        return "local", ""
+
+    async def is_alive(self) -> bool:
+        return bool(self._dir) and os.path.isdir(self.workspace)
 
     def _limits(self) -> list[str]:
         limits = [f"--as={self.cfg.memory_mb << 20}"] if self.cfg.memory_mb else []

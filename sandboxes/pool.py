@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import Counter
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Coroutine
+from typing import Any, AsyncIterator, Coroutine
 
-from sandboxes.base import DockerConfig, LocalConfig, Sandbox, _backend
+from sandboxes import BACKENDS, backend_of
+from sandboxes.base import Sandbox
 from synth.core.errors import ConfigError, SandboxError
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 class WarmPool:
     """`size` sandboxes of one config, kept started; see the module docstring."""
 
-    def __init__(self, cfg: DockerConfig | LocalConfig, size: int = 4, *, labels: dict[str, str] | None = None,
+    def __init__(self, cfg: Any, size: int = 4, *, labels: dict[str, str] | None = None,
                  acquire_timeout_s: float | None = 600.0, reset_timeout_s: float = 30.0):
-        if cfg.type not in ("docker", "local"):
-            raise ConfigError(f"WarmPool supports sandbox types docker and local, not {cfg.type!r}")
+        self.backend = backend_of(cfg)
+        if not self.backend.pools:
+            pooled = ", ".join(name for name, b in BACKENDS.items() if b.pools)
+            raise ConfigError(f"sandbox type {cfg.type!r} is not pooled (a fresh sandbox per episode); "
+                              f"a warm pool takes: {pooled}")
         if size < 1:
             raise ConfigError(f"pool size must be at least 1, got {size}")
         self.cfg, self.size, self.labels = cfg, size, dict(labels or {})
@@ -94,7 +97,7 @@ class WarmPool:
                 self._idle.put_nowait(None)
                 raise SandboxError("the sandbox pool closed while waiting for a sandbox")
             try:
-                alive = await self._alive(sandbox)
+                alive = await sandbox.is_alive()  # cheap: one engine inspect, or a stat
             except BaseException:
                 self._idle.put_nowait(sandbox)  # cancelled while checking: it is still good
                 raise
@@ -104,22 +107,8 @@ class WarmPool:
             log.info("sandbox pool: %s died while idle, replacing it", sandbox.id)
             self._spawn(self._replace(sandbox))
 
-    async def _alive(self, sandbox: Sandbox) -> bool:
-        # Cheap checks only (this is on the acquire path): one engine inspect, or a stat.
-        if self.cfg.type == "local":
-            return os.path.isdir(sandbox.workspace)
-        from sandboxes.docker import client
-
-        def running() -> bool:
-            try:
-                return bool(client().api.inspect_container(sandbox.name)["State"].get("Running"))
-            except Exception:  # gone, or the engine did not answer: either way not usable now
-                return False
-
-        return await asyncio.to_thread(running)
-
     async def _start_one(self) -> Sandbox:
-        sandbox = _backend(self.cfg, self.labels)
+        sandbox = self.backend(self.cfg, self.labels)
         self._live.add(sandbox)  # before start: a cancelled start is still stopped by close
         try:
             await sandbox.start()

@@ -11,7 +11,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandboxes.base import LocalConfig, SandboxConfig
+from sandboxes.local import LocalConfig
+from sandboxes import SandboxConfig
 from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
 from synth.core.llm import LLMConfig

@@ -22,6 +22,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value, disable_progre
 from judges.calibration import self_agreement
 from judges.filters import funnel_report
 from judges.state_check import successful_calls
+from sandboxes import backend_of
 from synth.core.errors import ConfigError, ProviderError
 from synth.context import Context
 from synth.core.prompts import render
@@ -76,16 +77,8 @@ def _cut(text: str) -> str:
 
 
 def sandbox_provenance(ctx: Context) -> tuple[str, str]:
-    """(sandbox type, image): the image is what a docker episode ran in; '' for local workspaces."""
-    sandbox = ctx.cfg.rollout.sandbox
-    if sandbox.type != "docker":
-        return sandbox.type, ""
-    try:
-        from sandboxes.image.build import image_tag
-
-        return "docker", sandbox.image or image_tag()
-    except Exception:  # the image build module is optional at export time; the config still names the tag
-        return "docker", sandbox.image or ""
+    """(sandbox type, image) the episodes ran in, as the backend reports it."""
+    return backend_of(ctx.cfg.rollout.sandbox).provenance(ctx.cfg.rollout.sandbox)
 
 
 def sft_rows(ctx: Context, trajectories: list[Trajectory], verdicts: list[Verdict]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import ast
 import json
 from typing import Any
 
-from sandboxes.base import provision
+from sandboxes import provision
 from synth.core.errors import ToolError
 from synth.context import Context
 from synth.core.records import GoldAction, Implementation, StateAssertion, Task, ToolSpec

@@ -19,7 +19,8 @@ from math import comb
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from sandboxes.base import Sandbox, provision
+from sandboxes import provision
+from sandboxes.base import Sandbox
 from sandboxes.pool import WarmPool
 from synth.core.hashing import content_hash
 from synth.context import Context
@@ -82,7 +83,7 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
 
 
 def _pool_size(ctx: Context) -> int:
-    return getattr(ctx.cfg.rollout.sandbox, "pool_size", 0)  # k8s has no pool
+    return ctx.cfg.rollout.sandbox.pool_size  # 0 where the backend does not pool (k8s)
 
 
 def _warm_pool(ctx: Context) -> WarmPool:

@@ -28,6 +28,7 @@ from synth.tasks import make_tasks
 from synth.core.usage import UsageMeter, current_stage
 from synth.user_sim import user_flag_counts
 from judges.filters import funnel_report
+from sandboxes.gc import remove_run_leftovers
 from judges.stage import judge_all
 from tools.evolve import evolve_tools
 from tools.implement import implement_tools
@@ -66,7 +67,7 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
             if previous and previous != label:
                 raise ConfigError(f"{store.root} is shard {previous}, not {label}; give this shard its own --name")
             store.update_manifest(shard=label)
-        await asyncio.to_thread(remove_leftover_sandboxes, cfg)
+        await asyncio.to_thread(remove_run_leftovers, cfg.rollout.sandbox, cfg.name)
         base_url = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL")
 
         async def start_embedded() -> str:
@@ -83,23 +84,6 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
             yield ctx
         finally:
             _save_usage(ctx, time.monotonic() - started)
-
-
-def remove_leftover_sandboxes(cfg: RunConfig) -> int:
-    """Sandboxes of this run that a killed earlier invocation left behind (this process holds the run's lock)."""
-    sandbox = cfg.rollout.sandbox
-    if sandbox.type == "local":
-        from sandboxes.local import LocalSandbox
-
-        return LocalSandbox.remove_leftovers(cfg.name, sandbox.root)
-    if sandbox.type == "docker":
-        from sandboxes.gc import remove_leftovers
-
-        try:
-            return remove_leftovers(cfg.name)
-        except Exception as exc:  # an unreachable engine fails the episodes later, with a clear error
-            log.warning("could not look for leftover containers: %s", exc)
-    return 0
 
 
 async def run_stages(ctx: Context, names: list[str], *, export: bool = True) -> None:

@@ -54,7 +54,7 @@ def worker_config(cfg: RunConfig, index: int, workers: int) -> dict[str, Any]:
         return max(1, total // workers + (index < total % workers))
 
     rollout, sandbox = cfg.rollout, cfg.rollout.sandbox
-    if getattr(sandbox, "pool_size", 0):
+    if sandbox.pool_size:
         sandbox = sandbox.model_copy(update={"pool_size": share(sandbox.pool_size)})
     rollout = rollout.model_copy(update={"workers": 1, "concurrency": share(rollout.concurrency), "sandbox": sandbox})
     llm = cfg.llm.model_copy(update={"concurrency": share(cfg.llm.concurrency)})

@@ -18,3 +18,13 @@ def docker_image() -> str:
     from sandboxes.image.build import build_image
 
     return build_image(progress=lambda line: print(line, flush=True))  # the tag hashes tools/server too
+
+
+@pytest.fixture(scope="session")
+def k8s_double():
+    """The Kubernetes API double (tests/k8s_double.py), one per session."""
+    from tests.k8s_double import K8sDouble
+
+    double = K8sDouble().start()
+    yield double
+    double.stop()

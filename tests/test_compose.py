@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.base import DockerConfig, LocalConfig, provision
+from sandboxes.local import LocalConfig
+from sandboxes.docker import DockerConfig
+from sandboxes import provision
 from synth.core.errors import ToolError
 from synth.gold import state_default
 from synth.core.records import Agent, Implementation, ToolSpec

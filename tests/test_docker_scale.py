@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.base import DockerConfig, provision
+from sandboxes import provision
+from sandboxes.docker import DockerConfig
 from tools.mcp_pipe import mcp_session
 
 pytestmark = pytest.mark.docker
@@ -69,7 +70,8 @@ async def test_32_concurrent_mcp_episodes_no_failure_no_leak(docker_image):
 CHILD = """
 import asyncio, sys
 from contextlib import AsyncExitStack
-from sandboxes.base import DockerConfig, provision
+from sandboxes import provision
+from sandboxes.docker import DockerConfig
 
 async def main():
     async with AsyncExitStack() as stack:
@@ -98,5 +100,5 @@ def test_sigkilled_run_leaves_containers_that_gc_removes(docker_image):
     assert len(_managed(run)) == 3
     gc = subprocess.run([sys.executable, "cli.py", "sandboxes", "gc", "--run", run], cwd=ROOT,
                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert gc.returncode == 0 and "removed 3 container(s)" in gc.stdout, (gc.stdout, gc.stderr)
+    assert gc.returncode == 0 and "removed 3 docker sandbox(es)" in gc.stdout, (gc.stdout, gc.stderr)
     assert _managed(run) == []

@@ -347,7 +347,7 @@ def test_rl_environment_names_image_and_runtime(run):
     [row] = rl_rows(run.ctx, [run.task])
     environment = json.loads(row["environment"])
     assert environment["image"] is None and environment["runtime"] == "mixed"  # one simulated, one executable
-    from sandboxes.base import DockerConfig
+    from sandboxes.docker import DockerConfig
 
     run.ctx.cfg.rollout.sandbox = DockerConfig(image="synth-sandbox:abc")
     [row] = rl_rows(run.ctx, [run.task])

@@ -124,7 +124,8 @@ async def test_bodies_from_the_llm_pass_repair_and_stubs_never_pass(tmp_path):
 
 
 async def test_a_passed_implementation_serves_the_rollout(tmp_path):
-    from sandboxes.base import LocalConfig, provision
+    from sandboxes.local import LocalConfig
+    from sandboxes import provision
 
     record = Implementation(toolset_id="id_notes_good", toolset="notes_good", tool_ids=[], module=GOOD_MODULE,
                             tests=GOOD_TESTS, passed=True, rounds=1)

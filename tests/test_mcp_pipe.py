@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.base import LocalConfig, provision
+from sandboxes.local import LocalConfig
+from sandboxes import provision
 from synth.core.errors import ToolError
 from tools.mcp_pipe import mcp_session
 

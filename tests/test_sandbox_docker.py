@@ -1,4 +1,6 @@
-"""The docker backend against a real Docker Engine and the locally built sandbox image.
+"""The docker backend against a real Docker Engine and the locally built sandbox image: what is
+particular to it (limits, the engine's failures, labels, the image). The contract every backend
+meets is tests/test_sandbox_contract.py.
 
 CI runs scripts/build_sandbox_image.sh first (installs docker.io, starts dockerd); the module fixture
 builds the image through build_image() all the same (a no-op when it exists) and fails loudly
@@ -17,7 +19,8 @@ import docker.errors
 import pytest
 
 import sandboxes.docker as docker_backend
-from sandboxes.base import DockerConfig, provision
+from sandboxes.docker import DockerConfig
+from sandboxes import provision
 from synth.core.errors import SandboxError
 
 pytestmark = pytest.mark.docker
@@ -113,37 +116,26 @@ async def test_killed_container_raises_and_provision_cleans_up(cfg):
         _engine().api.inspect_container(sb.name)
 
 
-async def test_files_round_trip_and_paths_stay_in_the_workspace(cfg):
+async def test_large_files_go_through_exec_into_the_tmpfs_owned_by_the_sandbox_user(cfg):
     blob = bytes(range(256)) + os.urandom(3 << 20)
     async with provision(cfg) as sb:
-        await sb.write_file("d/e/f.bin", blob)
-        assert await sb.read_file("d/e/f.bin") == blob
+        await sb.write_file("d/e/f.bin", blob)  # the archive API cannot see tmpfs mounts
         assert await sb.read_file("/workspace/d/e/f.bin") == blob
-        await sb.write_file("empty", b"")
-        assert await sb.read_file("empty") == b""
         assert (await sb.exec(["stat", "-c", "%u", "d/e/f.bin"])).stdout.strip() == "1000"
-        for bad in ("../etc/passwd", "/etc/passwd", "d/../../x"):
-            with pytest.raises(SandboxError, match="outside the workspace"):
-                await sb.read_file(bad)
-            with pytest.raises(SandboxError, match="outside the workspace"):
-                await sb.write_file(bad, b"x")
         with pytest.raises(SandboxError, match="No such file"):
             await sb.read_file("missing.txt")
 
 
-async def test_spawn_pipe_round_trip(cfg):
+async def test_a_docker_exec_pipe_keeps_stderr_and_many_round_trips(cfg):
     echo = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line.upper()); sys.stdout.flush()"
     async with provision(cfg) as sb:
         pipe = await sb.spawn(["python3", "-c", echo])
-        await pipe.write(b"hello\n")
-        assert await pipe.readline() == b"HELLO\n"
         n, t0 = 200, time.perf_counter()
         for i in range(n):
             await pipe.write(b"x%d\n" % i)
             assert await pipe.readline() == b"X%d\n" % i
         print(f"\nraw pipe round trip: {(time.perf_counter() - t0) / n * 1e3:.3f} ms")
         await pipe.close()
-        await pipe.close()  # idempotent
         failing = await sb.spawn(["sh", "-c", "echo oops >&2; exit 3"])
         assert await failing.read() == b""
         await failing.close()
@@ -229,23 +221,6 @@ async def test_stop_is_idempotent_and_cancelled_start_leaves_nothing(cfg):
     assert not _engine().api.containers(all=True, filters={"label": "synth.run=test-cancel"})
 
 
-def test_gc_removes_leftovers_of_one_run(image):
-    from sandboxes.gc import remove_leftovers
-
-    run = f"gc-{uuid.uuid4().hex[:8]}"
-    made = [
-        _engine().containers.create(image, labels={"synth.managed": "1", "synth.run": r}, network_mode="none")
-        for r in (run, run, f"{run}-other")
-    ]
-    try:
-        assert remove_leftovers(run) == 2
-        assert remove_leftovers(f"{run}-other") == 1
-        assert remove_leftovers(run) == 0
-    finally:
-        for c in made:
-            docker_backend.remove_container(c.id)
-
-
 def test_cli_build_image_is_a_no_op_and_gc_reports(image):
     from typer.testing import CliRunner
 
@@ -254,7 +229,7 @@ def test_cli_build_image_is_a_no_op_and_gc_reports(image):
     built = CliRunner().invoke(app, ["build-image"])
     assert built.exit_code == 0 and image in built.output, built.output
     collected = CliRunner().invoke(app, ["gc", "--run", f"none-{uuid.uuid4().hex[:8]}"])
-    assert collected.exit_code == 0 and "removed 0 container(s)" in collected.output, collected.output
+    assert collected.exit_code == 0 and "removed 0 docker sandbox(es)" in collected.output, collected.output
 
 
 async def test_node_variant_runs_node_and_npm(image):

@@ -1,4 +1,6 @@
-"""The local sandbox for real: processes, files, isolation under bubblewrap when it works here."""
+"""The local sandbox for real: what is particular to it (bubblewrap isolation, limits, the host
+environment kept out, leftovers found by tag). The contract every backend meets is
+tests/test_sandbox_contract.py."""
 
 import os
 import socket
@@ -7,8 +9,8 @@ import warnings
 
 import pytest
 
-from sandboxes.base import LocalConfig, Pipe, Sandbox, provision
-from sandboxes.local import LocalSandbox, _warn_unisolated
+from sandboxes import provision
+from sandboxes.local import LocalConfig, LocalSandbox, _warn_unisolated
 from synth.core.errors import SandboxError
 
 PY = sys.executable
@@ -23,18 +25,10 @@ async def sandbox(request, tmp_path):
             yield sb
 
 
-async def test_protocol_and_workspace(sandbox):
-    assert isinstance(sandbox, Sandbox)
-    assert os.path.isabs(sandbox.workspace) and os.path.isdir(sandbox.workspace)
-    await sandbox.start()  # idempotent
+async def test_the_workspace_has_the_same_path_inside_and_out(sandbox):
+    assert os.path.isdir(sandbox.workspace)
     result = await sandbox.exec(["pwd"])
     assert result.stdout.strip() == sandbox.workspace
-
-
-async def test_exec_output_and_exit_code(sandbox):
-    result = await sandbox.exec([PY, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"])
-    assert (result.exit_code, result.stdout, result.stderr, result.timed_out) == (3, "out\n", "err\n", False)
-    assert result.duration_s > 0
 
 
 async def test_exec_missing_executable_is_127(sandbox):
@@ -62,40 +56,19 @@ async def test_memory_limit(tmp_path):
     assert result.exit_code != 0 and "MemoryError" in result.stderr
 
 
-async def test_files_round_trip(sandbox):
-    await sandbox.write_file("a/b/data.bin", b"\x00\x01hello")
-    assert await sandbox.read_file("a/b/data.bin") == b"\x00\x01hello"
-    assert await sandbox.read_file(os.path.join(sandbox.workspace, "a/b/data.bin")) == b"\x00\x01hello"
-    result = await sandbox.exec(["cat", "a/b/data.bin"])
-    assert result.stdout == "\x00\x01hello"
-    await sandbox.exec(["sh", "-c", "echo made-inside > inside.txt"])
-    assert await sandbox.read_file("inside.txt") == b"made-inside\n"
-
-
-async def test_read_missing_file_is_sandbox_error(sandbox):
-    with pytest.raises(SandboxError, match="nope.txt"):
-        await sandbox.read_file("nope.txt")
-
-
-@pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "link/passwd"])
-async def test_path_escape_rejected(sandbox, path):
+async def test_a_symlink_out_of_the_workspace_is_refused(sandbox):
     os.symlink("/etc", os.path.join(sandbox.workspace, "link"))
     with pytest.raises(SandboxError, match="outside the workspace"):
-        await sandbox.read_file(path)
+        await sandbox.read_file("link/passwd")
     with pytest.raises(SandboxError, match="outside the workspace"):
-        await sandbox.write_file(path, b"x")
+        await sandbox.write_file("link/passwd", b"x")
 
 
-async def test_sandboxes_do_not_see_each_other(tmp_path):
+async def test_under_bwrap_a_sandbox_cannot_even_name_another_ones_workspace(tmp_path):
     async with provision(LocalConfig(root=str(tmp_path))) as a, provision(LocalConfig(root=str(tmp_path))) as b:
-        assert a.id != b.id and a.workspace != b.workspace
         await a.write_file("secret.txt", b"a's")
-        with pytest.raises(SandboxError):
-            await b.read_file("secret.txt")
-        assert (await b.exec(["ls"])).stdout == ""
-        if a.isolated:  # under bwrap, b cannot even name a's workspace
-            result = await b.exec(["cat", os.path.join(a.workspace, "secret.txt")])
-            assert result.exit_code != 0
+        result = await b.exec(["cat", os.path.join(a.workspace, "secret.txt")])
+        assert (result.exit_code != 0) is a.isolated
 
 
 async def test_stop_removes_workspace_and_is_idempotent(tmp_path):
@@ -112,17 +85,6 @@ async def test_stop_removes_workspace_and_is_idempotent(tmp_path):
     assert await pipe.read() == b""  # the child is gone
     with pytest.raises(SandboxError, match="not started"):
         await sb.exec(["true"])
-
-
-async def test_spawn_pipe_round_trip(sandbox):
-    pipe = await sandbox.spawn([PY, "-u", "-c", "import sys\nfor line in sys.stdin: print(line.strip().upper())"])
-    assert isinstance(pipe, Pipe)
-    for word in (b"hello", b"again"):
-        await pipe.write(word + b"\n")
-        assert await pipe.readline() == word.upper() + b"\n"
-    await pipe.close()
-    await pipe.close()  # idempotent
-    assert await pipe.read() == b""
 
 
 async def test_spawn_stderr_never_blocks_and_is_kept(sandbox):
@@ -231,6 +193,6 @@ async def test_leftovers_of_a_run_are_found_even_when_the_kill_cut_their_labels_
     old_style = tmp_path / "synth-local-0123456789ab-xyz"  # named before run tags existed: labels only
     old_style.mkdir()
     (old_style / "labels.json").write_text('{"synth.run": "r1"}')
-    assert LocalSandbox.remove_leftovers("r1", str(tmp_path)) == 2
+    assert LocalSandbox.remove_leftovers(cfg, "r1") == 2
     assert [p.name for p in tmp_path.glob("synth-local-*")] == [os.path.basename(other._dir)]
     await other.stop()

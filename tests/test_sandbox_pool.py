@@ -15,7 +15,8 @@ import docker
 import docker.errors
 import pytest
 
-from sandboxes.base import DockerConfig, LocalConfig
+from sandboxes.local import LocalConfig
+from sandboxes.docker import DockerConfig
 from sandboxes.pool import WarmPool
 from synth.core.errors import SandboxError
 
@@ -161,30 +162,3 @@ async def test_local_pool_reuses_a_clean_workspace(tmp_path, isolation):
                 with pytest.raises(SandboxError, match="closed while waiting"):
                     await waiting
         assert list(tmp_path.iterdir()) == []
-
-
-ECHO = "import sys\nfor line in sys.stdin: print(line, end='', flush=True)"
-
-
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
-async def test_a_resident_process_survives_the_reset_and_nothing_else_does(backend, request, run):
-    cfg = (LocalConfig(isolation="auto") if backend == "local"
-           else DockerConfig(image=request.getfixturevalue("docker_image")))
-    echo = [sys.executable if backend == "local" else "python3", "-c", ECHO]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        async with WarmPool(cfg, size=1, labels={"synth.run": run}, acquire_timeout_s=30) as pool:
-            async with pool.acquire() as sb:
-                resident = await sb.spawn(echo, resident=True)
-                episode = await sb.spawn(echo)
-                for pipe in (resident, episode):
-                    await pipe.write(b"hi\n")
-                    assert await pipe.readline() == b"hi\n"
-                first = sb.id
-            await _until(lambda: pool.idle == 1)
-            async with pool.acquire() as sb:
-                assert sb.id == first and pool.stats["replaced"] == 0
-                assert await episode.read() == b""  # the episode's process was ended
-                await resident.write(b"still here\n")
-                assert await resident.readline() == b"still here\n"
-        assert await resident.read() == b""  # stop() ends residents too

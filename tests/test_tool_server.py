@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.base import DockerConfig, LocalConfig, provision
+from sandboxes.local import LocalConfig
+from sandboxes.docker import DockerConfig
+from sandboxes import provision
 from synth.core.errors import ToolError
 from tools.executable import ExecutableToolset, python_argv, ship
 from synth.core.records import ToolSpec

@@ -29,7 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from sandboxes.base import Sandbox, SandboxConfig, provision
+from sandboxes import SandboxConfig, provision
+from sandboxes.base import Sandbox
 from synth.core.hashing import content_hash
 from synth.context import Context
 from synth.core.units import StageStats, Unit, run_units
