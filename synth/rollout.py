@@ -16,11 +16,10 @@ import json
 import time
 from collections import Counter
 from math import comb
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from typing import Any, Awaitable, Callable, Iterable
 
 from sandboxes import provision
-from sandboxes.base import Sandbox
 from sandboxes.pool import WarmPool
 from synth.core.hashing import content_hash
 from synth.context import Context
@@ -29,9 +28,9 @@ from synth.core.shard import in_shard
 from synth.core.records import Agent, Implementation, Task, ToolCallTrace, ToolSpec, Trajectory, Verdict
 from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
 from synth.workers import run_in_workers
-from tools.executable import ExecutableToolset, ToolRuntime, warm_hosts
-from tools.implement import passed_implementations, serving_implementation
-from tools.simulator import SimulatedToolset, ToolOutcome
+from tools.executable import warm_hosts
+from tools.runtime import ToolRuntime, call_tool
+from tools.serving import Serving, tool_runtime
 
 # Always present in Trajectory.usage. Tool-simulator calls go through LLM.structured, which does not
 # return token counts: they are in the stage's usage in manifest.json, not here.
@@ -45,9 +44,9 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
     tool hosts of its sandboxes when episodes will run executable toolsets. With `rollout.workers`
     > 1 the episodes are spread over worker processes (synth/workers.py), each of which calls this
     with `only` (its units) and `ready` (awaited once its pool is warm, before its first episode)."""
-    tools = {t.id: t for t in ctx.store.read("tools")}
+    serving = Serving.of(ctx.store)
+    tools = serving.tools
     agents = {a.id: a for a in ctx.store.read("agents")}
-    implementations = passed_implementations(ctx)
     units = [
         Unit(content_hash([task.id, sample]), (task, sample))
         for task in ctx.store.read("tasks")
@@ -60,15 +59,15 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
     elif ctx.cfg.rollout.workers > 1:
         return await run_in_workers(ctx, "rollout", "trajectories", units)
 
-    def serving(task: Task) -> Implementation | None:
-        return serving_implementation(agents[task.agent_id], implementations, tools)
+    def served_by(task: Task) -> Implementation | None:
+        return serving.implementation(agents[task.agent_id])
 
     async with AsyncExitStack() as stack:
         done = ctx.store.done_units("trajectories")
         pending = [u for u in units if u.id not in done]  # a resumed, finished stage starts no pool
         if pool is None and _pool_size(ctx) and pending:
             pool = await stack.enter_async_context(_warm_pool(ctx))
-            executable = sum(serving(u.payload[0]) is not None for u in pending)
+            executable = sum(served_by(u.payload[0]) is not None for u in pending)
             await warm_hosts(pool, min(pool.size, executable))
         if ready is not None:
             await ready()
@@ -77,7 +76,7 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
             task, sample = unit.payload
             agent = agents[task.agent_id]
             specs = [tools[i] for i in agent.tool_ids if i in tools]
-            return [await run_episode(ctx, unit.id, task, agent, specs, sample, serving(task), pool=pool)]
+            return [await run_episode(ctx, unit.id, task, agent, specs, sample, served_by(task), pool=pool)]
 
         return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)
 
@@ -99,7 +98,8 @@ async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, spec
     async with asyncio.timeout(cfg.episode_timeout_s):
         async with (provision(cfg.sandbox, labels={"synth.run": ctx.cfg.name, "synth.episode": unit_id},
                               pool=pool) as sandbox,
-                    tool_runtime(ctx, specs, sandbox, seed, impl) as runtime):
+                    tool_runtime(specs, sandbox, impl=impl, llm=ctx.llm, seed=seed, fault_rate=cfg.fault_rate,
+                                 process=cfg.tool_process) as runtime):
             await runtime.reset(task.initial_state)
             episode = _Episode(ctx, agent, specs, runtime, seed, usage)
             user = UserSimulator(ctx.llm, task, seed=seed, usage=usage)
@@ -122,19 +122,6 @@ async def run_episode(ctx: Context, unit_id: str, task: Task, agent: Agent, spec
         user_stopped=stopped, turns=turns, duration_s=round(time.monotonic() - started, 3),
         user_flags=flags, usage=dict(usage),
     )
-
-
-@asynccontextmanager
-async def tool_runtime(ctx: Context, specs: list[ToolSpec], sandbox: Sandbox, seed: int,
-                       impl: Implementation | None) -> AsyncIterator[ToolRuntime]:
-    """The toolset's passing implementation served over MCP in the sandbox, else the LLM simulator."""
-    fault_rate = ctx.cfg.rollout.fault_rate
-    if impl is not None:
-        async with ExecutableToolset(specs, sandbox, module=impl.module, seed=seed, fault_rate=fault_rate,
-                                     process=ctx.cfg.rollout.tool_process) as runtime:
-            yield runtime
-    else:
-        yield SimulatedToolset(ctx.llm, specs, sandbox, seed=seed, fault_rate=fault_rate)
 
 
 class _Episode:
@@ -195,18 +182,8 @@ class _Episode:
 
     async def _run_tool(self, call: dict[str, Any], turn: int) -> tuple[dict[str, Any], ToolCallTrace]:
         name, raw_args = call["function"]["name"], call["function"]["arguments"]
-        limit = self.ctx.cfg.rollout.tool_timeout_s
         started = time.monotonic()
-        try:
-            arguments = json.loads(raw_args or "{}")
-        except json.JSONDecodeError as exc:
-            outcome = ToolOutcome(text=f"Error: arguments are not valid JSON ({exc.msg})", is_error=True)
-        else:
-            try:
-                async with asyncio.timeout(limit):  # the episode's own timeout still cancels from outside
-                    outcome = await self.runtime.call(name, arguments)
-            except TimeoutError:
-                outcome = ToolOutcome(text=f"Error: tool {name!r} did not answer within {limit:g} s", is_error=True)
+        outcome = await call_tool(self.runtime, name, raw_args, self.ctx.cfg.rollout.tool_timeout_s)
         trace = ToolCallTrace(call_id=call["id"], name=name, arguments=raw_args, result=outcome.text,
                               is_error=outcome.is_error, fault=outcome.fault,
                               latency_s=round(time.monotonic() - started, 4), turn=turn)

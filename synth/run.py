@@ -30,14 +30,13 @@ from synth.user_sim import user_flag_counts
 from judges.filters import funnel_report
 from sandboxes.gc import remove_run_leftovers
 from judges.stage import judge_all
-from tools.evolve import evolve_tools
-from tools.implement import implement_tools
+from synth.stages import implement, tools
 
 log = logging.getLogger(__name__)
 Stage = Callable[[Context], Awaitable[StageStats]]
 STAGES: dict[str, Stage] = {
-    "tools": evolve_tools,
-    "implement": lambda ctx: implement_tools(ctx, max_repairs=ctx.cfg.tools.implement_max_repairs),
+    "tools": tools.run,
+    "implement": implement.run,
     "agents": make_agents,
     "tasks": make_tasks,
     "rollout": make_rollouts,
@@ -107,6 +106,7 @@ def _mark(ctx: Context, stage: str, **extra: int) -> None:
     manifest = ctx.store.manifest()
     stats = ctx.stats.get(stage)
     manifest.setdefault("stages", {})[stage] = {"status": "done", "failed_units": stats.failed if stats else 0, **extra}
+    manifest.update(stats.manifest if stats else {})
     manifest["funnel"] = funnel_report(ctx.store)
     manifest["counts"] = manifest["funnel"]["counts"]
     if stage == "rollout":

@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from synth.core.errors import Rejected
-from synth.gold import shape_problems, state_default, validate_tasks
+from tools.scaffold import read_state_default
+from synth.gold import shape_problems, validate_tasks
 from synth.context import Context
 from synth.core.units import StageStats, Unit, run_units
 from synth.core.prompts import render
 from synth.core.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task, ToolSpec
-from tools.implement import passed_implementations, serving_implementation
+from tools.serving import Serving, passed_implementations
 
 Short = Annotated[str, Field(min_length=3, max_length=150)]
 DECOYS = "Tools marked (decoy) belong to another service: no task may need them.\n"
@@ -70,23 +71,22 @@ def task_list_model(count: int, gold: bool = False) -> type[BaseModel]:
 
 async def make_tasks(ctx: Context) -> StageStats:
     tools = {t.id: t for t in ctx.store.read("tools")}
-    implementations = passed_implementations(ctx) if ctx.cfg.tasks.gold else {}
+    serving = Serving(tools, passed_implementations(ctx.store) if ctx.cfg.tasks.gold else {})
     units = [Unit(agent.id, agent) for agent in ctx.store.read("agents")]
-    return await run_units(ctx, "tasks", "tasks", units, lambda u: draft_tasks(ctx, u, tools, implementations),
-                           ctx.cfg.concurrency)
+    return await run_units(ctx, "tasks", "tasks", units, lambda u: draft_tasks(ctx, u, serving), ctx.cfg.concurrency)
 
 
-async def draft_tasks(ctx: Context, unit: Unit[Agent], tools: dict[str, ToolSpec],
-                      implementations: dict[str, Implementation] | None = None) -> list[Task]:
-    agent, cfg = unit.payload, ctx.cfg.tasks
-    impl = serving_implementation(agent, implementations or {}, tools)
+async def draft_tasks(ctx: Context, unit: Unit[Agent], serving: Serving) -> list[Task]:
+    """The tasks of one agent: gold ones (replayed before they are kept) when its tools run for real."""
+    agent, cfg, tools = unit.payload, ctx.cfg.tasks, serving.tools
+    impl = serving.implementation(agent)
     decoys = set(agent.distractor_tool_ids)
     tool_lines = "\n".join(f"- {tools[i].name}: {tools[i].description}{' (decoy)' if i in decoys else ''}"
                            for i in agent.tool_ids if i in tools)
     values: dict[str, Any] = dict(system_prompt=agent.system_prompt, tools=tool_lines, count=cfg.per_agent,
                                   rubric_items=cfg.rubric_items, decoys=DECOYS if decoys else "")
     if impl is not None:
-        default = state_default(impl.module)
+        default = read_state_default(impl.module)
         shown = json.dumps(default, sort_keys=True) if default is not None else "(not a literal: see the module)"
         values.update(state_default=shown, module=impl.module)
     prompt = render(__file__, "tasks_gold" if impl else "tasks", **values)
@@ -109,7 +109,7 @@ def _task(unit_id: str, agent: Agent, draft: TaskDraft, rubric_items: int) -> Ta
 async def _validated(ctx: Context, unit_id: str, agent: Agent, tasks: list[Task], drafts: list[GoldTaskDraft],
                      tools: dict[str, ToolSpec], impl: Implementation) -> list[Task]:
     """Gold tasks whose initial state fits STATE_DEFAULT and whose solution replays; the rest are rejected."""
-    default = state_default(impl.module)
+    default = read_state_default(impl.module)
     candidates: list[tuple[int, Task]] = []
     for n, (task, draft) in enumerate(zip(tasks, drafts), 1):
         try:

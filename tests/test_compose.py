@@ -1,6 +1,6 @@
 """Composite implementations (tools/compose.py): one module serving the tools of several toolsets,
 each part's state under its key, run by the real tool host in local (and docker) sandboxes; the
-rule that picks it for mixed and distractor agents (tools/implement.py serving_implementation);
+rule that picks it for mixed and distractor agents (tools/serving.py Serving);
 and a mixed agent's rollout on executable tools end to end against the scripted fake LLM."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from sandboxes.local import LocalConfig
 from sandboxes.docker import DockerConfig
 from sandboxes import provision
 from synth.core.errors import ToolError
-from synth.gold import state_default
+from tools.scaffold import read_state_default
 from synth.core.records import Agent, Implementation, ToolSpec
 from tools.compose import COMPOSITE_PREFIX, compose, state_keys
 from tools.executable import ExecutableToolset
-from tools.implement import serving_implementation
+from tools.serving import Serving
 
 FIXTURES = Path(__file__).parent / "fixtures" / "toolsets"
 NOTES_MODULE = (FIXTURES / "notes" / "impl.py").read_text()
@@ -93,13 +93,13 @@ async def test_an_unseeded_composite_starts_from_every_parts_default():
 
 
 def test_state_default_reads_the_composite_default_without_running_it():
-    assert state_default(COMPOSITE.module) == {"notes": state_default(NOTES_MODULE),
-                                               "llm_fleetservice": state_default(FLEET_MODULE)}
+    assert read_state_default(COMPOSITE.module) == {"notes": read_state_default(NOTES_MODULE),
+                                               "llm_fleetservice": read_state_default(FLEET_MODULE)}
     # A part whose default is not a literal: the composite's is built at import, and not readable here.
     built = FLEET_MODULE.replace('STATE_DEFAULT = {"bookings": {}, "next_id": 1}',
                                  'STATE_DEFAULT = dict(bookings={}, next_id=1)')
     assert built != FLEET_MODULE
-    assert state_default(compose([(NOTES_IMPL, NOTES), (implementation(FLEET, built), FLEET)]).module) is None
+    assert read_state_default(compose([(NOTES_IMPL, NOTES), (implementation(FLEET, built), FLEET)]).module) is None
 
 
 async def test_a_non_literal_part_default_is_built_when_the_module_loads():
@@ -171,7 +171,7 @@ def test_two_toolsets_of_one_name_get_distinct_keys():
     memos = [ToolSpec.model_validate({**m.model_dump(exclude={"id"}), "toolset_id": "id_memos"}) for m in memos]
     memo_module = NOTES_MODULE.replace("_note(", "_memo(")
     composite = compose([(NOTES_IMPL, NOTES), (implementation(memos, memo_module), memos)])
-    assert set(state_default(composite.module)) == {"notes", "notes_2"}
+    assert set(read_state_default(composite.module)) == {"notes", "notes_2"}
 
 
 def test_a_tool_name_in_two_parts_cannot_be_composed():
@@ -195,35 +195,36 @@ def agent(tools: list[ToolSpec], strategy: str = "mixed", decoys: list[ToolSpec]
 
 
 def test_a_single_toolset_agent_gets_its_implementation_itself():
-    assert serving_implementation(agent(NOTES, "single"), IMPLS, TOOLS) is NOTES_IMPL
+    assert Serving(TOOLS, IMPLS).implementation(agent(NOTES, "single")) is NOTES_IMPL
 
 
 def test_a_mixed_agent_gets_a_composite_when_both_toolsets_pass():
     mixed = agent(NOTES + FLEET)
-    served = serving_implementation(mixed, IMPLS, TOOLS)
+    serving = Serving(TOOLS, IMPLS)
+    served = serving.implementation(mixed)
     assert served is not None and served.toolset_id.startswith(COMPOSITE_PREFIX)
     assert served.tool_ids == mixed.tool_ids and served.module == COMPOSITE.module
-    assert serving_implementation(mixed, IMPLS, TOOLS) is served  # composed once, then cached
+    assert serving.implementation(mixed) is served  # composed once, then cached
 
 
 def test_a_mixed_agent_falls_back_when_a_toolset_is_missing_or_failed():
     mixed = agent(NOTES + FLEET)
-    assert serving_implementation(mixed, {NOTES_IMPL.toolset_id: NOTES_IMPL}, TOOLS) is None
+    assert Serving(TOOLS, {NOTES_IMPL.toolset_id: NOTES_IMPL}).implementation(mixed) is None
     failed = implementation(FLEET, FLEET_MODULE, passed=False)
-    assert serving_implementation(mixed, {**IMPLS, failed.toolset_id: failed}, TOOLS) is None
+    assert Serving(TOOLS, {**IMPLS, failed.toolset_id: failed}).implementation(mixed) is None
     partial = implementation(NOTES[:2], NOTES_MODULE)  # covers only two of the agent's notes tools
-    assert serving_implementation(mixed, {**IMPLS, partial.toolset_id: partial}, TOOLS) is None
-    assert serving_implementation(mixed, IMPLS, {t.id: t for t in NOTES}) is None  # a tool of unknown toolset
+    assert Serving(TOOLS, {**IMPLS, partial.toolset_id: partial}).implementation(mixed) is None
+    assert Serving({t.id: t for t in NOTES}, IMPLS).implementation(mixed) is None  # a tool of unknown toolset
 
 
 def test_decoys_need_their_toolset_implemented_too():
     decoy = FLEET[0]
     distracted = agent([NOTES[0], decoy, *NOTES[1:]], "distractors", decoys=[decoy])
-    assert serving_implementation(distracted, {NOTES_IMPL.toolset_id: NOTES_IMPL}, TOOLS) is None
-    served = serving_implementation(distracted, IMPLS, TOOLS)
+    assert Serving(TOOLS, {NOTES_IMPL.toolset_id: NOTES_IMPL}).implementation(distracted) is None
+    served = Serving(TOOLS, IMPLS).implementation(distracted)
     assert served is not None and served.tool_ids == distracted.tool_ids
-    assert set(state_default(served.module)) == {"notes", "llm_fleetservice"}  # the agent's own toolset first
-    assert list(state_default(served.module)) == ["notes", "llm_fleetservice"]
+    assert set(read_state_default(served.module)) == {"notes", "llm_fleetservice"}  # the agent's own toolset first
+    assert list(read_state_default(served.module)) == ["notes", "llm_fleetservice"]
 
 
 def test_a_name_collision_falls_back_to_the_simulator_and_says_why_once(caplog):
@@ -231,10 +232,11 @@ def test_a_name_collision_falls_back_to_the_simulator_and_says_why_once(caplog):
     tools = {**TOOLS, **{t.id: t for t in journal}}
     impls = {**IMPLS, "id_journal": implementation(journal, NOTES_MODULE)}
     clash = agent(NOTES + journal)
-    with caplog.at_level(logging.INFO, logger="tools.implement"):
-        assert serving_implementation(clash, impls, tools) is None
-        assert serving_implementation(clash, impls, tools) is None
-    reasons = [r.getMessage() for r in caplog.records if r.name == "tools.implement"]
+    serving = Serving(tools, impls)
+    with caplog.at_level(logging.INFO, logger="tools.serving"):
+        assert serving.implementation(clash) is None
+        assert serving.implementation(clash) is None
+    reasons = [r.getMessage() for r in caplog.records if r.name == "tools.serving"]
     assert len(reasons) == 1 and "tool simulator" in reasons[0] and "'create_note'" in reasons[0]
 
 

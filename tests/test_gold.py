@@ -12,7 +12,9 @@ from datasets import load_from_disk
 
 from judges.state_check import task_checks
 from synth.config import RunConfig
-from synth.gold import assertion_failures, holds, resolve, shape_problems, state_default, _MISSING
+from tools.scaffold import read_state_default
+from tools.serving import Serving
+from synth.gold import assertion_failures, holds, resolve, shape_problems, _MISSING
 from synth.core.records import Agent, Criterion, Implementation, StateAssertion, Task, ToolSpec, Trajectory
 from synth.run import open_run, run_stages
 from synth.tasks import draft_tasks
@@ -81,10 +83,10 @@ def test_bare_text_values_and_failure_messages():
 
 
 def test_state_default_is_read_without_running_the_module():
-    assert state_default(MODULE) == {"notes": {}, "next_id": 1}
-    assert state_default("import os\nSTATE_DEFAULT = dict(os.environ)") is None  # not a literal
-    assert state_default("def (") is None
-    default = state_default(MODULE)
+    assert read_state_default(MODULE) == {"notes": {}, "next_id": 1}
+    assert read_state_default("import os\nSTATE_DEFAULT = dict(os.environ)") is None  # not a literal
+    assert read_state_default("def (") is None
+    default = read_state_default(MODULE)
     assert shape_problems({"notes": {}, "next_id": 3}, default) == []
     assert shape_problems({"folders": [], "next_id": "3"}, default) == [
         "initial_state key 'folders' is not in STATE_DEFAULT (next_id, notes)",
@@ -160,8 +162,8 @@ async def test_gold_replay_keeps_valid_tasks_and_drops_the_rest_with_reasons(tmp
     async with FakeOpenAI(handler=tasks_handler(drafts)) as fake:
         async with open_run(cfg_for(tmp_path, fake.base_url), quiet=True) as ctx:
             agent = agent_for(tools)
-            tasks = await draft_tasks(ctx, Unit(agent.id, agent), {t.id: t for t in tools},
-                                      {agent.toolset_id: implementation(tools)})
+            serving = Serving({t.id: t for t in tools}, {agent.toolset_id: implementation(tools)})
+            tasks = await draft_tasks(ctx, Unit(agent.id, agent), serving)
             errors = ctx.store.read("errors")
     (task,) = tasks
     assert task.validated and task.goal == GOOD["goal"] and task.initial_state == STATE_INITIAL
@@ -181,7 +183,7 @@ async def test_simulated_toolsets_get_plain_tasks(tmp_path):
     async with FakeOpenAI() as fake:
         async with open_run(cfg_for(tmp_path, fake.base_url), quiet=True) as ctx:
             agent = agent_for(tools)
-            tasks = await draft_tasks(ctx, Unit(agent.id, agent), {t.id: t for t in tools}, {})
+            tasks = await draft_tasks(ctx, Unit(agent.id, agent), Serving({t.id: t for t in tools}, {}))
             prompt = fake.requests[-1]["messages"][-1]["content"]
     assert tasks and all(not t.validated and not t.gold_actions and not t.assertions for t in tasks)
     assert "STATE_DEFAULT" not in prompt and "gold_actions" not in json.dumps(fake.requests[-1]["response_format"])

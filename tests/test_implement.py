@@ -18,8 +18,10 @@ from synth.config import RunConfig
 from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
 from tools.executable import ExecutableToolset
-from tools.implement import BODY_ATTEMPTS, Implementation, implement_tools, passed_implementations
-from synth.core.records import ToolSpec
+from synth.stages.implement import run as implement_tools
+from tools.implement import BODY_ATTEMPTS
+from tools.serving import passed_implementations
+from synth.core.records import Implementation, ToolSpec
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
 TOOLS = json.loads((NOTES / "tools.json").read_text())
@@ -87,7 +89,7 @@ async def test_bodies_from_the_llm_pass_repair_and_stubs_never_pass(tmp_path):
             requests = len(fake.requests)
             again = await implement_tools(ctx, max_repairs=1)  # resume: nothing redone
             assert len(fake.requests) == requests and again.skipped == 3
-            executable = passed_implementations(ctx)
+            executable = passed_implementations(ctx.store)
     assert stats.done == 3 and stats.failed == 0
     asked = Counter((re.search(r"toolset: (\w+)", r["messages"][-1]["content"])[1], target(r)[0]) for r in fake.requests)
     # A failed round trip names its creator and its reader: both are redrafted, the other bodies kept.

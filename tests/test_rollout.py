@@ -16,7 +16,8 @@ from synth.rollout import USAGE_KEYS, make_rollouts, pass_at_k, pass_hat_k, pass
 from synth.run import open_run
 from synth.user_sim import PREMATURE_STOP, STOP
 from tests.fake_openai import FakeOpenAI
-from tools.simulator import FAULTS, SimulatedToolset, ToolOutcome
+from tools.runtime import FAULTS, ToolOutcome, injected_fault
+from tools.simulator import SimulatedToolset
 
 SCHEMA = {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}
 NAMES = ("get_a", "get_b", "get_c")
@@ -106,16 +107,24 @@ async def test_a_tool_call_timeout_is_an_error_result_not_a_failed_episode(tmp_p
     assert first[1].latency_s < 5
 
 
-def test_faults_are_seeded_per_call():
-    def faults(seed, rate):
-        toolset = SimulatedToolset(None, [], None, seed=seed, fault_rate=rate)  # type: ignore[arg-type]
-        return [toolset.fault(i) for i in range(1, 201)]
+def faults(seed: int, rate: float, calls: int = 200) -> list[str | None]:
+    return [o.fault if (o := injected_fault(seed, i, rate)) else None for i in range(1, calls + 1)]
 
+
+def test_faults_are_seeded_per_call():
     assert faults(7, 0.3) == faults(7, 0.3)
     assert faults(7, 0.3) != faults(8, 0.3)
     assert 30 < sum(f is not None for f in faults(7, 0.3)) < 90
     assert set(faults(7, 0.3)) == {None, *FAULTS}
     assert faults(7, 0.0) == [None] * 200 and None not in faults(7, 1.0)
+
+
+def test_faults_are_the_draws_earlier_code_made():
+    """Seed 7 at 0.3, as SimulatedToolset.fault drew them at d6b5e47: a rerun of an old run fails the same calls."""
+    assert faults(7, 0.3, 20) == [None, "rate_limited", None, None, None, None, "unavailable", None, None, None,
+                                  None, None, None, None, None, "timeout", None, None, "unavailable", None]
+    outcome = injected_fault(7, 2, 0.3)
+    assert outcome.is_error and outcome.text == "Error: rate limit exceeded (429), retry in a few seconds"
 
 
 async def test_fault_injection_is_recorded_and_repeats_with_the_seed(tmp_path, fake):
@@ -125,7 +134,7 @@ async def test_fault_injection_is_recorded_and_repeats_with_the_seed(tmp_path, f
         traces.append([(t.name, t.fault, t.result) for t in trajectory.tool_calls])
     assert traces[0] == traces[1]
     injected = [t for t in traces[0] if t[1]]
-    assert injected and all(result == FAULTS[fault] for _, fault, result in injected)
+    assert injected and all(result == f"Error: {FAULTS[fault]}" for _, fault, result in injected)
     assert any(fault is None for _, fault, _ in traces[0])
 
 

@@ -142,16 +142,16 @@ async def test_the_image_carries_the_runner(docker_image):
     assert result.exit_code == 0 and "--module" in result.stdout, result.stderr
 
 
-async def test_seeded_faults_match_the_simulator_and_leave_state_alone():
-    from tools.simulator import SimulatedToolset
+async def test_seeded_faults_are_the_one_draw_and_leave_state_alone():
+    from tools.runtime import injected_fault
 
     async with provision(LocalConfig(isolation="auto")) as sb:
         rt = ExecutableToolset(SPECS, sb, module=MODULE, seed=7, fault_rate=0.5)
-        simulated = SimulatedToolset(None, SPECS, sb, seed=7, fault_rate=0.5)  # type: ignore[arg-type]
         async with rt:
             await rt.reset({})
             outcomes = [await rt.call("create_note", {"title": f"n{i}", "body": "b"}) for i in range(12)]
-            assert [o.fault for o in outcomes] == [simulated.fault(i) for i in range(1, 13)]
+            drawn = [injected_fault(7, i, 0.5) for i in range(1, 13)]
+            assert [o.fault for o in outcomes] == [d.fault if d else None for d in drawn]
             assert any(o.fault for o in outcomes) and not all(o.fault for o in outcomes)
             assert len((await rt.snapshot())["notes"]) == sum(not o.fault for o in outcomes)
 

@@ -28,7 +28,7 @@ the same parts in the same order always get the same keys.
 
 The harness never executes generated code: this works on source text only (`ast` to read literals
 and imports). When every part's STATE_DEFAULT is a literal, the composite's is written as a literal
-too, so `synth.gold.state_default` reads it for gold-task prompts; otherwise it is built at import.
+too, so `tools.scaffold.read_state_default` reads it for gold-task prompts; otherwise it is built at import.
 
 Part sources are embedded as raw triple-quoted strings when that reads back exactly (checked with
 `ast.literal_eval`), else as repr: the gold-task prompt shows the module to an LLM, which reads code
@@ -40,7 +40,7 @@ toolset_id -> implementation map), `toolset` = the parts' names joined by " + " 
 names a mixed agent's), `domain` = the first part's, `tool_ids` = the exposed tools (in `order`
 when given), `tests` = "" (the parts were tested; the composition is plumbing checked by
 tests/test_compose.py), `provenance["composed"]` naming the parts' ids and keys. It is derived on
-the fly (tools/implement.py `serving_implementation`) and never stored.
+the fly (tools/serving.py `Serving`) and never stored.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import ast
 import re
 from typing import Any
 
-from synth.gold import state_default
+from tools.scaffold import read_state_default
 from synth.core.records import Implementation, ToolSpec
 
 COMPOSITE_PREFIX = "composite:"  # composite toolset ids never equal a real toolset id
@@ -62,7 +62,7 @@ class Part:
     def __init__(self, impl: Implementation, specs: list[ToolSpec], key: str):
         self.impl, self.specs, self.key = impl, specs, key
         self.names = [s.name for s in specs]
-        self.default = state_default(impl.module)
+        self.default = read_state_default(impl.module)
 
 
 def compose(parts: list[tuple[Implementation, list[ToolSpec]]], order: list[str] | None = None) -> Implementation:

@@ -1,4 +1,5 @@
-"""Evolve synthetic tools: categories -> application domains -> toolsets of MCP tool specs.
+"""Evolve synthetic tools: categories -> application domains -> toolsets of MCP tool specs (the tools
+stage, synth/stages/tools.py, runs it one toolset per unit).
 
 Toolsets share one state model so their tools compose. The LLM drafts parameters; the inputSchema
 is built here and then validated like any imported schema, and invalid tools are dropped with
@@ -25,12 +26,14 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from synth.core.errors import ParseError, Rejected
-from synth.core.hashing import content_hash
-from synth.context import Context
-from synth.core.units import StageStats, Unit, run_units
+from synth.core.hashing import content_hash, derive_seed
+from synth.core.llm import LLM
 from synth.core.prompts import render
-from tools.diversity import Embedder, get_embedder, near_duplicates, nearest, tool_text
 from synth.core.records import ToolSpec
+from synth.core.store import RunStore
+from synth.core.units import Unit
+from tools.config import ToolsConfig
+from tools.diversity import Embedder, get_embedder, near_duplicates, nearest, tool_text
 from tools.spec import schema_problems
 
 MAX_COVERED = 30  # labels listed in a steering prompt: enough to steer, short enough for small models
@@ -82,33 +85,24 @@ class ToolsetPlan(BaseModel):
     variant: int
 
 
-async def evolve_tools(ctx: Context) -> StageStats:
-    pool = ctx.store.read("tools", ToolSpec)  # at stage start: imported tools + units done before
-    steer = _Steering(pool, ctx.cfg.tools.embeddings)
-    plans = await plan_toolsets(ctx, steer)
-    units = [Unit(content_hash(p.model_dump()), p) for p in plans]
-    gate = None
-    if ctx.cfg.tools.near_duplicate_threshold is not None:
-        gate = _DedupGate(ctx, pool, steer.embedder, units)
-    record_embeddings(ctx, steer.embedder if (gate or steer.real) else None)
-    return await run_units(ctx, "tools", "tools", units, lambda u: draft_toolset(ctx, u, steer, gate),
-                           ctx.cfg.concurrency)
+def units_of(plans: list[ToolsetPlan]) -> list[Unit[ToolsetPlan]]:
+    """One unit of work per planned toolset; its id is the plan's content hash (and the toolset's id)."""
+    return [Unit(content_hash(p.model_dump()), p) for p in plans]
 
 
-def record_embeddings(ctx: Context, embedder: Embedder | None) -> None:
+def embeddings_section(cfg: ToolsConfig, embedder: Embedder | None) -> dict:
     """manifest.json `tools_embeddings`: which backend decided near duplicates (and steered), so a
     reader of the run knows whether MiniLM or the lexical fallback was in effect ("auto" hides it).
     `backend` is null when nothing was embedded (no threshold and no imported tools)."""
-    threshold = ctx.cfg.tools.near_duplicate_threshold
-    ctx.store.update_manifest(tools_embeddings={
-        "configured": ctx.cfg.tools.embeddings,
+    return {
+        "configured": cfg.embeddings,
         "backend": embedder.backend_name if embedder else None,
-        "near_duplicate_threshold": threshold,
-        "near_duplicate_removal": threshold is not None,
-    })
+        "near_duplicate_threshold": cfg.near_duplicate_threshold,
+        "near_duplicate_removal": cfg.near_duplicate_threshold is not None,
+    }
 
 
-class _Steering:
+class Steering:
     """What the imported (real) tools cover: labels for the plan prompts, nearest tools per domain."""
 
     def __init__(self, pool: list[ToolSpec], backend: str):
@@ -138,15 +132,16 @@ class _Steering:
         return ", ".join(names[:NEAREST_TOOLS])
 
 
-class _DedupGate:
+class DedupGate:
     """Decides near duplicates unit by unit in plan order, whatever order the drafts finish in."""
 
-    def __init__(self, ctx: Context, pool: list[ToolSpec], embedder: Embedder, units: list[Unit[ToolsetPlan]]):
-        self.ctx, self.embedder = ctx, embedder
-        self.threshold = float(ctx.cfg.tools.near_duplicate_threshold or 0)
+    def __init__(self, store: RunStore, threshold: float, pool: list[ToolSpec], embedder: Embedder,
+                 units: list[Unit[ToolsetPlan]]):
+        self.store, self.embedder = store, embedder
+        self.threshold = float(threshold)
         self.kept: list[ToolSpec] = list(pool)
         self.vectors = embedder.embed([tool_text(t) for t in pool])
-        done = ctx.store.done_units("tools")
+        done = store.done_units("tools")
         self.order = [u.id for u in units]
         self.turns = {u.id: asyncio.Event() for u in units}
         for unit_id in done:
@@ -169,7 +164,7 @@ class _DedupGate:
             # Indices past the pool point into this unit's own earlier (kept) specs.
             twin = self.kept[index] if index < n_ref else specs[index - n_ref]
             where = twin.toolset or twin.domain or twin.category or "-"
-            self.ctx.store.error("tools", unit_id, Rejected(
+            self.store.error("tools", unit_id, Rejected(
                 f"tool {spec.name!r}: near duplicate of {twin.name!r} ({twin.kind}, {where}, id {twin.id}): "
                 f"cosine {cosine:.3f} >= {self.threshold} ({self.embedder.backend_name} embeddings)"),
                 raw=spec.model_dump_json(by_alias=True))
@@ -181,12 +176,11 @@ class _DedupGate:
         self.turns[unit_id].set()
 
 
-async def plan_toolsets(ctx: Context, steer: _Steering | None = None) -> list[ToolsetPlan]:
+async def plan_toolsets(llm: LLM, store: RunStore, cfg: ToolsConfig, steer: Steering | None = None) -> list[ToolsetPlan]:
     """Categories, then domains per category. Cached LLM calls make this free on resume."""
-    cfg = ctx.cfg.tools
-    steer = steer or _Steering([], cfg.embeddings)
+    steer = steer or Steering([], cfg.embeddings)
     prompt = render(__file__, "categories", count=cfg.categories, covered=steer.covered("category"))
-    reply = await ctx.llm.structured(_ask(prompt), CategoryList)
+    reply = await llm.structured(_ask(prompt), CategoryList)
     categories = _distinct(reply.categories)[: cfg.categories]
     covered_domains = steer.covered("domain")
 
@@ -194,9 +188,9 @@ async def plan_toolsets(ctx: Context, steer: _Steering | None = None) -> list[To
         prompt = render(__file__, "domains", category=category, count=cfg.domains_per_category,
                         covered=covered_domains)
         try:
-            reply = await ctx.llm.structured(_ask(prompt), DomainList)
+            reply = await llm.structured(_ask(prompt), DomainList)
         except ParseError as exc:
-            ctx.store.error("tools", content_hash(category), exc, raw=exc.raw)
+            store.error("tools", content_hash(category), exc, raw=exc.raw)
             return []
         return _distinct(reply.domains)[: cfg.domains_per_category]
 
@@ -209,29 +203,31 @@ async def plan_toolsets(ctx: Context, steer: _Steering | None = None) -> list[To
     ]
 
 
-async def draft_toolset(ctx: Context, unit: Unit[ToolsetPlan], steer: _Steering | None = None,
-                        gate: _DedupGate | None = None) -> list[ToolSpec]:
+async def draft_toolset(llm: LLM, store: RunStore, cfg: ToolsConfig, run_seed: int, unit: Unit[ToolsetPlan],
+                        steer: Steering | None = None, gate: DedupGate | None = None) -> list[ToolSpec]:
+    """The toolset of one plan, its invalid tools (and near duplicates, with a gate) rejected with their reason."""
     try:
-        specs = await _draft(ctx, unit, steer or _Steering([], ctx.cfg.tools.embeddings))
+        specs = await _draft(llm, store, cfg, run_seed, unit, steer or Steering([], cfg.embeddings))
         return await gate.decide(unit.id, specs) if gate else specs
     finally:
         if gate:
             gate.release(unit.id)  # also after a failed draft, so later units are not kept waiting
 
 
-async def _draft(ctx: Context, unit: Unit[ToolsetPlan], steer: _Steering) -> list[ToolSpec]:
+async def _draft(llm: LLM, store: RunStore, cfg: ToolsConfig, run_seed: int, unit: Unit[ToolsetPlan],
+                 steer: Steering) -> list[ToolSpec]:
     plan = unit.payload
     prompt = render(__file__, "toolset", domain=plan.domain, category=plan.category,
-                    count=ctx.cfg.tools.tools_per_toolset, variant=plan.variant + 1,
+                    count=cfg.tools_per_toolset, variant=plan.variant + 1,
                     nearest=steer.nearest_tools(plan.category, plan.domain))
-    draft = await ctx.llm.structured(_ask(prompt), toolset_model(ctx.cfg.tools.tools_per_toolset),
-                                     seed=ctx.seed_for("toolset", unit.id))
+    draft = await llm.structured(_ask(prompt), toolset_model(cfg.tools_per_toolset),
+                                 seed=derive_seed(run_seed, "toolset", unit.id))
     specs, seen = [], set()
-    for tool in draft.tools[: ctx.cfg.tools.tools_per_toolset]:
+    for tool in draft.tools[: cfg.tools_per_toolset]:
         spec = to_spec(tool, draft, plan, unit.id)
         problems = schema_problems(spec) + ([f"duplicate tool name {spec.name!r}"] if spec.name in seen else [])
         if problems:
-            ctx.store.error("tools", unit.id, Rejected(f"tool {spec.name!r}: " + "; ".join(problems)),
+            store.error("tools", unit.id, Rejected(f"tool {spec.name!r}: " + "; ".join(problems)),
                             raw=spec.model_dump_json(by_alias=True))
             continue
         seen.add(spec.name)

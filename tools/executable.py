@@ -1,6 +1,6 @@
 """Executable synthetic tools: a generated Python module served by tools/server inside the sandbox.
 
-Same shape as SimulatedToolset (reset, call, snapshot), so the rollout loop cannot tell them apart.
+Same shape as SimulatedToolset (tools/runtime.py ToolRuntime), so the episode loop cannot tell them apart.
 
 Each sandbox gets one resident tool host (`python -m tools.server --host`, tools/server/host.py),
 started on the first episode and kept while the sandbox lives: a warm pool's reset spares it, so a
@@ -24,16 +24,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import weakref
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sandboxes.base import Sandbox
 from synth.core.errors import HostTimeout, ToolError
 from tools.host_client import HostConnection
-from tools.simulator import FAULTS, STATE_FILE, ToolOutcome
+from tools.runtime import STATE_FILE, ToolOutcome, injected_fault, tool_error, unknown_tool
 from synth.core.records import ToolSpec
 
 if TYPE_CHECKING:
@@ -67,20 +66,6 @@ async def ship(sandbox: Sandbox, module: str | None = None, specs: list[dict[str
     if specs is not None:
         files[SPECS_FILE] = json.dumps(specs).encode()
     await asyncio.gather(*(sandbox.write_file(path, data) for path, data in files.items()))
-
-
-class ToolRuntime(Protocol):
-    """What the rollout needs from a tool runtime: SimulatedToolset and ExecutableToolset both fit."""
-
-    async def reset(self, initial_state: dict[str, Any]) -> None: ...
-
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome: ...
-
-    async def snapshot(self) -> dict[str, Any]: ...
-
-    async def finish(self) -> dict[str, Any]:
-        """End the episode and return its final state (no call may follow)."""
-        ...
 
 
 _HOSTS: "weakref.WeakKeyDictionary[Sandbox, ToolHost]" = weakref.WeakKeyDictionary()
@@ -196,28 +181,20 @@ class ExecutableToolset:
         index = self.calls  # taken before any await, as in SimulatedToolset
         host = self._current()
         if name not in self.specs:
-            return ToolOutcome(text=f"Error: unknown tool {name!r}; available: {sorted(self.specs)}", is_error=True)
-        if fault := self.fault(index):  # injected before the server sees the call: the state is untouched
-            return ToolOutcome(text=FAULTS[fault], is_error=True, fault=fault)
+            return unknown_tool(name, self.specs)
+        if fault := injected_fault(self.seed, index, self.fault_rate):  # before the server sees it: state untouched
+            return fault
         try:
             result = await host.request("tools/call", {"name": name, "arguments": arguments})
         except ToolError as e:  # the episode process died (a generated module that calls os._exit, say)
             raise ToolError(f"toolset server failed on {name!r}: {e}") from e
         text = "\n".join(c.get("text") or json.dumps(c) for c in result.get("content") or [])
-        is_error = bool(result.get("isError"))
-        return ToolOutcome(text=f"Error: {text}" if is_error else text, is_error=is_error)
+        return tool_error(text) if result.get("isError") else ToolOutcome(text=text)
 
     def _current(self) -> ToolHost:
         if self._host is None or not self._host.usable:
             raise ToolError("ExecutableToolset used before reset() (or after its episode ended)")
         return self._host
-
-    def fault(self, index: int) -> str | None:
-        """The same seeded draw as SimulatedToolset.fault: a rerun fails the same calls the same way."""
-        if self.fault_rate <= 0:
-            return None
-        rng = random.Random(f"{self.seed}:{index}")
-        return rng.choice(sorted(FAULTS)) if rng.random() < self.fault_rate else None
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """What the server offers, in MCP form (for checks: it must equal the specs)."""

@@ -1,4 +1,5 @@
-"""`synth tools implement`: turn simulated toolsets into executable ones (a Python module + tests).
+"""Turn a simulated toolset into an executable one: a Python module + tests (`synth tools implement`,
+the stage in synth/stages/implement.py).
 
 The harness writes what is deterministic (tools/scaffold.py: module header, STATE_DEFAULT from the
 tool names, signatures that match each inputSchema exactly, docstrings) and the tests
@@ -20,35 +21,28 @@ ToolSpec ids are content hashes, so specs are not rewritten.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
-from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from sandboxes import SandboxConfig, provision
+from sandboxes import provision
 from sandboxes.base import Sandbox
-from synth.core.hashing import content_hash
-from synth.context import Context
-from synth.core.units import StageStats, Unit, run_units
+from synth.core.hashing import derive_seed
+from synth.core.llm import LLM
 from synth.core.prompts import render
-from synth.core.records import Agent, Implementation, ToolSpec
+from synth.core.records import Implementation, ToolSpec
 from tools import scaffold
-from tools.compose import compose
 from tools.executable import HOME, MODULE_FILE, SPECS_FILE, python_argv, ship
 from tools.smoke import smoke_tests
 
 TESTS_FILE = f"{HOME}/tests.py"
-DEFAULT_MAX_REPAIRS = 2
 BODY_ATTEMPTS = 4  # LLM replies per body and round until one compiles with no undefined name
 BODY_MAX_TOKENS = 400
 STUB = '    raise ToolFailure("not implemented: no LLM-written body compiled")'
 EXAMPLES = Path(__file__).parent / "prompts" / "implement_examples.md"
-
-log = logging.getLogger(__name__)
 
 
 class SelftestReport(BaseModel):
@@ -92,24 +86,10 @@ class Body(BaseModel):
     replies: int = 0
 
 
-async def implement_tools(ctx: Context, *, max_repairs: int = DEFAULT_MAX_REPAIRS,
-                          sandbox: SandboxConfig | None = None) -> StageStats:
-    groups: dict[str, list[ToolSpec]] = defaultdict(list)
-    for spec in ctx.store.read("tools"):
-        if spec.kind == "simulated" and spec.toolset_id:
-            groups[spec.toolset_id].append(spec)
-    units = [Unit(content_hash(["implement", tid, sorted(s.id for s in specs)]), specs)
-             for tid, specs in groups.items()]
-    cfg = sandbox or ctx.cfg.rollout.sandbox
-
-    async def work(unit: Unit[list[ToolSpec]]) -> list[Implementation]:
-        return [await implement_toolset(ctx, unit.id, unit.payload, max_repairs=max_repairs, sandbox=cfg)]
-
-    return await run_units(ctx, "implement", "implementations", units, work, ctx.cfg.concurrency)
-
-
-async def implement_toolset(ctx: Context, unit_id: str, specs: list[ToolSpec], *, max_repairs: int,
-                            sandbox: SandboxConfig) -> Implementation:
+async def implement_toolset(llm: LLM, run_seed: int, unit_id: str, specs: list[ToolSpec], *, max_repairs: int,
+                            sandbox: Any, labels: dict[str, str]) -> Implementation:
+    """Draft, test (in a sandbox of config `sandbox`) and repair one toolset's module; the record says
+    whether it passed, after how many rounds, and why each failed round failed."""
     first = specs[0]
     tools = [s.to_mcp() for s in specs]
     names = [t["name"] for t in tools]
@@ -122,12 +102,11 @@ async def implement_toolset(ctx: Context, unit_id: str, specs: list[ToolSpec], *
     todo: dict[str, str] = {name: "" for name in names}  # function -> the failure to show ("": first draft)
     errors: list[str] = []
     report, rounds, module = None, 0, ""
-    labels = {"synth.run": ctx.cfg.name, "synth.implement": unit_id}
     async with provision(sandbox, labels=labels) as box:
         for attempt in range(max_repairs + 1):
             rounds += 1
             drafted = await asyncio.gather(*(
-                draft_body(ctx, unit_id, attempt, head, heads[n], n, todo[n], names, context) for n in todo))
+                draft_body(llm, run_seed, unit_id, attempt, head, heads[n], n, todo[n], names, context) for n in todo))
             for name, (body, problems) in zip(todo, drafted):
                 body.replies += bodies[name].replies if name in bodies else 0
                 bodies[name] = body
@@ -143,17 +122,11 @@ async def implement_toolset(ctx: Context, unit_id: str, specs: list[ToolSpec], *
             todo = {**report.blame(names), **{n: "no body compiled yet" for n in stubs}}
             todo = todo or {n: "; ".join(report.failures())[:600] for n in names}  # nothing to pin it on
     passed = bool(report and report.passed) and all(b.by == "llm" for b in bodies.values())
-    record = Implementation(
+    return Implementation(
         unit=unit_id, toolset_id=first.toolset_id, toolset=first.toolset, domain=first.domain,
         tool_ids=[s.id for s in specs], module=module, tests=tests, passed=passed, rounds=rounds,
         errors=errors, sandbox=sandbox.type, provenance=provenance(bodies),
     )
-    if passed:  # readable copies beside the records (the record stays the source of truth)
-        folder = ctx.store.root / "implementations"
-        folder.mkdir(exist_ok=True)
-        (folder / f"{first.toolset_id}.py").write_text(record.module)
-        (folder / f"{first.toolset_id}_tests.py").write_text(record.tests)
-    return record
 
 
 def provenance(bodies: dict[str, Body]) -> dict[str, str]:
@@ -168,7 +141,7 @@ def provenance(bodies: dict[str, Body]) -> dict[str, str]:
     }
 
 
-async def draft_body(ctx: Context, unit_id: str, attempt: int, head: str, function_head: str, name: str,
+async def draft_body(llm: LLM, run_seed: int, unit_id: str, attempt: int, head: str, function_head: str, name: str,
                      failure: str, names: list[str], context: str) -> tuple[Body, list[str]]:
     """One body from the LLM that compiles and uses only defined names, or the stub. Returns the
     body and the problems of the replies that were refused."""
@@ -178,8 +151,8 @@ async def draft_body(ctx: Context, unit_id: str, attempt: int, head: str, functi
         shown = failure if not problems else problems[-1]
         messages = body_messages(scaffold.verb_class(name), head, function_head, shown, context)
         # Low temperature copies the examples' shape; warmer retries get out of a rut.
-        reply = await ctx.llm.chat(messages, seed=ctx.seed_for("implement", unit_id, name, attempt, tries),
-                                   max_tokens=BODY_MAX_TOKENS, temperature=min(0.2 + 0.25 * tries, 1.0))
+        reply = await llm.chat(messages, seed=derive_seed(run_seed, "implement", unit_id, name, attempt, tries),
+                               max_tokens=BODY_MAX_TOKENS, temperature=min(0.2 + 0.25 * tries, 1.0))
         body = scaffold.extract_body(reply.message.get("content") or "", name)
         problem = scaffold.body_problem(head, function_head, body, known)
         if problem is None:
@@ -229,75 +202,3 @@ async def run_selftest(box: Sandbox, module: str, tests: str, tools: list[dict[s
     except (IndexError, ValueError):
         why = "timed out" if result.timed_out else f"exit {result.exit_code}"
         return SelftestReport(problems=[f"the test run crashed ({why}): {result.stderr.strip()[-800:]}"])
-
-
-def serving_implementation(agent: Agent, implementations: dict[str, Implementation],
-                           tools: dict[str, ToolSpec]) -> Implementation | None:
-    """The passing implementation that serves every tool of the agent, if any. One rule for rollouts
-    (run the tools for real), gold tasks (written only for those) and the RL environment spec.
-
-    `implementations`: toolset_id -> implementation; `tools`: ToolSpec id -> spec (to know which
-    toolset each tool of a mixed or distractor agent comes from). An agent served by its own
-    toolset's implementation gets that very record. An agent whose tools span several toolsets gets
-    a composite (tools/compose.py, derived here and never stored) when every toolset involved has
-    a passing implementation covering the agent's tools of it, decoys included (they run for real
-    too); else None, and the LLM simulator serves it."""
-    impl = implementations.get(agent.toolset_id)
-    if impl is not None and set(agent.tool_ids) <= set(impl.tool_ids):
-        return impl
-    parts = _composite_parts(agent, implementations, tools)
-    if parts is None:
-        return None
-    composed = _composed(parts, agent.tool_ids)
-    if isinstance(composed, str):
-        if agent.id not in _FALLBACK_LOGGED:
-            _FALLBACK_LOGGED.add(agent.id)
-            log.info("agent %s (%s) runs on the tool simulator: its implementations cannot be composed: %s",
-                     agent.id, agent.toolset, composed)
-        return None
-    return composed
-
-
-def _composed(parts: list[tuple[Implementation, list[ToolSpec]]], order: list[str]) -> Implementation | str:
-    """The composite of these parts, or why there is none; made once per parts and order (ids are
-    content hashes, so equal keys mean equal compositions)."""
-    key = (tuple((impl.id, tuple(s.id for s in specs)) for impl, specs in parts), tuple(order))
-    if key not in _COMPOSED:
-        if len(_COMPOSED) >= COMPOSED_CACHE_SIZE:
-            _COMPOSED.clear()  # agents of one run number in the thousands at most: a rare, cheap reset
-        try:
-            _COMPOSED[key] = compose(parts, order=order)
-        except ValueError as e:
-            _COMPOSED[key] = str(e)
-    return _COMPOSED[key]
-
-
-COMPOSED_CACHE_SIZE = 4096
-# Rollouts ask per task: a composition is made once per set of parts (its value, or why it failed).
-_COMPOSED: dict[tuple[Any, ...], Implementation | str] = {}
-_FALLBACK_LOGGED: set[str] = set()
-
-
-def _composite_parts(agent: Agent, implementations: dict[str, Implementation],
-                     tools: dict[str, ToolSpec]) -> list[tuple[Implementation, list[ToolSpec]]] | None:
-    """(implementation, the agent's tools of its toolset) per toolset, the agent's own first, then in
-    the order the tools list them; None unless every toolset has a passing implementation of them."""
-    if not agent.tool_ids or any(i not in tools for i in agent.tool_ids):
-        return None  # a tool whose toolset is unknown cannot be served for real
-    groups: dict[str, list[ToolSpec]] = {}
-    for spec in sorted((tools[i] for i in agent.tool_ids), key=lambda s: s.toolset_id != agent.toolset_id):
-        groups.setdefault(spec.toolset_id, []).append(spec)
-    if len(groups) < 2:
-        return None
-    parts = []
-    for toolset_id, specs in groups.items():
-        impl = implementations.get(toolset_id)
-        if impl is None or not impl.passed or not {s.id for s in specs} <= set(impl.tool_ids):
-            return None
-        parts.append((impl, specs))
-    return parts
-
-
-def passed_implementations(ctx: Context) -> dict[str, Implementation]:
-    """toolset_id -> the passing implementation, for the rollout's runtime choice."""
-    return {i.toolset_id: i for i in ctx.store.read("implementations") if i.passed}

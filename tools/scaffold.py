@@ -225,3 +225,19 @@ def _own_nodes(fn: ast.FunctionDef):
         yield node
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             stack.extend(ast.iter_child_nodes(node))
+
+
+def read_state_default(module: str) -> dict[str, Any] | None:
+    """STATE_DEFAULT of a generated module, read as a literal (the host never runs generated code)."""
+    try:
+        tree = ast.parse(module)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "STATE_DEFAULT" for t in node.targets)):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None

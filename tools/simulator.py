@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -18,9 +17,8 @@ from sandboxes.base import Sandbox
 from synth.core.llm import LLM
 from synth.core.prompts import render
 from synth.core.records import ToolSpec
+from tools.runtime import STATE_FILE, ToolOutcome, injected_fault, tool_error, unknown_tool
 from tools.spec import validate_arguments
-
-STATE_FILE = "state.json"
 
 
 class StateUpdate(BaseModel):
@@ -31,21 +29,6 @@ class StateUpdate(BaseModel):
 class SimulatedReply(BaseModel):
     result: Annotated[str, Field(min_length=1, max_length=400)]
     updates: list[StateUpdate] = Field(max_length=8)
-
-
-class ToolOutcome(BaseModel):
-    text: str
-    is_error: bool = False
-    fault: str | None = Field(None, description="The injected fault, when one was injected.")
-
-
-# Injected faults: what flaky real services answer. Drawn per call from the seed, so a rerun of an
-# episode fails the same calls the same way, whatever order concurrent calls finish in.
-FAULTS = {
-    "unavailable": "Error: service temporarily unavailable (503), retry later",
-    "rate_limited": "Error: rate limit exceeded (429), retry in a few seconds",
-    "timeout": "Error: upstream timed out (504) before completing the request",
-}
 
 
 class SimulatedToolset:
@@ -73,12 +56,12 @@ class SimulatedToolset:
         index = self.calls  # taken before any await: concurrent calls keep their own index
         spec = self.specs.get(name)
         if spec is None:
-            return ToolOutcome(text=f"Error: unknown tool {name!r}; available: {sorted(self.specs)}", is_error=True)
+            return unknown_tool(name, self.specs)
         problem = validate_arguments(spec.input_schema, arguments)
         if problem:
-            return ToolOutcome(text=f"Error: {problem}", is_error=True)
-        if fault := self.fault(index):
-            return ToolOutcome(text=FAULTS[fault], is_error=True, fault=fault)
+            return tool_error(problem)
+        if fault := injected_fault(self.seed, index, self.fault_rate):
+            return fault
         state = await self.snapshot()
         prompt = render(__file__, "simulator", name=name, domain=spec.domain, state_model=spec.state_model or "-",
                         description=spec.description, schema=json.dumps(spec.input_schema),
@@ -90,13 +73,6 @@ class SimulatedToolset:
             # Shielded: a tool timeout must not leave a half-written ledger behind.
             await asyncio.shield(self._merge({u.key: u.value for u in reply.updates}))
         return ToolOutcome(text=reply.result)
-
-    def fault(self, index: int) -> str | None:
-        """The fault injected into call number `index` of this episode, if any (seeded)."""
-        if self.fault_rate <= 0:
-            return None
-        rng = random.Random(f"{self.seed}:{index}")
-        return rng.choice(sorted(FAULTS)) if rng.random() < self.fault_rate else None
 
     async def finish(self) -> dict[str, Any]:
         """The final state (the ledger file dies with the sandbox)."""

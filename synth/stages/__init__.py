@@ -1,0 +1,2 @@
+"""The pipeline's stages, one module each, every one `async def run(ctx) -> StageStats` (synth/run.py
+runs them from its table)."""

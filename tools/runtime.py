@@ -1,0 +1,86 @@
+"""What a tool runtime is, and what the model sees of a tool call.
+
+A runtime serves one episode's tools (tools/simulator.py: an LLM plays them; tools/executable.py:
+a generated module runs in the sandbox; tools/serving.py picks one) with the same shape, so the
+episode loop cannot tell them apart.
+
+Every failure the model sees as a tool's answer is made by `tool_error`, here: an unknown tool,
+arguments that are not JSON or break the schema, an injected fault, a call that ran out of time,
+an error the tool itself raised. The episode goes on. A server that fails itself (its process
+died, its pipe broke) raises ToolError instead (synth/core/errors.py), which fails the episode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any, Iterable, Protocol
+
+from pydantic import BaseModel, Field
+
+STATE_FILE = "state.json"  # the episode's state, in the sandbox workspace (snapshotted at the end)
+
+# Injected faults: what flaky real services answer (`rollout.fault_rate`).
+FAULTS = {
+    "unavailable": "service temporarily unavailable (503), retry later",
+    "rate_limited": "rate limit exceeded (429), retry in a few seconds",
+    "timeout": "upstream timed out (504) before completing the request",
+}
+
+
+class ToolOutcome(BaseModel):
+    text: str
+    is_error: bool = False
+    fault: str | None = Field(None, description="The injected fault, when one was injected.")
+
+
+class ToolRuntime(Protocol):
+    """What the episode loop needs from a tool runtime: SimulatedToolset and ExecutableToolset both fit."""
+
+    async def reset(self, initial_state: dict[str, Any]) -> None: ...
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome: ...
+
+    async def snapshot(self) -> dict[str, Any]: ...
+
+    async def finish(self) -> dict[str, Any]:
+        """End the episode and return its final state (no call may follow)."""
+        ...
+
+
+def tool_error(message: str, *, fault: str | None = None) -> ToolOutcome:
+    """A failed call as the model sees it: the one place that writes "Error: ..."."""
+    return ToolOutcome(text=f"Error: {message}", is_error=True, fault=fault)
+
+
+def unknown_tool(name: str, available: Iterable[str]) -> ToolOutcome:
+    return tool_error(f"unknown tool {name!r}; available: {sorted(available)}")
+
+
+def injected_fault(seed: int, index: int, rate: float) -> ToolOutcome | None:
+    """The fault injected into call number `index` of an episode, if any. Drawn from (episode seed,
+    index) alone, so a rerun fails the same calls the same way whatever order concurrent calls
+    finish in, and every runtime draws alike."""
+    if rate <= 0:
+        return None
+    rng = random.Random(f"{seed}:{index}")
+    if rng.random() >= rate:
+        return None
+    fault = rng.choice(sorted(FAULTS))
+    return tool_error(FAULTS[fault], fault=fault)
+
+
+async def call_tool(runtime: ToolRuntime, name: str, raw_arguments: str, timeout_s: float) -> ToolOutcome:
+    """One call as the model made it (arguments as the JSON text it wrote), limited to `timeout_s`:
+    arguments that are not JSON and a call that runs out of time are error results, not failures.
+    A ToolError (the server failed) propagates: the episode cannot go on."""
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+    except json.JSONDecodeError as exc:
+        return tool_error(f"arguments are not valid JSON ({exc.msg})")
+    try:
+        async with asyncio.timeout(timeout_s):  # the episode's own timeout still cancels from outside
+            return await runtime.call(name, arguments)
+    except TimeoutError:
+        return tool_error(f"tool {name!r} did not answer within {timeout_s:g} s")
