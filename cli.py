@@ -42,13 +42,12 @@ ShardOpt = Annotated[Optional[str], typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars: plain logs for batch jobs.")]
 
 
-def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool,
-         shard: tuple[int, int] | None = None) -> None:
+def _run(cfg: RunConfig, stages: list[str], *, quiet: bool, shard: tuple[int, int] | None = None) -> None:
     from synth.run import open_run, run_stages, summary_table
 
     async def main() -> None:
         async with open_run(cfg, quiet=quiet, console=console, shard=shard) as ctx:
-            await run_stages(ctx, stages, export=export)
+            await run_stages(ctx, stages)
             console.print(summary_table(ctx))
 
     with exit_on_errors(resume_hint=f"rerun the same command to resume {cfg.run_dir}"):
@@ -58,7 +57,7 @@ def _run(cfg: RunConfig, stages: list[str], *, export: bool, quiet: bool,
 def _stage_command(stage: str, help_text: str):
     def command(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None,
                 quiet: QuietOpt = False) -> None:
-        _run(run_config(config, name, runs_dir), [stage], export=False, quiet=quiet)
+        _run(run_config(config, name, runs_dir), [stage], quiet=quiet)
 
     command.__doc__ = help_text
     return command
@@ -79,7 +78,7 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     with exit_on_errors():
         parsed = parse_shard(shard) if shard else None
     cfg = run_config(config, name, runs_dir)
-    _run(cfg, pipeline_stages(cfg), export=not parsed, quiet=quiet, shard=parsed)
+    _run(cfg, pipeline_stages(cfg, parsed), quiet=quiet, shard=parsed)
 
 
 @app.command("merge")
@@ -122,9 +121,9 @@ def export(
 ) -> None:
     """Export kept trajectories (SFT, train/test split by domain) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
     cfg = run_config(config, name, runs_dir)
-    _run(cfg, [], export=True, quiet=quiet)
+    _run(cfg, ["export"], quiet=quiet)
     if push_to_hub:
-        from synth.export import push_to_hub as push
+        from synth.hub import push_to_hub as push
 
         with exit_on_errors():
             console.print(f"pushed {push(cfg.run_dir / 'export', push_to_hub, private=private)}")

@@ -9,7 +9,7 @@ back:
 - `floor`: a bare aiohttp loop sending the same request sequence per episode (the bodies synth
   sent in one captured episode, same count and sizes, one after another; json.dumps before and
   json.loads after each call, nothing else): what a Python harness cannot beat here;
-- `synth`: the real rollout stage, `synth.rollout.make_rollouts` on a fresh run dir with
+- `synth`: the real rollout stage, `synth.stages.rollout.make_rollouts` on a fresh run dir with
   tools/agents/tasks/implementations written directly: user simulator, agent, response cache,
   run store, and tools through ExecutableToolset over MCP (the notes fixture's passing
   Implementation, `tests/fixtures/toolsets/notes/`) in a local sandbox with isolation none,
@@ -45,7 +45,7 @@ from bench.endpoint import REPO, child_pids, cpu_seconds, free_port, start_serve
 from bench.fake_server import handler
 from synth.config import RolloutConfig, RunConfig
 from synth.core.records import Agent, Criterion, Implementation, Task, ToolSpec
-from synth.rollout import make_rollouts
+from synth.stages.rollout import make_rollouts
 from synth.run import open_run
 from tests.fake_openai import FakeOpenAI
 

@@ -6,17 +6,12 @@ funnel without losing the detail (which criterion, which check, which score) in 
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 from synth.config import JudgeConfig
 from synth.core.records import CriterionResult, Task, Trajectory
-from synth.core.store import RunStore
 
 CHECK_FAILED = "check failed: "
 ESSENTIAL_FAILED = "essential criterion failed: "
 CUT_OFF = "cut off by max_turns before the user ended the conversation"
-STAGES = ("tools", "agents", "tasks", "trajectories", "verdicts")
 
 
 def drop_reasons(cfg: JudgeConfig, task: Task, trajectory: Trajectory, results: list[CriterionResult],
@@ -49,22 +44,3 @@ def reason_kind(reason: str) -> str:
     if reason.startswith("score ") and " below threshold " in reason:
         return "score below threshold"
     return reason
-
-
-def funnel_report(store: RunStore) -> dict[str, Any]:
-    """Counts per stage, failed units per stage, and drops per reason kind, for manifest.json and the card.
-
-    A dropped trajectory usually has several reasons, so `drop_reasons` counts reasons (each kind at
-    most once per trajectory) and can sum to more than `dropped`.
-    """
-    verdicts = store.read("verdicts")
-    counts = {kind: len(store.read(kind)) for kind in STAGES}
-    kept = sum(v.keep for v in verdicts)
-    reasons = Counter(kind for v in verdicts for kind in {reason_kind(r) for r in v.reasons})
-    failed = Counter(e.stage for e in store.read("errors"))
-    return {
-        "counts": {**counts, "kept": kept},
-        "dropped": len(verdicts) - kept,
-        "drop_reasons": dict(reasons.most_common()),
-        "failed_units": dict(sorted(failed.items())),
-    }

@@ -1,52 +1,58 @@
-"""Run the pipeline: open the run directory and the LLM endpoint, run stages, summarize."""
+"""Run the pipeline: open the run directory and the LLM endpoint, run stages from one table, summarize.
+
+A stage is `async def run(ctx) -> StageStats` (synth/stages/); what it reports for the manifest
+(its entry's extra keys, top-level sections such as user_flags or pass_k) comes back on its
+StageStats, so marking a stage done is the same for every one.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections import Counter
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
 from rich.console import Console
 from rich.table import Table
 
-from synth.agents import make_agents
+from judges.metrics import funnel_report
+from sandboxes.gc import remove_run_leftovers
 from synth.config import RunConfig, dump_config
+from synth.context import Context
 from synth.core.errors import ConfigError
-from synth.export import export_run, funnel
 from synth.core.llm import LLM
 from synth.core.llm_cache import ResponseCache
 from synth.core.local_llm import embedded_server
-from synth.context import Context
-from synth.core.units import StageStats
-from synth.rollout import make_rollouts, pass_report
 from synth.core.store import RunStore
-from synth.tasks import make_tasks
+from synth.core.units import StageStats
 from synth.core.usage import UsageMeter, current_stage
-from synth.user_sim import user_flag_counts
-from judges.filters import funnel_report
-from sandboxes.gc import remove_run_leftovers
-from judges.stage import judge_all
-from synth.stages import implement, tools
+from synth.stages import agents, export, implement, judge, rollout, tasks, tools
 
-log = logging.getLogger(__name__)
-Stage = Callable[[Context], Awaitable[StageStats]]
+
+@dataclass(frozen=True)
+class Stage:
+    run: Callable[[Context], Awaitable[StageStats]]
+    in_pipeline: Callable[[RunConfig, tuple[int, int] | None], bool] = lambda cfg, shard: True
+    """Whether `synth run` (with this config, as this shard) runs it."""
+
+
 STAGES: dict[str, Stage] = {
-    "tools": tools.run,
-    "implement": implement.run,
-    "agents": make_agents,
-    "tasks": make_tasks,
-    "rollout": make_rollouts,
-    "judge": judge_all,
+    "tools": Stage(tools.run),
+    "implement": Stage(implement.run, lambda cfg, shard: cfg.tools.implement),  # slow and optional
+    "agents": Stage(agents.run),
+    "tasks": Stage(tasks.run),
+    "rollout": Stage(rollout.run),
+    "judge": Stage(judge.run),
+    "export": Stage(export.run, lambda cfg, shard: shard is None),  # shards are merged, then exported
 }
 
 
-def pipeline_stages(cfg: RunConfig) -> list[str]:
-    """What `synth run` runs: every stage, `implement` only when the config asks for it (slow, optional)."""
-    return [name for name in STAGES if name != "implement" or cfg.tools.implement]
+def pipeline_stages(cfg: RunConfig, shard: tuple[int, int] | None = None) -> list[str]:
+    """What `synth run` runs, in order."""
+    return [name for name, stage in STAGES.items() if stage.in_pipeline(cfg, shard)]
 
 
 @asynccontextmanager
@@ -85,34 +91,24 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
             _save_usage(ctx, time.monotonic() - started)
 
 
-async def run_stages(ctx: Context, names: list[str], *, export: bool = True) -> None:
+async def run_stages(ctx: Context, names: list[str]) -> None:
+    """Run these stages in order, marking each done in the manifest."""
     for name in names:
         token = current_stage.set(name)  # planning calls made before run_units count for the stage too
         try:
-            await STAGES[name](ctx)
+            stats = await STAGES[name].run(ctx)
         finally:
             current_stage.reset(token)
-        _mark(ctx, name)
-    if export:
-        ctx.stats["export"] = StageStats("export")
-        started = time.monotonic()
-        rows = export_run(ctx)
-        ctx.stats["export"].records = rows["sft_rows"]
-        ctx.stats["export"].seconds = time.monotonic() - started
-        _mark(ctx, "export", **rows)
+        ctx.stats[name] = stats
+        _mark(ctx, name, stats)
 
 
-def _mark(ctx: Context, stage: str, **extra: int) -> None:
+def _mark(ctx: Context, name: str, stats: StageStats) -> None:
     manifest = ctx.store.manifest()
-    stats = ctx.stats.get(stage)
-    manifest.setdefault("stages", {})[stage] = {"status": "done", "failed_units": stats.failed if stats else 0, **extra}
-    manifest.update(stats.manifest if stats else {})
+    manifest.setdefault("stages", {})[name] = {"status": "done", "failed_units": stats.failed, **stats.summary}
+    manifest.update(stats.manifest)
     manifest["funnel"] = funnel_report(ctx.store)
     manifest["counts"] = manifest["funnel"]["counts"]
-    if stage == "rollout":
-        manifest["user_flags"] = user_flag_counts(ctx.store.read("trajectories"))
-    if stage == "judge":
-        manifest["pass_k"] = pass_report(ctx.store.read("trajectories"), ctx.store.read("verdicts"))
     ctx.store.write_manifest(manifest)
 
 
@@ -141,7 +137,7 @@ def summary_table(ctx: Context) -> Table:
                       str(stats.records), str(usage.requests if usage else 0), str(usage.cached if usage else 0),
                       str(tokens), f"{stats.seconds:.1f}")
     total = ctx.meter.total()
-    counts = funnel(ctx)
+    counts = funnel_report(ctx.store)["counts"]
     reasons = Counter(r for v in ctx.store.read("verdicts") for r in v.reasons)
     table.caption = (
         "skip: units finished by an earlier run (resumed); reqs: LLM requests sent; hits: answered from cache\n"

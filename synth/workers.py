@@ -1,7 +1,7 @@
 """Rollout worker processes (`rollout.workers: N`).
 
 One event loop saturates one core at a few hundred LLM calls per second, so the rollout stage can
-spread its episodes over N processes (`python -m synth.workers`), each with its own event loop,
+spread its episodes over N processes (`python -m synth.rollout_worker`), each with its own event loop,
 LLM client, response-cache segment and sandbox pool, all appending to the same run directory.
 
 The parent keeps the run dir's lock and decides which units are left. It splits them round-robin and
@@ -10,7 +10,8 @@ hands each worker its share as one JSON line on stdin. Then:
   `go` at once: the stage's clock and its progress bar start there;
 - it advances the progress bar on each worker's `unit` line;
 - it adds each worker's counts and usage (its `done` line) to its own.
-A worker whose stdin closes (its parent died, even by kill -9) exits at once. A failed worker fails
+A worker whose stdin closes (its parent died, even by kill -9) exits at once (synth/rollout_worker.py
+is the worker's side). A failed worker fails
 the stage with the end of its log (`workers/rollout-<i>.log` in the run dir) after the others finish:
 their episodes are kept and a rerun does the rest.
 """
@@ -19,11 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,7 +33,7 @@ from synth.core.errors import WorkerError
 from synth.core.units import StageStats, Unit, pending, progress
 from synth.core.usage import Usage
 
-_COUNTS = ("done", "failed", "records")
+COUNTS = ("done", "failed", "records")
 
 
 class Job(BaseModel):
@@ -91,7 +89,7 @@ async def run_in_workers(ctx: Context, stage: str, out_kind: str, units: Sequenc
     ctx.store.forget("errors")
     for result in results:
         if isinstance(result, dict):
-            for name in _COUNTS:
+            for name in COUNTS:
                 setattr(stats, name, getattr(stats, name) + result["stats"][name])
             for stage_name, usage in result["usage"].items():
                 ctx.meter.record(stage=stage_name, **Usage.model_validate(usage).model_dump())
@@ -101,7 +99,7 @@ async def run_in_workers(ctx: Context, stage: str, out_kind: str, units: Sequenc
 
 
 class _Worker:
-    """One `python -m synth.workers` process, seen from the parent."""
+    """One `python -m synth.rollout_worker` process, seen from the parent."""
 
     def __init__(self, index: int, log: Path):
         self.index, self.log = index, log
@@ -111,7 +109,7 @@ class _Worker:
     async def start(self, job: Job) -> None:
         with open(self.log, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "synth.workers", stdin=asyncio.subprocess.PIPE,
+                sys.executable, "-m", "synth.rollout_worker", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, limit=1 << 24)
         self.proc.stdin.write(job.model_dump_json().encode() + b"\n")
         await self.proc.stdin.drain()
@@ -153,66 +151,3 @@ class _Worker:
             self.proc.kill()
             await self.proc.wait()
         self.proc.stdin.close()
-
-
-# ---------------------------------------------------------------- the worker process
-
-
-def _emit(event: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(json.dumps(event).encode() + b"\n")
-    sys.stdout.buffer.flush()
-
-
-def _stdin_lines():
-    """Lines of fd 0, read raw: a thread blocked in a buffered stdin would abort the interpreter's exit."""
-    buffer = b""
-    while chunk := os.read(0, 65536):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            yield line
-
-
-def _watch_stdin(lines, go: Callable[[], None]) -> None:
-    """`go` on the parent's go line; exit at once when stdin closes: the parent is gone."""
-    for line in lines:
-        if line.strip() == b"go":
-            go()
-    os._exit(1)
-
-
-async def _work(job: Job, lines) -> None:
-    from synth.core.llm import LLM
-    from synth.core.llm_cache import ResponseCache
-    from synth.rollout import make_rollouts
-    from synth.core.store import RunStore
-    from synth.core.usage import UsageMeter
-
-    cfg = RunConfig.model_validate(job.config)
-    loop = asyncio.get_running_loop()
-    started = asyncio.Event()
-    threading.Thread(target=_watch_stdin, args=(lines, lambda: loop.call_soon_threadsafe(started.set)),
-                     daemon=True).start()
-    store = RunStore(cfg.run_dir, shared=True)
-    meter = UsageMeter()
-    async with LLM(cfg.llm, base_url=job.base_url, meter=meter, cache=ResponseCache(store.root / "cache")) as llm:
-        ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, quiet=True,
-                      on_unit=lambda ok: _emit({"event": "unit", "ok": ok}))
-
-        async def ready() -> None:
-            _emit({"event": "ready"})
-            await started.wait()
-
-        stats = await make_rollouts(ctx, only=set(job.units), ready=ready)
-    _emit({"event": "done", "stats": {k: v for k, v in asdict(stats).items() if k in _COUNTS},
-           "usage": {stage: usage.model_dump() for stage, usage in meter.by_stage().items()}})
-
-
-def main() -> None:
-    lines = _stdin_lines()
-    job = Job.model_validate_json(next(lines, b"{}"))
-    asyncio.run(_work(job, lines))
-
-
-if __name__ == "__main__":
-    main()

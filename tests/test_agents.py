@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from judges.state_check import task_checks
-from synth.agents import AgentPlan, jaccard, plan_agent, toolsets
+from synth.stages.agents import AgentPlan, jaccard, plan_agent, toolsets
 from synth.config import RunConfig
 from synth.core.hashing import content_hash
 from synth.core.records import Criterion, Task, ToolSpec, Trajectory
@@ -112,10 +112,10 @@ async def test_every_strategy_makes_agents_with_a_policy_prompt(tmp_path):
         cfg = run_cfg(tmp_path, fake, strategies=["single", "mixed", "distractors"])
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", SPECS)
-            await run_stages(ctx, ["agents"], export=False)
+            await run_stages(ctx, ["agents"])
             agents = ctx.store.read("agents")
             sent = len(fake.requests)
-            await run_stages(ctx, ["agents"], export=False)  # resume: nothing redone
+            await run_stages(ctx, ["agents"])  # resume: nothing redone
             assert len(fake.requests) == sent and ctx.store.read("errors") == []
     assert len(agents) == 3 * 4
     by = {(a.strategy, a.toolset_id): a for a in agents}
@@ -141,10 +141,10 @@ async def test_near_duplicate_agents_are_dropped_with_a_rejected_record(tmp_path
         cfg = run_cfg(tmp_path, fake, per_toolset=3)
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", SPECS)
-            await run_stages(ctx, ["agents"], export=False)
+            await run_stages(ctx, ["agents"])
             agents, errors = ctx.store.read("agents"), ctx.store.read("errors")
             sent = len(fake.requests)
-            await run_stages(ctx, ["agents"], export=False)
+            await run_stages(ctx, ["agents"])
             assert len(fake.requests) == sent, "a group with dropped variants is still done"
     assert len(agents) == 4 and len(errors) == 8  # per toolset: variant 1 kept, 2 and 3 dropped
     assert all(e.error_type == "Rejected" and e.stage == "agents" for e in errors)
@@ -155,7 +155,7 @@ async def test_distinct_variants_are_all_kept(tmp_path):
     async with FakeOpenAI(handler=persona_handler(distinct=True)) as fake:
         async with open_run(run_cfg(tmp_path, fake, per_toolset=3), quiet=True) as ctx:
             ctx.store.append("tools", SPECS)
-            await run_stages(ctx, ["agents"], export=False)
+            await run_stages(ctx, ["agents"])
             assert len(ctx.store.read("agents")) == 12 and ctx.store.read("errors") == []
 
 
@@ -163,7 +163,7 @@ async def test_mixed_with_a_single_domain_is_rejected_with_its_reason(tmp_path):
     async with FakeOpenAI() as fake:
         async with open_run(run_cfg(tmp_path, fake, strategies=["mixed"]), quiet=True) as ctx:
             ctx.store.append("tools", [s for s in SPECS if s.toolset == "notes"])
-            await run_stages(ctx, ["agents"], export=False)
+            await run_stages(ctx, ["agents"])
             assert ctx.store.read("agents") == []
             (error,) = ctx.store.read("errors")
     assert error.error_type == "Rejected" and "no toolset of another domain" in error.message

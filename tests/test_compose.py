@@ -246,7 +246,7 @@ def test_a_name_collision_falls_back_to_the_simulator_and_says_why_once(caplog):
 async def test_a_mixed_agents_rollout_runs_both_toolsets_for_real(tmp_path):
     from synth.config import RunConfig
     from synth.core.records import Criterion, Task
-    from synth.rollout import make_rollouts
+    from synth.stages.rollout import make_rollouts
     from synth.run import open_run
     from synth.user_sim import STOP
     from tests.fake_openai import FakeOpenAI

@@ -79,7 +79,7 @@ def _toolset_handler(body):
 
 async def _evolve(cfg):
     async with open_run(cfg, quiet=True) as ctx:
-        await run_stages(ctx, ["tools"], export=False)
+        await run_stages(ctx, ["tools"])
         return ctx
 
 

@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from synth.config import RunConfig, dump_config
-from synth.export import export_run, rl_rows, sft_rows
+from synth.stages.export import export_run, rl_rows, sft_rows
 from synth.context import Context
 from synth.core.records import Agent, Criterion, Task, ToolSpec, Trajectory, Verdict
 from synth.core.store import RunStore
@@ -250,7 +250,7 @@ def add_domain(run, domain: str, keep: bool = True) -> Trajectory:
 def test_split_by_domain_never_leaks_test_domains_into_train(run):
     from datasets import load_dataset, load_from_disk
 
-    from synth.export import split_domains
+    from synth.stages.export import split_domains
 
     run.verdicts(True, True)
     for domain in ("banking", "cooking", "dentistry", "email", "fitness"):  # 6 domains with airlines
@@ -277,7 +277,7 @@ def test_split_by_domain_never_leaks_test_domains_into_train(run):
 
 
 def test_split_domains_is_deterministic_and_keeps_train():
-    from synth.export import split_domains
+    from synth.stages.export import split_domains
 
     domains = [f"d{i}" for i in range(10)]
     assert split_domains(domains, 0.2, 1) == split_domains(list(reversed(domains)), 0.2, 1)
@@ -330,7 +330,7 @@ def test_privileged_hint_and_provenance_columns(run):
 
 
 def test_privileged_hint_skips_failed_calls_and_cuts_long_values():
-    from synth.export import privileged_hint
+    from synth.stages.export import privileged_hint
     from synth.core.records import ToolCallTrace
 
     t = Trajectory(task_id="t", agent_id="a", tools=[], messages=[], tool_calls=[
@@ -361,7 +361,7 @@ def test_push_to_hub_fails_clearly_without_token_or_network(run, monkeypatch, tm
     import huggingface_hub.constants
 
     from synth.core.errors import ConfigError, ProviderError
-    from synth.export import push_to_hub
+    from synth.hub import push_to_hub
 
     with pytest.raises(ConfigError, match="synth export"):
         push_to_hub(tmp_path / "nothing", "me/data")

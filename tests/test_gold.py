@@ -17,7 +17,7 @@ from tools.serving import Serving
 from synth.gold import assertion_failures, holds, resolve, shape_problems, _MISSING
 from synth.core.records import Agent, Criterion, Implementation, StateAssertion, Task, ToolSpec, Trajectory
 from synth.run import open_run, run_stages
-from synth.tasks import draft_tasks
+from synth.stages.tasks import draft_tasks
 from synth.core.units import Unit
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
@@ -230,7 +230,7 @@ async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
         cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 1, "gold": True})
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", specs())
-            await run_stages(ctx, ["implement", "agents", "tasks", "rollout", "judge"], export=True)
+            await run_stages(ctx, ["implement", "agents", "tasks", "rollout", "judge", "export"])
             tasks, trajectories = ctx.store.read("tasks"), ctx.store.read("trajectories")
             verdicts, errors = ctx.store.read("verdicts"), ctx.store.read("errors")
             (implemented,) = ctx.store.read("implementations")

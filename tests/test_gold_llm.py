@@ -28,7 +28,7 @@ async def test_gold_replay_then_real_model_rollouts_record_the_executable_state(
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"max_tokens": 256, "temperature": 0.4})})
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", specs())
-            await run_stages(ctx, ["implement", "agents", "tasks"], export=False)
+            await run_stages(ctx, ["implement", "agents", "tasks"])
     tasks = [json.loads(line) for line in (cfg.run_dir / "tasks.jsonl").read_text().splitlines()]
     errors = [json.loads(line) for line in (cfg.run_dir / "errors.jsonl").read_text().splitlines()]
     assert [t["goal"] for t in tasks] == [GOOD["goal"]] and tasks[0]["validated"], "the gold replay held"
@@ -38,7 +38,7 @@ async def test_gold_replay_then_real_model_rollouts_record_the_executable_state(
     # Same config but the endpoint (not part of the config hash): the run dir reopens as itself.
     embedded = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"base_url": None})})
     async with open_run(embedded, quiet=True) as ctx:
-        await run_stages(ctx, ["rollout", "judge"], export=False)
+        await run_stages(ctx, ["rollout", "judge"])
         trajectories, verdicts = ctx.store.read("trajectories"), ctx.store.read("verdicts")
         rollout_usage = ctx.meter.by_stage().get("rollout")
     assert len(trajectories) == 1, "the embedded model finished the episode"

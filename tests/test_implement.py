@@ -177,7 +177,7 @@ async def test_rollouts_run_a_passing_toolset_for_real_instead_of_simulating_it(
         cfg = run_cfg(tmp_path, fake.base_url)
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", specs_for("notes_good"))
-            await run_stages(ctx, ["implement", "agents", "tasks", "rollout"], export=False)
+            await run_stages(ctx, ["implement", "agents", "tasks", "rollout"])
         simulated = [b for b in fake.requests if "You are the backend of the tool" in json.dumps(b["messages"])]
     trajectories = [json.loads(line) for line in (cfg.run_dir / "trajectories.jsonl").read_text().splitlines()]
     assert trajectories and simulated == []

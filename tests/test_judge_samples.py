@@ -9,9 +9,9 @@ import pytest
 
 from judges.calibration import calibrate, self_agreement, stored_calls
 from judges.judge import SINGLE_INDEX, sample_seeds
-from judges.stage import judge_all
+from synth.run import run_stages
 from synth.config import JudgeConfig, RunConfig, dump_config
-from synth.export import _agreement
+from synth.stages.export import _agreement
 from synth.core.hashing import content_hash
 from synth.core.llm import LLM
 from synth.context import Context
@@ -68,7 +68,7 @@ async def test_stage_stores_every_sample_with_its_seed_and_reports_agreement(tmp
         store, trajectories = populate(cfg)
         async with LLM(cfg.llm, base_url=fake.base_url) as llm:
             ctx = Context(cfg=cfg, store=store, llm=llm, meter=UsageMeter(), quiet=True)
-            await judge_all(ctx)
+            await run_stages(ctx, ["judge"])  # the stage's manifest sections are written as it is marked done
         store.close()
     verdicts = {v.trajectory_id: v for v in store.read("verdicts")}
     a, b = verdicts[trajectories["A"].id], verdicts[trajectories["B"].id]
@@ -95,7 +95,7 @@ async def test_one_sample_stores_no_copy_and_no_agreement(tmp_path):
         cfg = RunConfig(runs_dir=str(tmp_path), name="j", llm={"base_url": fake.base_url, "max_retries": 0})
         store, _ = populate(cfg)
         async with LLM(cfg.llm, base_url=fake.base_url) as llm:
-            await judge_all(Context(cfg=cfg, store=store, llm=llm, meter=UsageMeter(), quiet=True))
+            await run_stages(Context(cfg=cfg, store=store, llm=llm, meter=UsageMeter(), quiet=True), ["judge"])
         store.close()
     assert all(v.samples == [] for v in store.read("verdicts"))
     assert (cfg.run_dir / "verdicts.jsonl").read_text().count('"samples":[]') == 2  # no copy of `results`

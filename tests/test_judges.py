@@ -278,7 +278,8 @@ def test_judgment_model_demands_one_result_per_criterion():
 
 # -- several samples and the single-score mode ----------------------------------------------
 
-from judges.filters import funnel_report, reason_kind  # noqa: E402
+from judges.filters import reason_kind
+from judges.metrics import funnel_report  # noqa: E402
 from judges.judge import SINGLE_INDEX, judge, majority, sample_seeds  # noqa: E402
 from judges.state_check import successful_calls, unbacked_claims, ungrounded_ids  # noqa: E402
 

@@ -125,7 +125,7 @@ async def test_duplicate_tool_names_are_rejected_with_their_reason(tmp_path):
     async with FakeOpenAI(stop_marker=STOP, handler=handler) as fake:
         cfg = config(tmp_path, fake)
         async with open_run(cfg, quiet=True) as ctx:
-            await run_stages(ctx, ["tools"], export=False)
+            await run_stages(ctx, ["tools"])
     tools = lines(cfg.run_dir / "tools.jsonl")
     assert [t["name"] for t in tools] == ["get_item", "get_item"]  # one per toolset, two toolsets
     rejected = [e for e in lines(cfg.run_dir / "errors.jsonl") if e["error_type"] == "Rejected"]
@@ -137,11 +137,11 @@ async def test_provider_failures_become_error_records(tmp_path):
     async with FakeOpenAI(stop_marker=STOP) as fake:
         cfg = config(tmp_path, fake)
         async with open_run(cfg, quiet=True) as ctx:
-            await run_stages(ctx, ["tools", "agents"], export=False)
+            await run_stages(ctx, ["tools", "agents"])
         fake.fail_left = 10**6  # the endpoint now answers 429 forever
         fake.retry_after = "0"
         async with open_run(cfg, quiet=True) as ctx:
-            await run_stages(ctx, ["tasks"], export=False)
+            await run_stages(ctx, ["tasks"])
             assert ctx.stats["tasks"].failed == 2
         errors = lines(cfg.run_dir / "errors.jsonl")
         assert [e["error_type"] for e in errors] == ["ProviderError", "ProviderError"]
@@ -149,7 +149,7 @@ async def test_provider_failures_become_error_records(tmp_path):
         # The failed units are not done: a later run with a healthy endpoint finishes them.
         fake.fail_left = 0
         async with open_run(cfg, quiet=True) as ctx:
-            await run_stages(ctx, ["tasks"], export=False)
+            await run_stages(ctx, ["tasks"])
             assert ctx.stats["tasks"].done == 2
 
 

@@ -79,7 +79,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
         else:  # only the parent: its workers must notice and end themselves
-            spawned = [pid for pid in children(first.pid) if b"synth.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            spawned = [pid for pid in children(first.pid) if b"synth.rollout_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
             assert len(spawned) == 2, spawned
             os.kill(first.pid, signal.SIGKILL)
             first.wait()

@@ -12,7 +12,9 @@ from sandboxes.local import LocalSandbox
 from synth.config import RunConfig
 from synth.core.errors import SandboxError
 from synth.core.records import Agent, Criterion, Task, ToolSpec, Trajectory, Verdict
-from synth.rollout import USAGE_KEYS, make_rollouts, pass_at_k, pass_hat_k, pass_report
+from judges.metrics import pass_at_k, pass_hat_k, pass_report
+from synth.episode import USAGE_KEYS
+from synth.stages.rollout import make_rollouts
 from synth.run import open_run
 from synth.user_sim import PREMATURE_STOP, STOP
 from tests.fake_openai import FakeOpenAI
@@ -252,7 +254,7 @@ async def test_an_empty_agent_reply_is_asked_again_without_tools(tmp_path):
             "rollout": {"max_turns": 1, "sandbox": {"type": "local", "isolation": "none"}},
         })
         async with open_run(cfg, quiet=True) as ctx:
-            await run_stages(ctx, list(STAGES), export=False)
+            await run_stages(ctx, [s for s in STAGES if s != "export"])
         agent_requests = [b for b in fake.requests if is_agent(b)]
     trajectory = json.loads((cfg.run_dir / "trajectories.jsonl").read_text().splitlines()[0])
     replies = [m for m in trajectory["messages"] if m["role"] == "assistant"]

@@ -107,7 +107,7 @@ def plan_agents(ctx: Context, specs: list[ToolSpec]) -> list[list[AgentPlan]]:
     return out
 
 
-async def make_agents(ctx: Context) -> StageStats:
+async def run(ctx: Context) -> StageStats:
     # The unit id is the first variant's: it is always kept (nothing comes before it), so resume
     # finds it among the records, and runs made before grouping skip the same work.
     units = [Unit(plans[0].unit_id, plans) for plans in plan_agents(ctx, ctx.store.read("tools"))]

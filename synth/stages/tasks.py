@@ -69,7 +69,7 @@ def task_list_model(count: int, gold: bool = False) -> type[BaseModel]:
     return TaskList
 
 
-async def make_tasks(ctx: Context) -> StageStats:
+async def run(ctx: Context) -> StageStats:
     tools = {t.id: t for t in ctx.store.read("tools")}
     serving = Serving(tools, passed_implementations(ctx.store) if ctx.cfg.tasks.gold else {})
     units = [Unit(agent.id, agent) for agent in ctx.store.read("agents")]

@@ -1,4 +1,5 @@
-"""Export: kept trajectories -> SFT dataset, tasks -> RL dataset, and a dataset card with the funnel.
+"""The export stage (`synth export`): kept trajectories -> SFT dataset, tasks -> RL dataset, and a
+dataset card with the funnel. synth/hub.py pushes the result to the Hugging Face Hub.
 
 Schema-bearing values (tools, arguments, rubric, state, criteria, checks) are stored as JSON
 strings: `datasets` unifies nested structs across rows and would inject other rows' keys as nulls.
@@ -8,11 +9,10 @@ Splits are by domain: test domains never appear in train, so the test split meas
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
+import time
 from collections import Counter
-from pathlib import Path
 from statistics import mean
 from typing import Any
 
@@ -20,13 +20,13 @@ import yaml
 from datasets import Dataset, DatasetDict, Features, List, Value, disable_progress_bars
 
 from judges.calibration import self_agreement
-from judges.filters import funnel_report
+from judges.metrics import funnel_report
 from judges.state_check import successful_calls
 from sandboxes import backend_of
-from synth.core.errors import ConfigError, ProviderError
 from synth.context import Context
 from synth.core.prompts import render
 from synth.core.records import Task, Trajectory, Verdict
+from synth.core.units import StageStats
 from tools.serving import Serving
 
 TOOL_CALL = {"id": Value("string"), "type": Value("string"),
@@ -152,6 +152,14 @@ def split_domains(domains: list[str], test_fraction: float, seed: int) -> list[s
     return sorted(unique[:count])
 
 
+async def run(ctx: Context) -> StageStats:
+    """The export stage: rebuilt from the records each time (never skipped); its row counts go in its
+    manifest entry."""
+    started = time.monotonic()
+    rows = export_run(ctx)
+    return StageStats("export", records=rows["sft_rows"], seconds=time.monotonic() - started, summary=rows)
+
+
 def export_run(ctx: Context) -> dict[str, int]:
     """Write export/sft, export/rl (save_to_disk + parquet) and export/README.md. Safe to repeat."""
     disable_progress_bars()  # the pipeline shows its own progress; these would flood batch logs
@@ -186,10 +194,6 @@ def _splits(rows: list[dict[str, Any]], features: Features, test_domains: list[s
 def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
     # Column-wise, so an empty export still has its columns (from_list([]) would have none).
     return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
-
-
-def funnel(ctx: Context) -> dict[str, int]:
-    return funnel_report(ctx.store)["counts"]
 
 
 def dataset_card(ctx: Context, verdicts: list[Verdict], sft: DatasetDict, rl: DatasetDict, test_domains: list[str],
@@ -253,42 +257,3 @@ def _stats(kept: list[dict[str, int]], verdicts: list[Verdict]) -> str:
     lines += ["", "| judge score | judged | kept |", "|---|---|---|"]
     lines += [f"| {b / 5:.1f}-{(b + 1) / 5:.1f}{']' if b == 4 else ')'} | {bins[b]} | {kept_bins[b]} |" for b in range(5)]
     return "\n".join(lines)
-
-
-def push_to_hub(export_dir: Path, repo: str, *, private: bool = False) -> str:
-    """Push export/sft and export/rl as configs `sft` and `rl` of one Hub dataset repo, then the card.
-
-    Fails before uploading anything, with what to do, when offline or without a valid token.
-    """
-    from datasets import load_from_disk
-    from huggingface_hub import HfApi, get_token
-
-    export_dir = Path(export_dir)
-    if not (export_dir / "sft").is_dir():
-        raise ConfigError(f"{export_dir} holds no export: run `synth export` first")
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")  # read now: tests point it elsewhere
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise ProviderError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
-    token = get_token()
-    if not token:
-        raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
-    api = HfApi(endpoint=endpoint, token=token)
-    try:
-        api.whoami()
-    except Exception as exc:  # connection refused, DNS, proxy, 401: all mean nothing can be pushed
-        raise ProviderError(f"cannot use the Hugging Face Hub at {endpoint} ({type(exc).__name__}: {exc}); "
-                            "check the network, HF_ENDPOINT and that HF_TOKEN is valid") from None
-    pushed: dict[str, list[str]] = {}
-    for name in ("sft", "rl"):
-        data = load_from_disk(str(export_dir / name))
-        data = DatasetDict({split: ds for split, ds in data.items() if len(ds)})
-        if data:
-            data.push_to_hub(repo, config_name=name, token=token, private=private)
-            pushed[name] = list(data)
-    # Our card replaces the generated one; its configs point at where push_to_hub put the data.
-    card = (export_dir / "README.md").read_text()
-    body = card.split("\n---\n", 1)[1] if card.startswith("---\n") else card
-    header = front_matter(yaml.safe_load(card.split("---\n")[1]).get("license", "other"), pushed, "{config}/{split}-*")
-    api.upload_file(path_or_fileobj=f"---\n{header}---\n{body}".encode(), path_in_repo="README.md", repo_id=repo,
-                    repo_type="dataset", token=token)
-    return f"{endpoint}/datasets/{repo}"

@@ -1,7 +1,9 @@
-"""The judge stage: score each trajectory against its task's rubric, run the checks, keep or drop.
+"""The judge stage (`synth judge`): score each trajectory against its task's rubric, run the checks,
+keep or drop.
 
 With several judge samples each one is stored on the verdict (results, score, seed, its own keep
-decision), and the manifest gets the judge's agreement with itself over the run (`judge_agreement`).
+decision). Its manifest sections, over every verdict of the run (resumed ones included): the
+judge's agreement with itself (`judge_agreement`) and pass@k / pass^k per task (`pass_k`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from synth.core.records import JudgeSample, Task, Trajectory, Verdict
 from judges.calibration import self_agreement
 from judges.filters import drop_reasons, judge_reasons
 from judges.judge import JudgeOutcome, judge
+from judges.metrics import pass_report
 from judges.state_check import structural_checks, task_checks
 
 
-async def judge_all(ctx: Context) -> StageStats:
+async def run(ctx: Context) -> StageStats:
     tasks = {t.id: t for t in ctx.store.read("tasks")}
     names = {t.id: t.name for t in ctx.store.read("tools")}
     decoys = {a.id: {names[i] for i in a.distractor_tool_ids if i in names} for a in ctx.store.read("agents")}
@@ -34,9 +37,9 @@ async def judge_all(ctx: Context) -> StageStats:
                         samples=judge_samples(cfg, task, outcome))]
 
     stats = await run_units(ctx, "judge", "verdicts", units, work, ctx.cfg.concurrency)
-    # Over every verdict in the run dir, resumed ones included; a stage's own section of the manifest
-    # is rewritten when the stage is marked done, so this goes at the top level beside pass_k.
-    ctx.store.update_manifest(judge_agreement=self_agreement(ctx.store.read("verdicts")).model_dump())
+    verdicts = ctx.store.read("verdicts")
+    stats.manifest["judge_agreement"] = self_agreement(verdicts).model_dump()
+    stats.manifest["pass_k"] = pass_report(ctx.store.read("trajectories"), verdicts)
     return stats
 
 
