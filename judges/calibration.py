@@ -19,13 +19,15 @@ from typing import Iterable, Sequence
 
 from pydantic import BaseModel
 
+from judges.checks import STRUCTURAL, Subject, run_checks
+from judges.config import JudgeConfig
 from judges.filters import judge_reasons
 from judges.judge import SINGLE_INDEX, judge_once, sample_seeds
-from judges.state_check import structural_checks
-from synth.config import JudgeConfig
 from synth.core.errors import boundary
-from synth.context import Context
+from synth.core.hashing import derive_seed
+from synth.core.llm import LLM
 from synth.core.records import CriterionResult, Task, Verdict
+from synth.core.store import RunStore
 
 
 class Agreement(BaseModel):
@@ -143,19 +145,19 @@ def stored_calls(verdict: Verdict | None, task: Task, cfg: JudgeConfig,
     return [(s.results, s.score) for s in samples]
 
 
-async def calibrate(ctx: Context, k: int = 3, limit: int | None = None, reuse: bool = True) -> CalibrationReport:
+async def calibrate(llm: LLM, store: RunStore, cfg: JudgeConfig, *, run_seed: int, concurrency: int, k: int = 3,
+                    limit: int | None = None, reuse: bool = True) -> CalibrationReport:
     """Judge each trajectory (with checks) k times with different seeds; save calibration.json in the run dir.
 
     With `reuse`, a verdict's stored judge samples stand in for the k calls when there are enough.
     """
-    cfg = ctx.cfg.judge
-    tasks = {t.id: t for t in ctx.store.read("tasks")}
-    trajectories = [t for t in ctx.store.read("trajectories") if t.task_id in tasks][:limit]
-    verdicts = {v.trajectory_id: v for v in ctx.store.read("verdicts")} if reuse else {}
-    gate = asyncio.Semaphore(ctx.cfg.concurrency)
+    tasks = {t.id: t for t in store.read("tasks")}
+    trajectories = [t for t in store.read("trajectories") if t.task_id in tasks][:limit]
+    verdicts = {v.trajectory_id: v for v in store.read("verdicts")} if reuse else {}
+    gate = asyncio.Semaphore(concurrency)
 
     async def one(trajectory):
-        task, checks = tasks[trajectory.task_id], structural_checks(trajectory)
+        task, checks = tasks[trajectory.task_id], run_checks(Subject(trajectory), STRUCTURAL)
         if not checks:
             return None
         calls = stored_calls(verdicts.get(trajectory.id), task, cfg, k)
@@ -163,11 +165,11 @@ async def calibrate(ctx: Context, k: int = 3, limit: int | None = None, reuse: b
         if calls is None:
             async with gate:
                 try:
-                    calls = [await judge_once(ctx.llm, cfg, task, trajectory, seed=seed,
+                    calls = [await judge_once(llm, cfg, task, trajectory, seed=seed,
                                               temperature=cfg.sample_temperature)
-                             for seed in sample_seeds(ctx.seed_for("calibrate", trajectory.id), k)]
+                             for seed in sample_seeds(derive_seed(run_seed, "calibrate", trajectory.id), k)]
                 except Exception as exc:
-                    ctx.store.failure("calibrate", trajectory.id, boundary(exc))  # a bug raises
+                    store.failure("calibrate", trajectory.id, boundary(exc))  # a bug raises
                     return "failed"
         keeps = [not judge_reasons(cfg, task, results, score) for results, score in calls]
         return keeps, [_passed(results) for results, _ in calls], all(checks.values()), reused
@@ -180,5 +182,5 @@ async def calibrate(ctx: Context, k: int = 3, limit: int | None = None, reuse: b
         k=k, mode=cfg.mode, judged=len(done), failed=sum(o == "failed" for o in outcomes),
         reused=sum(reused for *_, reused in done), agreement=agreement(judge_keep, check_keep),
         stability=stability([keeps for keeps, *_ in done], [passed for _, passed, *_ in done]))
-    (ctx.store.root / "calibration.json").write_text(json.dumps(report.model_dump(), indent=2) + "\n")
+    (store.root / "calibration.json").write_text(json.dumps(report.model_dump(), indent=2) + "\n")
     return report

@@ -39,7 +39,9 @@ def calibrate(
 
     async def main():
         async with open_run(cfg, quiet=quiet, console=console) as ctx:
-            return await run_calibration(ctx, k=k, limit=limit, reuse=not fresh), ctx.store.root / "calibration.json"
+            report = await run_calibration(ctx.llm, ctx.store, ctx.cfg.judge, run_seed=ctx.cfg.seed,
+                                           concurrency=ctx.cfg.concurrency, k=k, limit=limit, reuse=not fresh)
+            return report, ctx.store.root / "calibration.json"
 
     cfg = run_config(config, name, runs_dir)
     with exit_on_errors():

@@ -6,7 +6,7 @@ funnel without losing the detail (which criterion, which check, which score) in 
 
 from __future__ import annotations
 
-from synth.config import JudgeConfig
+from judges.config import JudgeConfig
 from synth.core.records import CriterionResult, Task, Trajectory
 
 CHECK_FAILED = "check failed: "

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from synth.config import JudgeConfig
+from judges.config import JudgeConfig
 from synth.core.hashing import content_hash
 from synth.core.llm import LLM
 from synth.core.prompts import render

@@ -17,6 +17,7 @@ from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
 from synth.core.llm import LLMConfig
 from synth.core.local_llm import EmbeddedConfig
+from judges.config import JudgeConfig
 from tools.config import ToolsConfig
 
 
@@ -61,17 +62,6 @@ class RolloutConfig(_Strict):
         "left running, cwd, environment, a module it imports patched) gets the host replaced before the next one. "
         "per_episode forks a fresh process per episode (nothing of it can survive; ~4 ms more CPU per episode).")
     sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local}, {type: docker} or {type: k8s} (a Pod per episode).")
-
-
-class JudgeConfig(_Strict):
-    keep_threshold: float = Field(0.5, ge=0, le=1, description="Keep trajectories whose normalized rubric score reaches this.")
-    require_user_stop: bool = Field(False, description="Drop episodes cut off by max_turns instead of ended by the user.")
-    mode: Literal["rubric", "single"] = Field(
-        "rubric", description="rubric: pass/fail per criterion; single: one holistic 0-10 score with a reason "
-        "(normalized to 0-1; essential criteria are then not checked one by one).")
-    samples: int = Field(1, ge=1, le=15, description="Judge samples per trajectory (different seeds); per-criterion majority, ties fail.")
-    sample_temperature: float = Field(
-        0.7, ge=0, le=2, description="Temperature of each sample when samples > 1 and of calibration calls; one sample is judged at 0.")
 
 
 class ExportConfig(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from judges.state_check import task_checks
+from judges.checks import TASK, Subject, run_checks
 from synth.stages.agents import AgentPlan, jaccard, plan_agent, toolsets
 from synth.config import RunConfig
 from synth.core.hashing import content_hash
@@ -177,9 +177,10 @@ def test_calling_a_decoy_fails_the_distractor_check():
         return Trajectory(task_id=task.id, agent_id="a", tools=[], messages=[
             {"role": "assistant", "content": "", "tool_calls": [call]}])
 
-    assert task_checks(task, trajectory("book_flight"), {"add_event"}) == {"distractor_tools_unused": True}
-    assert task_checks(task, trajectory("add_event"), {"add_event"}) == {"distractor_tools_unused": False}
-    assert task_checks(task, trajectory("add_event")) == {}
+    decoys = frozenset({"add_event"})
+    assert run_checks(Subject(trajectory("book_flight"), task, decoys), TASK) == {"distractor_tools_unused": True}
+    assert run_checks(Subject(trajectory("add_event"), task, decoys), TASK) == {"distractor_tools_unused": False}
+    assert run_checks(Subject(trajectory("add_event"), task), TASK) == {}
 
 
 def test_plans_round_trip():

@@ -129,7 +129,8 @@ async def test_calibrate_judges_k_times_with_distinct_seeds(tmp_path):
         store = populate(cfg)
         async with LLM(cfg.llm, base_url=fake.base_url) as llm:
             ctx = Context(cfg=cfg, store=store, llm=llm, meter=UsageMeter(), quiet=True)
-            report = await calibrate(ctx, k=3)
+            report = await calibrate(ctx.llm, ctx.store, ctx.cfg.judge, run_seed=ctx.cfg.seed,
+                             concurrency=ctx.cfg.concurrency, k=3)
         store.close()
     check_report(report.model_dump())
     assert json.loads((cfg.run_dir / "calibration.json").read_text()) == report.model_dump()

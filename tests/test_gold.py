@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from judges.state_check import task_checks
+from judges.checks import TASK, Subject, run_checks
 from synth.config import RunConfig
 from tools.scaffold import read_state_default
 from tools.serving import Serving
-from synth.gold import assertion_failures, holds, resolve, shape_problems, _MISSING
+from judges.assertions import _MISSING, assertion_failures, holds, resolve
+from judges.gold import shape_problems
 from synth.core.records import Agent, Criterion, Implementation, StateAssertion, Task, ToolSpec, Trajectory
 from synth.run import open_run, run_stages
 from synth.stages.tasks import draft_tasks
@@ -206,10 +207,10 @@ def test_final_state_assertions_check_passes_and_fails_with_the_state():
                 assertions=[A("notes.2.title", "equals", "Trip")], validated=True)
     done = {"notes": {"2": {"title": "Trip"}}, "next_id": 3}
     trajectory = lambda state: Trajectory(task_id=task.id, agent_id="a", messages=[], tools=[], final_state=state)  # noqa: E731
-    assert task_checks(task, trajectory(done)) == {"final_state_assertions": True}
-    assert task_checks(task, trajectory({"notes": {}, "next_id": 2})) == {"final_state_assertions": False}
+    assert run_checks(Subject(trajectory(done), task), TASK) == {"final_state_assertions": True}
+    assert run_checks(Subject(trajectory({"notes": {}, "next_id": 2}), task), TASK) == {"final_state_assertions": False}
     plain = Task(agent_id="a", goal="g", persona="p", rubric=[Criterion(text="t")])
-    assert task_checks(plain, trajectory({})) == {}  # no assertions: no check
+    assert run_checks(Subject(trajectory({}), plain), TASK) == {}  # no assertions: no check
 
 
 # ---------------------------------------------------------------- implement -> agents -> tasks -> rollout -> judge

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from synth.gold import assertion_failures
+from judges.assertions import assertion_failures
 from synth.run import open_run, run_stages
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI

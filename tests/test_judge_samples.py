@@ -10,7 +10,8 @@ import pytest
 from judges.calibration import calibrate, self_agreement, stored_calls
 from judges.judge import SINGLE_INDEX, sample_seeds
 from synth.run import run_stages
-from synth.config import JudgeConfig, RunConfig, dump_config
+from judges.config import JudgeConfig
+from synth.config import RunConfig, dump_config
 from synth.stages.export import _agreement
 from synth.core.hashing import content_hash
 from synth.core.llm import LLM
@@ -172,7 +173,8 @@ async def test_calibrate_reuses_stored_samples_without_llm_calls(tmp_path):
         Verdict(trajectory_id=trajectories["B"].id, task_id=task.id,
                 samples=[sample(1, True, True), sample(2, False, True), sample(3, True, True)])])
     ctx = Context(cfg=cfg, store=store, llm=NoLLM(), meter=UsageMeter(), quiet=True)
-    report = await calibrate(ctx, k=3)
+    report = await calibrate(ctx.llm, ctx.store, ctx.cfg.judge, run_seed=ctx.cfg.seed,
+                             concurrency=ctx.cfg.concurrency, k=3)
     store.close()
     assert (report.judged, report.reused, report.failed) == (2, 2, 0)
     # keep is recomputed under the current config: B's 2nd sample fails the essential criterion

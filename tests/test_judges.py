@@ -8,9 +8,9 @@ from pydantic import ValidationError
 
 from judges.filters import drop_reasons
 from judges.judge import judge_trajectory, judgment_model, rubric_score, transcript
-from judges.state_check import (calls_answered, ends_with_reply, invalid_arguments, structural_checks,
-                                unknown_tools)
-from synth.config import JudgeConfig
+from judges.checks import (STRUCTURAL, Subject, calls_answered, ends_with_reply, invalid_arguments, run_checks,
+                           unknown_tools)
+from judges.config import JudgeConfig
 from synth.core.records import Criterion, CriterionResult, Task, Trajectory
 
 WEATHER = {"type": "function", "function": {
@@ -41,7 +41,7 @@ def trajectory(messages=None, **kw) -> Trajectory:
 
 
 def failed(traj: Trajectory) -> set[str]:
-    checks = structural_checks(traj)
+    checks = run_checks(Subject(traj), STRUCTURAL)
     assert set(checks) == CHECKS
     return {name for name, ok in checks.items() if not ok}
 
@@ -281,7 +281,7 @@ def test_judgment_model_demands_one_result_per_criterion():
 from judges.filters import reason_kind
 from judges.metrics import funnel_report  # noqa: E402
 from judges.judge import SINGLE_INDEX, judge, majority, sample_seeds  # noqa: E402
-from judges.state_check import successful_calls, unbacked_claims, ungrounded_ids  # noqa: E402
+from judges.checks import successful_calls, unbacked_claims, ungrounded_ids  # noqa: E402
 
 
 class SeededJudgeLLM:
@@ -396,6 +396,17 @@ def test_stated_ids_must_come_from_a_tool_or_the_user(text, expected):
 
 def test_hack_checks_veto_through_structural_checks():
     assert failed(said("I booked it as BK-99812.")) == {"claims_backed_by_tool_calls", "stated_ids_grounded"}
+
+
+def test_a_new_check_is_one_function_in_a_group_and_vetoes_like_the_others():
+    def says_thanks(s: Subject) -> bool:
+        return any("thank" in (m.get("content") or "").lower() for m in s.trajectory.messages if m["role"] == "user")
+
+    traj = trajectory(user_stopped=True)
+    checks = run_checks(Subject(traj), {**STRUCTURAL, "user_says_thanks": says_thanks})
+    assert list(checks)[:-1] == list(STRUCTURAL) and checks["user_says_thanks"] is False
+    assert drop_reasons(JudgeConfig(), TASK, traj, results(True, True, True, False), checks, 1.0) == [
+        "check failed: user_says_thanks"]
 
 
 # -- funnel ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value, disable_progre
 
 from judges.calibration import self_agreement
 from judges.metrics import funnel_report
-from judges.state_check import successful_calls
+from judges.checks import successful_calls
 from sandboxes import backend_of
 from synth.context import Context
 from synth.core.prompts import render

@@ -1,7 +1,7 @@
 """Tasks: for each agent, user goals from simple to complex, with hidden facts and a weighted rubric.
 
 With `tasks.gold`, for an agent whose tools all run for real (a passing Implementation, the rule
-the rollout uses), the LLM also writes an initial state, gold actions and final-state assertions; `synth/gold.py` replays
+the rollout uses), the LLM also writes an initial state, gold actions and final-state assertions; `judges/gold.py` replays
 the gold actions in a fresh sandbox and only tasks whose solution works and whose assertions hold
 are written (`validated=True`). The others are dropped with their reason (a Rejected error record).
 """
@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from synth.core.errors import Rejected
 from tools.scaffold import read_state_default
-from synth.gold import shape_problems, validate_tasks
+from judges.gold import shape_problems, validate_tasks
 from synth.context import Context
 from synth.core.units import StageStats, Unit, run_units
 from synth.core.prompts import render
@@ -130,7 +130,8 @@ async def _validated(ctx: Context, unit_id: str, agent: Agent, tasks: list[Task]
         return []
     specs = [tools[i] for i in agent.tool_ids if i in tools]
     allowed = {tools[i].name for i in agent.tool_ids if i in tools and i not in agent.distractor_tool_ids}
-    results = await validate_tasks(ctx, [t for _, t in candidates], specs, impl, allowed, unit_id)
+    labels = {"synth.run": ctx.cfg.name, "synth.gold": unit_id}
+    results = await validate_tasks(ctx.cfg.rollout.sandbox, labels, [t for _, t in candidates], specs, impl, allowed)
     kept = []
     for (n, task), (_, problems) in zip(candidates, results):
         if problems:

@@ -1,7 +1,15 @@
 """Verifiable checks on a trajectory. No LLM is involved, so they can veto the judge.
 
-Task checks: a task with final-state assertions (synth/gold.py) has them evaluated on the
-trajectory's final state; an agent with decoy tools must not call them.
+Checks compose: each is a function of a `Subject` (the trajectory, its task, the agent's decoy tool
+names) returning passed or failed, or None when it does not apply to that subject; a group is a
+dict of them by name (`STRUCTURAL`, `TASK`, both in `CHECKS`) and `run_checks` runs one. A new
+check is one function and one entry. The order of the entries is the order of a verdict's checks
+and of its drop reasons.
+
+Structural checks hold for every trajectory; a trainer can rely on every kept row passing them.
+Task checks apply when the task has final-state assertions (judges/assertions.py: evaluated on the
+trajectory's final state) or the agent has decoy tools (none may be called), so verdicts of tasks
+without them keep the same checks.
 
 Besides structural checks there are two reward-hack checks, deliberately simple heuristics:
 - a claimed action: an assistant sentence says something was created / updated / booked /
@@ -14,35 +22,56 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from synth.gold import assertion_failures
+from judges.assertions import assertion_failures
 from synth.core.records import Task, Trajectory
 from tools.spec import validate_arguments
 
 
-def structural_checks(trajectory: Trajectory) -> dict[str, bool]:
-    """Each check by name -> passed. A trainer can rely on every kept row passing all of them."""
-    return {
-        "tool_calls_name_offered_tools": not unknown_tools(trajectory),
-        "tool_arguments_valid": not invalid_arguments(trajectory),
-        "tool_calls_answered": calls_answered(trajectory.messages),
-        "ends_with_assistant_reply": ends_with_reply(trajectory.messages),
-        "claims_backed_by_tool_calls": not unbacked_claims(trajectory),
-        "stated_ids_grounded": not ungrounded_ids(trajectory),
-    }
+@dataclass(frozen=True)
+class Subject:
+    """What a check looks at."""
+
+    trajectory: Trajectory
+    task: Task | None = None
+    decoys: frozenset[str] = field(default_factory=frozenset)  # names of the agent's decoy tools
 
 
-def task_checks(task: Task, trajectory: Trajectory, distractors: set[str] = frozenset()) -> dict[str, bool]:
-    """Checks that need the task: its final-state assertions, and that no decoy tool (by name) was called.
-    Only present when they apply, so verdicts of tasks without them keep the same checks."""
-    checks = {}
-    if task.assertions:
-        checks["final_state_assertions"] = not assertion_failures(trajectory.final_state, task.assertions)
-    if distractors:
-        checks["distractor_tools_unused"] = not any(c["function"]["name"] in distractors
-                                                    for c in _calls(trajectory.messages))
-    return checks
+Check = Callable[[Subject], "bool | None"]  # passed; None: does not apply to this subject
+
+
+def final_state_assertions(s: Subject) -> bool | None:
+    if s.task is None or not s.task.assertions:
+        return None
+    return not assertion_failures(s.trajectory.final_state, s.task.assertions)
+
+
+def distractor_tools_unused(s: Subject) -> bool | None:
+    if not s.decoys:
+        return None
+    return not any(c["function"]["name"] in s.decoys for c in _calls(s.trajectory.messages))
+
+
+STRUCTURAL: dict[str, Check] = {
+    "tool_calls_name_offered_tools": lambda s: not unknown_tools(s.trajectory),
+    "tool_arguments_valid": lambda s: not invalid_arguments(s.trajectory),
+    "tool_calls_answered": lambda s: calls_answered(s.trajectory.messages),
+    "ends_with_assistant_reply": lambda s: ends_with_reply(s.trajectory.messages),
+    "claims_backed_by_tool_calls": lambda s: not unbacked_claims(s.trajectory),
+    "stated_ids_grounded": lambda s: not ungrounded_ids(s.trajectory),
+}
+TASK: dict[str, Check] = {
+    "final_state_assertions": final_state_assertions,
+    "distractor_tools_unused": distractor_tools_unused,
+}
+CHECKS: dict[str, Check] = {**STRUCTURAL, **TASK}
+
+
+def run_checks(subject: Subject, checks: dict[str, Check] = CHECKS) -> dict[str, bool]:
+    """Each check that applies, by name -> passed, in the group's order."""
+    return {name: ok for name, check in checks.items() if (ok := check(subject)) is not None}
 
 
 def _calls(messages: list[dict[str, Any]]):
