@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from judges.calibration import agreement, calibrate, cohen_kappa, pairwise_agreement, stability
-from judges.cli import app
+from synth.commands.judges import app
 from synth.config import RunConfig, dump_config
 from synth.core.llm import LLM
 from synth.context import Context

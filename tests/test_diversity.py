@@ -101,7 +101,7 @@ async def test_evolve_drops_near_duplicates_with_the_tool_they_duplicate_and_res
             "configured": "auto", "backend": used, "near_duplicate_threshold": 0.9, "near_duplicate_removal": True}
         from typer.testing import CliRunner
 
-        from tools.cli import app
+        from synth.commands.tools import app
 
         shown = CliRunner().invoke(app, ["stats", "--run-dir", str(cfg.run_dir), "--embeddings", "lexical"])
         assert shown.exit_code == 0, shown.output
@@ -141,7 +141,7 @@ def test_stats_png_map_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     from typer.testing import CliRunner
 
-    from tools.cli import app
+    from synth.commands.tools import app
 
     run = tmp_path / "run"
     pool = [spec(f"tool_{i}", f"Do task number {i} for the {c} service.", kind=k, category=c)

@@ -194,7 +194,7 @@ async def test_real_servers_import_with_crash_and_hang_rejected(tmp_path):
 def test_cli_import_and_stats(tmp_path):
     from typer.testing import CliRunner
 
-    from tools.cli import app
+    from synth.commands.tools import app
 
     write(tmp_path / "clock.json", {"tools": [GOOD, {"name": "x", "description": "No schema."}]})
     servers = write(tmp_path / "servers.yaml", f"servers:\n  - json_path: {tmp_path / 'clock.json'}\n    label: time\n")

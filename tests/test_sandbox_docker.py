@@ -224,7 +224,7 @@ async def test_stop_is_idempotent_and_cancelled_start_leaves_nothing(cfg):
 def test_cli_build_image_is_a_no_op_and_gc_reports(image):
     from typer.testing import CliRunner
 
-    from sandboxes.cli import app
+    from synth.commands.sandboxes import app
 
     built = CliRunner().invoke(app, ["build-image"])
     assert built.exit_code == 0 and image in built.output, built.output

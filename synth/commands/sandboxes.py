@@ -1,4 +1,4 @@
-"""`synth sandboxes ...`: build the sandbox image, remove leftover containers."""
+"""`synth sandboxes ...`: build the sandbox image, remove leftover sandboxes of any backend."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import typer
 
 from sandboxes import BACKENDS, sandbox_config
 from sandboxes.gc import remove_leftovers
-from synth.core.errors import ConfigError, SandboxError
+from synth.commands.common import exit_on_errors
+from synth.core.errors import ConfigError
 
-app = typer.Typer(help="Sandboxes: build the sandbox image (no registry needed), remove leftover containers or Pods.")
+app = typer.Typer(help="Sandboxes: build the sandbox image (no registry needed), remove leftover sandboxes "
+                  "(containers, Pods, local workspaces).")
 
 
 @app.command("build-image")
@@ -24,11 +26,8 @@ def build_image_cmd(
     """
     from sandboxes.image.build import build_image
 
-    try:
+    with exit_on_errors():
         typer.echo(build_image(variant=variant, force=force))
-    except SandboxError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
 
 
 @app.command("gc")
@@ -42,21 +41,14 @@ def gc_cmd(
     context: str = typer.Option(None, "--context", help="k8s: kubeconfig context (default: current)."),
     in_cluster: bool = typer.Option(False, "--in-cluster", help="k8s: use the service account of this Pod."),
 ) -> None:
-    """Force-remove sandboxes (label synth.managed=1) left behind by killed runs."""
-    if backend not in BACKENDS:
-        typer.echo(f"error: --backend must be one of {', '.join(BACKENDS)}, got {backend!r}", err=True)
-        raise typer.Exit(2)
+    """Force-remove sandboxes left behind by killed runs (found by their labels: synth.run, synth.managed=1)."""
     given = {"namespace": namespace, "kubeconfig": kubeconfig, "context": context, "in_cluster": in_cluster or None}
-    try:
+    with exit_on_errors():
+        if backend not in BACKENDS:
+            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         cfg = sandbox_config({"type": backend, **{k: v for k, v in given.items() if v is not None}})
         typer.echo(f"removed {remove_leftovers(cfg, run)} {backend} sandbox(es)")
         if images:
             from sandboxes.docker import remove_stale_images
 
             typer.echo(f"removed {remove_stale_images()} stale image(s)")
-    except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
-    except SandboxError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""`synth tools import` / `synth tools stats`: parse options, call tools.mcp_import / tools.repository."""
+"""`synth tools ...`: evolve and implement (the stages), import (tools.mcp_import), stats (tools.repository)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from synth.commands.common import exit_on_errors
+from synth.commands.pipeline import stage_command
 from synth.core.errors import ConfigError
 
-app = typer.Typer(help="Import real MCP tools into a run's tools.jsonl and measure the tool pool.", no_args_is_help=True)
+app = typer.Typer(
+    help="Build the tool pool: import real MCP servers' tools, evolve synthetic MCP tool specs, show stats.",
+    no_args_is_help=True,
+)
+app.command("evolve")(stage_command(
+    "tools", "Evolve categories -> domains -> toolsets of MCP tool specs into tools.jsonl; invalid schemas are dropped with their reason."))
 out = Console()
 err = Console(stderr=True)
 
@@ -85,11 +92,8 @@ def import_cmd(
     from synth.core.store import RunStore
     from tools.mcp_import import import_tools
 
-    try:
+    with exit_on_errors():
         sources = _sources(stdio, url, json_paths, catalog, servers_file)
-    except ConfigError as e:
-        err.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from None
     root = _run_dir(run_dir, name, runs_dir)
     results = asyncio.run(import_tools(sources, RunStore(root), timeout=timeout, concurrency=concurrency))
 
@@ -120,14 +124,11 @@ def stats_cmd(
     from tools.repository import NEAR_DUP_JACCARD, filter_tools, load_tools, stats
 
     root = _run_dir(run_dir, name, runs_dir)
-    try:
+    with exit_on_errors():
         if embeddings not in ("auto", "minilm", "lexical"):
             raise ConfigError(f"--embeddings {embeddings!r}: use auto, minilm or lexical")
         embedder = get_embedder(embeddings)  # type: ignore[arg-type]
         tools = filter_tools(load_tools(root), category=category, domain=domain, kind=kind)
-    except ConfigError as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
     s = stats(tools, embedder, threshold)
     for title, counts in (("category", s.by_category), ("kind", s.by_kind), ("toolset", s.by_toolset)):
         table = Table(title=f"tools per {title}")
@@ -146,6 +147,11 @@ def stats_cmd(
 
         write_map(tools, embedder, png, title=root.name)
         out.print(f"map of {len(tools)} tools ({embedder.backend_name} embeddings) -> {png}")
+
+
+app.command("implement")(stage_command(
+    "implement", "Write + test (in a sandbox, with repair rounds) a Python implementation per synthetic toolset; "
+    "passing ones run as executable MCP tools in rollouts, the rest stay LLM-simulated."))
 
 
 def removal_line(root: Path, kept: int) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from synth.cli_support import console, exit_on_errors, run_config
+from synth.commands.common import console, exit_on_errors, run_config
 
 app = typer.Typer(help="Judge tooling: calibrate the LLM judge against verifiable checks.", no_args_is_help=True)
 

