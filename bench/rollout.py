@@ -45,8 +45,8 @@ from bench.endpoint import REPO, child_pids, cpu_seconds, free_port, start_serve
 from bench.fake_server import handler
 from synth.config import RolloutConfig, RunConfig
 from synth.core.records import Agent, Criterion, Implementation, Task, ToolSpec
-from synth.stages.rollout import make_rollouts
 from synth.run import open_run
+from synth.stages.rollout import make_rollouts
 from tests.fake_openai import FakeOpenAI
 
 NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"

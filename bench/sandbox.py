@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from sandboxes.local import LocalConfig
-from sandboxes.docker import DockerConfig
 from sandboxes import provision
+from sandboxes.docker import DockerConfig
+from sandboxes.local import LocalConfig
 from sandboxes.pool import WarmPool
 from tools.mcp_pipe import mcp_session
 

@@ -11,13 +11,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandboxes.local import LocalConfig
+from judges.config import JudgeConfig
 from sandboxes import SandboxConfig
+from sandboxes.local import LocalConfig
 from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
 from synth.core.llm import LLMConfig
 from synth.core.local_llm import EmbeddedConfig
-from judges.config import JudgeConfig
 from tools.config import ToolsConfig
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 from judges.checks import TASK, Subject, run_checks
-from synth.stages.agents import AgentPlan, jaccard, plan_agent, toolsets
 from synth.config import RunConfig
 from synth.core.hashing import content_hash
 from synth.core.records import Criterion, Task, ToolSpec, Trajectory
 from synth.run import open_run, run_stages
+from synth.stages.agents import AgentPlan, jaccard, plan_agent, toolsets
 from tests.fake_openai import FakeOpenAI
 
 

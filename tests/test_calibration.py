@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from judges.calibration import agreement, calibrate, cohen_kappa, pairwise_agreement, stability
 from synth.commands.judges import app
 from synth.config import RunConfig, dump_config
-from synth.core.llm import LLM
 from synth.context import Context
+from synth.core.llm import LLM
 from synth.core.records import Agent, Criterion, Task, Trajectory
 from synth.core.store import RunStore
 from synth.core.usage import UsageMeter

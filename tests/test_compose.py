@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.local import LocalConfig
-from sandboxes.docker import DockerConfig
 from sandboxes import provision
+from sandboxes.docker import DockerConfig
+from sandboxes.local import LocalConfig
 from synth.core.errors import ToolError
-from tools.scaffold import read_state_default
 from synth.core.records import Agent, Implementation, ToolSpec
 from tools.compose import COMPOSITE_PREFIX, compose, state_keys
 from tools.executable import ExecutableToolset
+from tools.scaffold import read_state_default
 from tools.serving import Serving
 
 FIXTURES = Path(__file__).parent / "fixtures" / "toolsets"

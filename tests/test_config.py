@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandboxes.local import LocalConfig
 from sandboxes.docker import DockerConfig
+from sandboxes.local import LocalConfig
 from synth.config import RunConfig, dump_config, load_config
 from synth.core.errors import ConfigError
 

@@ -11,13 +11,13 @@ import json
 import numpy as np
 import pytest
 
-from synth.run import open_run, run_stages
+from synth.core.records import ToolSpec
 from synth.core.store import RunStore
+from synth.run import open_run, run_stages
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
 from tests.test_pipeline import config, lines
 from tools.diversity import LexicalEmbedder, get_embedder, near_duplicates, nearest, tool_text
-from synth.core.records import ToolSpec
 
 WEATHER = "get weather: Get the current weather forecast for a city."
 PARAPHRASE = "fetch weather: Fetch the current weather forecast for a given city."

@@ -8,11 +8,11 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from synth.config import RunConfig, dump_config
-from synth.stages.export import export_run, rl_rows, sft_rows
 from synth.context import Context
 from synth.core.records import Agent, Criterion, Task, ToolSpec, Trajectory, Verdict
 from synth.core.store import RunStore
 from synth.core.usage import UsageMeter
+from synth.stages.export import export_run, rl_rows, sft_rows
 
 SEARCH = ToolSpec(name="search_flights", description="Find flights.", toolset="travel", inputSchema={
     "type": "object", "properties": {"origin": {"type": "string"}, "date": {"type": "string", "format": "date"}},

@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from judges.checks import TASK, Subject, run_checks
-from synth.config import RunConfig
-from tools.scaffold import read_state_default
-from tools.serving import Serving
 from judges.assertions import _MISSING, assertion_failures, holds, resolve
+from judges.checks import TASK, Subject, run_checks
 from judges.gold import shape_problems
+from synth.config import RunConfig
 from synth.core.records import Agent, Criterion, Implementation, StateAssertion, Task, ToolSpec, Trajectory
+from synth.core.units import Unit
 from synth.run import open_run, run_stages
 from synth.stages.tasks import draft_tasks
-from synth.core.units import Unit
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
 from tests.test_implement import scripted as scripted_body
+from tools.scaffold import read_state_default
+from tools.serving import Serving
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
 TOOLS = json.loads((NOTES / "tools.json").read_text())

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from synth.config import RunConfig
+from synth.core.records import Implementation, ToolSpec
 from synth.run import open_run
+from synth.stages.implement import run as implement_tools
 from tests.fake_openai import FakeOpenAI
 from tools.executable import ExecutableToolset
-from synth.stages.implement import run as implement_tools
 from tools.implement import BODY_ATTEMPTS
 from tools.serving import passed_implementations
-from synth.core.records import Implementation, ToolSpec
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
 TOOLS = json.loads((NOTES / "tools.json").read_text())

@@ -8,17 +8,17 @@ from collections import Counter
 import pytest
 
 from judges.calibration import calibrate, self_agreement, stored_calls
-from judges.judge import SINGLE_INDEX, sample_seeds
-from synth.run import run_stages
 from judges.config import JudgeConfig
+from judges.judge import SINGLE_INDEX, sample_seeds
 from synth.config import RunConfig, dump_config
-from synth.stages.export import _agreement
+from synth.context import Context
 from synth.core.hashing import content_hash
 from synth.core.llm import LLM
-from synth.context import Context
 from synth.core.records import Agent, Criterion, CriterionResult, JudgeSample, Task, Trajectory, Verdict
 from synth.core.store import RunStore
 from synth.core.usage import UsageMeter
+from synth.run import run_stages
+from synth.stages.export import _agreement
 from tests.fake_openai import FakeOpenAI
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather.", "parameters": {

@@ -6,11 +6,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from judges.filters import drop_reasons
-from judges.judge import judge_trajectory, judgment_model, rubric_score, transcript
 from judges.checks import (STRUCTURAL, Subject, calls_answered, ends_with_reply, invalid_arguments, run_checks,
                            unknown_tools)
 from judges.config import JudgeConfig
+from judges.filters import drop_reasons
+from judges.judge import judge_trajectory, judgment_model, rubric_score, transcript
 from synth.core.records import Criterion, CriterionResult, Task, Trajectory
 
 WEATHER = {"type": "function", "function": {
@@ -278,10 +278,10 @@ def test_judgment_model_demands_one_result_per_criterion():
 
 # -- several samples and the single-score mode ----------------------------------------------
 
-from judges.filters import reason_kind
-from judges.metrics import funnel_report  # noqa: E402
-from judges.judge import SINGLE_INDEX, judge, majority, sample_seeds  # noqa: E402
 from judges.checks import successful_calls, unbacked_claims, ungrounded_ids  # noqa: E402
+from judges.filters import reason_kind  # noqa: E402
+from judges.judge import SINGLE_INDEX, judge, majority, sample_seeds  # noqa: E402
+from judges.metrics import funnel_report  # noqa: E402
 
 
 class SeededJudgeLLM:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.local import LocalConfig
 from sandboxes import provision
+from sandboxes.local import LocalConfig
 from synth.core.errors import ToolError
 from tools.mcp_pipe import mcp_session
 

@@ -9,8 +9,8 @@ from datasets import load_from_disk
 
 from synth.config import RunConfig
 from synth.run import STAGES, open_run, run_stages
-from tests.fake_openai import FakeOpenAI
 from synth.user_sim import STOP
+from tests.fake_openai import FakeOpenAI
 
 
 def config(tmp_path, fake: FakeOpenAI, **overrides) -> RunConfig:

@@ -8,14 +8,14 @@ import json
 
 import pytest
 
+from judges.metrics import pass_at_k, pass_hat_k, pass_report
 from sandboxes.local import LocalSandbox
 from synth.config import RunConfig
 from synth.core.errors import SandboxError
 from synth.core.records import Agent, Criterion, Task, ToolSpec, Trajectory, Verdict
-from judges.metrics import pass_at_k, pass_hat_k, pass_report
 from synth.episode import USAGE_KEYS
-from synth.stages.rollout import make_rollouts
 from synth.run import open_run
+from synth.stages.rollout import make_rollouts
 from synth.user_sim import PREMATURE_STOP, STOP
 from tests.fake_openai import FakeOpenAI
 from tools.runtime import FAULTS, ToolOutcome, injected_fault
@@ -86,8 +86,10 @@ def slow_tools(monkeypatch):
 
 async def test_parallel_tool_calls_run_at_once_and_keep_their_order(tmp_path, fake, slow_tools):
     seen = slow_tools({"get_a": 0.9, "get_b": 0.6, "get_c": 0.3})  # gaps a loaded machine cannot reorder
-    _, stats, [trajectory] = await run(tmp_path, fake)
-    assert stats.done == 1 and seen["max_in_flight"] == 3
+    ctx, stats, trajectories = await run(tmp_path, fake)
+    assert stats.done == 1, [(e.error_type, e.message) for e in ctx.store.read("errors")]
+    [trajectory] = trajectories
+    assert seen["max_in_flight"] == 3
     assert seen["finished"][:3] == ["get_c", "get_b", "get_a"]  # they finished in reverse order...
     messages = trajectory.messages
     calls = next(m for m in messages if m.get("tool_calls"))["tool_calls"]

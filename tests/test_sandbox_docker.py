@@ -18,9 +18,9 @@ import docker
 import docker.errors
 import pytest
 
+from sandboxes import provision
 import sandboxes.docker as docker_backend
 from sandboxes.docker import DockerConfig
-from sandboxes import provision
 from synth.core.errors import SandboxError
 
 pytestmark = pytest.mark.docker

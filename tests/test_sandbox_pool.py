@@ -15,8 +15,8 @@ import docker
 import docker.errors
 import pytest
 
-from sandboxes.local import LocalConfig
 from sandboxes.docker import DockerConfig
+from sandboxes.local import LocalConfig
 from sandboxes.pool import WarmPool
 from synth.core.errors import SandboxError
 

@@ -1,4 +1,4 @@
-"""synth/shard.py: shard parsing, the deterministic split, merging shard run directories."""
+"""synth/core/shard.py: shard parsing, the deterministic split, merging shard run directories."""
 
 from __future__ import annotations
 

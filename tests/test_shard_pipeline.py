@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from synth.config import RunConfig
-from synth.run import STAGES, open_run, run_stages
 from synth.core.shard import merge_runs
+from synth.run import STAGES, open_run, run_stages
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.local import LocalConfig
-from sandboxes.docker import DockerConfig
 from sandboxes import provision
+from sandboxes.docker import DockerConfig
+from sandboxes.local import LocalConfig
 from synth.core.errors import ToolError
-from tools.executable import ExecutableToolset, python_argv, ship
 from synth.core.records import ToolSpec
+from tools.executable import ExecutableToolset, python_argv, ship
 
 NOTES = Path(__file__).parent / "fixtures" / "toolsets" / "notes"
 TOOLS = json.loads((NOTES / "tools.json").read_text())

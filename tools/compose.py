@@ -49,8 +49,8 @@ import ast
 import re
 from typing import Any
 
-from tools.scaffold import read_state_default
 from synth.core.records import Implementation, ToolSpec
+from tools.scaffold import read_state_default
 
 COMPOSITE_PREFIX = "composite:"  # composite toolset ids never equal a real toolset id
 RESERVED = frozenset({"STATE_DEFAULT", "ToolFailure"})  # module names the host reads itself

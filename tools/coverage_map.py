@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.diversity import Embedder, tool_text
 from synth.core.records import ToolSpec
+from tools.diversity import Embedder, tool_text
 
 STYLE = {  # kind -> (colour, marker, legend label)
     "real": ("#1f77b4", "o", "real (imported MCP)"),

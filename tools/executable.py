@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from sandboxes.base import Sandbox
 from synth.core.errors import HostTimeout, ToolError
+from synth.core.records import ToolSpec
 from tools.host_client import HostConnection
 from tools.runtime import STATE_FILE, ToolOutcome, injected_fault, tool_error, unknown_tool
-from synth.core.records import ToolSpec
 
 if TYPE_CHECKING:
     from sandboxes.pool import WarmPool

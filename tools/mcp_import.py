@@ -20,8 +20,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sandboxes.local import LocalConfig
 from sandboxes import provision
+from sandboxes.local import LocalConfig
 from synth.core.hashing import content_hash
 from synth.core.records import ErrorRecord, ToolSpec
 from synth.core.store import RunStore

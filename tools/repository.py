@@ -9,9 +9,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from synth.core.hashing import content_hash
+from synth.core.records import ToolSpec
 from synth.core.store import RunStore
 from tools.diversity import Embedder, near_duplicates, tool_text
-from synth.core.records import ToolSpec
 from tools.spec import schema_problems
 
 NEAR_DUP_JACCARD = 0.8  # lexical fallback; embedding near-duplicates are a separate concern

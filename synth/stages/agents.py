@@ -22,12 +22,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from synth.context import Context
 from synth.core.errors import Rejected
 from synth.core.hashing import content_hash
-from synth.context import Context
-from synth.core.units import StageStats, Unit, run_units
 from synth.core.prompts import render
 from synth.core.records import Agent, ToolSpec
+from synth.core.units import StageStats, Unit, run_units
 
 Strategy = Literal["single", "mixed", "distractors"]
 Rule = Annotated[str, Field(min_length=3, max_length=150)]

@@ -20,8 +20,8 @@ import yaml
 from datasets import Dataset, DatasetDict, Features, List, Value, disable_progress_bars
 
 from judges.calibration import self_agreement
-from judges.metrics import funnel_report
 from judges.checks import successful_calls
+from judges.metrics import funnel_report
 from sandboxes import backend_of
 from synth.context import Context
 from synth.core.prompts import render

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from synth.core.errors import Rejected
-from tools.scaffold import read_state_default
 from judges.gold import shape_problems, validate_tasks
 from synth.context import Context
-from synth.core.units import StageStats, Unit, run_units
+from synth.core.errors import Rejected
 from synth.core.prompts import render
 from synth.core.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task, ToolSpec
+from synth.core.units import StageStats, Unit, run_units
+from tools.scaffold import read_state_default
 from tools.serving import Serving, passed_implementations
 
 Short = Annotated[str, Field(min_length=3, max_length=150)]
