@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +31,7 @@ from synth.view.payload import build_payload
 from synth.view.rundir import read_run_dir
 from synth.view.summary import summarize
 from tests.browser import browser_context, missing
-from tests.synthetic_run import write_synthetic_run
 
-NEXT_FRAME = "() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))"
 OPEN = """async (i) => {
   const t0 = performance.now();
   const shown = new Promise(r => document.addEventListener("trajectory-shown", r, { once: true }));
@@ -78,6 +79,10 @@ def build(run_dir: Path, out: Path) -> dict[str, float]:
     return times
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 async def measure(report: Path, loads: int, trajectories: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
 
@@ -98,10 +103,18 @@ async def measure(report: Path, loads: int, trajectories: int) -> dict[str, list
             add("open trajectory, chunk warm ms", await page.evaluate(OPEN, 1))
             add(f"filter dropped over {trajectories} ms", await page.evaluate(CHANGE, ["f-kept", "dropped"]))
             add("text search ms", await page.evaluate(CHANGE, ["f-text", "ba"]))
+            cdp = await context.new_cdp_session(page)
+            add("JS heap after GC MB", await heap_mb(cdp))
             add("search messages: inflate all ms", await page.evaluate(CHANGE, ["f-deep", True]))
-            add("JS heap MB", await page.evaluate("performance.memory.usedJSHeapSize") / 1e6)
+            add("JS heap after search messages MB", await heap_mb(cdp))
             await page.close()
     return results
+
+
+async def heap_mb(cdp) -> float:
+    """Live JS heap after a full GC (performance.memory is coarse and cached in Chromium)."""
+    await cdp.send("HeapProfiler.collectGarbage")
+    return (await cdp.send("Runtime.getHeapUsage"))["usedSize"] / 1e6
 
 
 def main() -> None:
@@ -115,14 +128,17 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-view-"))
     try:
         started = time.perf_counter()
-        run_dir = write_synthetic_run(root / "run", args.trajectories)
+        run_dir = root / "run"
+        # in a child process, so this one's peak RSS is the build's
+        subprocess.run([sys.executable, "-m", "tests.synthetic_run", str(run_dir), "--trajectories", str(args.trajectories)],
+                       check=True, stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
         print(f"synthetic run dir: {args.trajectories} trajectories in {time.perf_counter() - started:.1f} s, "
               f"trajectories.jsonl {(run_dir / 'trajectories.jsonl').stat().st_size / 1e6:.1f} MB, "
               f"all files {sum(p.stat().st_size for p in run_dir.iterdir()) / 1e6:.1f} MB")
         report = root / "report.html"
         for name, seconds in build(run_dir, report).items():
             print(f"build {name:32s} {seconds:6.2f} s")
-        print(f"report size {report.stat().st_size / 1e6:.1f} MB")
+        print(f"report size {report.stat().st_size / 1e6:.1f} MB; peak RSS of the build {peak_rss_mb():.0f} MB")
         results = asyncio.run(measure(report, args.loads, args.trajectories))
         print(f"in headless Chromium (file://), median of {args.loads} loads [min-max]:")
         for name, values in results.items():

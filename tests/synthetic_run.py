@@ -269,6 +269,7 @@ def add_future_fields(dumped: dict[str, list[dict[str, Any]]], rng: random.Rando
     if dumped["verdicts"]:
         dumped["verdicts"][0]["keep"] = False
         dumped["verdicts"][0]["reasons"].append("user simulator broke character at turn 2")
+        dumped["verdicts"][0]["results"][0]["turn"] = 120  # small judges cite turns the conversation does not have
     if dumped["trajectories"]:
         dumped["trajectories"][0]["user_flags"].append("assistant_voice")
 

@@ -122,6 +122,23 @@ def test_runtime_mix_is_inferred_from_implementations_unless_traces_say(tmp_path
     assert summary.runtime_from_traces and summary.runtime_mix == dict(Counter(c["runtime"] for c in calls))
 
 
+def test_usage_shows_cost_columns_and_unknown_manifest_sections_when_the_manifest_has_them(tmp_path):
+    from synth.view.overview import render_overview
+
+    root = write_synthetic_run(tmp_path / "run", 6)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["usage"]["rollout"]["cost"] = 1.25
+    manifest["usage"]["judge"]["cost"] = 0.5
+    manifest["budget"] = {"tokens": 1000, "stopped_by": "tokens"}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    files = read_run_dir(root)
+    html = render_overview(files, summarize(Run(files)))
+    usage = html[html.index('id="card-usage"'):]
+    usage = usage[:usage.index("</section>")]
+    assert "<th>cost</th>" in usage and "<td>1.25</td>" in usage and "<td>1.75</td>" in usage  # total row
+    assert 'id="card-manifest-extra"' in html and "stopped_by" in html
+
+
 # -- state diff -----------------------------------------------------------------------------------
 
 def test_state_diff_names_each_added_removed_and_changed_path():
@@ -222,6 +239,18 @@ def test_records_of_an_older_version_with_fields_missing_still_show(tmp_path):
     payload = build_payload(run_of(root))
     assert payload.index["trajectories"][0]["k"] is False and payload.index["trajectories"][0]["ts"] == []
     assert "synth view" in build_report(root)
+
+
+def test_a_run_killed_after_its_first_stage_shows_what_there_is(tmp_path):
+    root = write_synthetic_run(tmp_path / "full", 4)
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "tools.jsonl").write_text((root / "tools.jsonl").read_text())
+    summary = summarize(run_of(early))
+    assert dict(summary.funnel) == {"tools": len(lines(root / "tools.jsonl")), "agents": 0, "tasks": 0, "trajectories": 0,
+                                    "judged": 0, "kept": 0}
+    html = build_report(early)
+    assert 'id="chunk-' not in html and "no tool calls" in html
 
 
 def test_a_directory_that_is_no_run_dir_gets_an_error_naming_the_fix(tmp_path):

@@ -204,6 +204,12 @@ async def test_overview_links_filter_the_list_and_pages_stay_short(fixture_run, 
     # keyboard: k goes to the previous one
     await page.keyboard.press("k")
     await page.locator(f'.trajectory[data-id="{trajectories[-2]["id"]}"]').wait_for()
+    # a criterion citing a turn the conversation does not have says so instead of linking nowhere
+    odd = lines(root / "verdicts.jsonl")[0]
+    await page.fill("#f-text", odd["trajectory_id"])
+    await page.click("#trajectory-list tbody tr")
+    cell = page.locator(f'.trajectory[data-id="{odd["trajectory_id"]}"] table.rubric tr[data-index="0"] td:last-child')
+    await expect(cell).to_have_text("turn 120 (not in the conversation)")
     # "search messages" finds a word that only occurs inside a tool result
     await page.fill("#f-text", "tokens_left")
     assert "none match" in await page.inner_text(".pager")

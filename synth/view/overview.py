@@ -12,7 +12,7 @@ from synth.view.summary import Summary, Yield, usage_rows
 RUNTIME_CLASSES = {"real": "rt-real", "executable": "rt-exec", "simulated": "rt-sim"}
 # manifest sections shown in their own cards; the rest are shown as JSON, so new sections are never hidden
 SHOWN_SECTIONS = {"counts", "funnel", "usage", "last_invocation", "user_flags", "pass_k", "judge_agreement",
-                  "created", "config_hash", "stages"}
+                  "created", "config_hash", "stages", "cost"}
 
 
 def render_overview(files: RunFiles, summary: Summary) -> str:

@@ -16,7 +16,9 @@ const Detail = (() => {
     const agent = tables.agents[t.agent_id] || {};
     const root = el("div", { class: "trajectory", data: { id: t.id } });
     root.append(header(row, t, v, task, agent));
-    if (v) root.append(section("Rubric verdicts", rubric(task, v, root), true, `${(v.results || []).filter(r => r.passed).length}/${(v.results || []).length} passed`));
+    const userTurns = (t.messages || []).filter(m => m.role === "user").length;
+    if (v) root.append(section("Rubric verdicts", rubric(task, v, root, userTurns), true, `${(v.results || []).filter(r => r.passed).length}/${(v.results || []).length} passed`));
+    else root.append(section("Rubric", rubric(task, { results: [] }, root, userTurns), true, "not judged"));
     if (v) root.append(section("Checks", checks(v.checks || {}), true));
     root.append(section("Conversation", conversation(t, d.rt || {}), true, `${t.turns ?? "?"} turns, ${(t.tool_calls || []).length} tool calls`));
     root.append(section("Final state", stateDiff(d, task, t), true, d.d.length ? `${d.d.length + (d.dm || 0)} changes` : "unchanged"));
@@ -49,8 +51,9 @@ const Detail = (() => {
     return passed ? badge("pass", "ok") : badge("fail", "bad");
   }
 
-  function turnLink(turn, root) {
+  function turnLink(turn, root, userTurns) {
     if (turn === null || turn === undefined) return el("span", { class: "muted" }, "–");
+    if (!(turn >= 1 && turn <= userTurns)) return el("span", { class: "turn-link missing", title: `the conversation has ${userTurns} turns` }, `turn ${turn}`, el("span", { class: "muted" }, " (not in the conversation)"));
     return el("a", { href: "#", class: "turn-link", data: { turn }, onclick: e => { e.preventDefault(); scrollToTurn(root, turn, e.currentTarget); } }, `turn ${turn}`);
   }
 
@@ -62,7 +65,7 @@ const Detail = (() => {
     target.classList.remove("flash"); void target.offsetWidth; target.classList.add("flash");
   }
 
-  function rubric(task, v, root) {
+  function rubric(task, v, root, userTurns) {
     const criteria = task.rubric || [];
     const results = v.results || [];
     const samples = v.samples || [];
@@ -76,7 +79,7 @@ const Detail = (() => {
       return el("tr", { class: "criterion " + (r ? (r.passed !== (c.kind === "pitfall") ? "c-ok" : "c-bad") : "") , data: { index: i } },
         el("td", { class: "num" }, i >= 0 ? i + 1 : "–"), el("td", null, c.kind ? badge(c.kind, "kind-" + c.kind) : ""),
         el("td", { class: "num" }, c.weight ?? ""), el("td", null, text), el("td", null, verdictBadge(c.kind, r && r.passed)), tally,
-        el("td", { class: "reason" }, r ? String(r.reason ?? "") : ""), el("td", null, r ? turnLink(r.turn, root) : ""));
+        el("td", { class: "reason" }, r ? String(r.reason ?? "") : ""), el("td", null, r ? turnLink(r.turn, root, userTurns) : ""));
     });
     const table = el("table", { class: "grid rubric" }, el("thead", null, el("tr", null, head.map(h => el("th", null, h)))), el("tbody", null, body));
     const sampleScores = samples.length ? el("p", { class: "muted" }, "judge samples: ", samples.map(s => `seed ${s.seed}: ${score(s.score)} ${s.keep ? "keep" : "drop"}`).join(" · ")) : null;
