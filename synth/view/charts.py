@@ -56,7 +56,7 @@ def histogram(bins: list[tuple[float, float, int, int]], width: int = 360, heigh
         return '<p class="muted">no scored verdicts</p>'
     pad, axis = 4, 16
     column = (width - 2 * pad) / len(bins)
-    scale = (height - axis - pad) / top
+    scale = (height - axis - 12) / top  # 12: room for the tallest column's count
     out = [f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
            f'aria-label="judge score histogram">']
     for n, (low, high, kept, dropped) in enumerate(bins):
@@ -69,7 +69,7 @@ def histogram(bins: list[tuple[float, float, int, int]], width: int = 360, heigh
                 out.append(f'<rect class="{cls}" x="{x + 1:.1f}" y="{base:.1f}" width="{column - 2:.1f}" height="{h:.1f}">'
                            f'<title>score {low:.1f}–{high:.1f}: {cls} {count}</title></rect>')
         if kept + dropped:
-            out.append(f'<text class="count" x="{x + column / 2:.1f}" y="{max(base - 2, 9):.1f}">{kept + dropped}</text>')
+            out.append(f'<text class="count" x="{x + column / 2:.1f}" y="{base - 2:.1f}">{kept + dropped}</text>')
         out.append(f'<text class="tick" x="{x:.1f}" y="{height - 4}">{low:.1f}</text>')
     out.append(f'<text class="tick" x="{width - pad - 14}" y="{height - 4}">1.0</text></svg>')
     return "".join(out)

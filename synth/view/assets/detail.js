@@ -37,7 +37,7 @@ const Detail = (() => {
       ["usage", t.usage && Object.keys(t.usage).length ? Object.entries(t.usage).map(([k, n]) => `${k} ${fmt(n)}`).join(", ") : ""],
     ];
     return el("div", { class: "dhead" },
-      el("div", { class: "title" }, keptBadge(v ? !!v.keep : null), " ", el("b", null, v ? `score ${score(v.score)}` : "not judged"), " ",
+      el("div", { class: "title" }, keptBadge(v ? !!v.keep : null), " ", v ? el("b", null, `score ${score(v.score)}`) : null, " ",
         el("span", { class: "goal-text" }, task.goal || "")),
       v && (v.reasons || []).length ? el("ul", { class: "reasons" }, v.reasons.map(r => el("li", null, String(r)))) : null,
       (t.user_flags || []).length ? el("div", { class: "flags" }, "user-simulator flags: ", t.user_flags.map(x => badge(String(x), "flag"))) : null,
