@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.records import (Agent, Criterion, CriterionResult, ErrorRecord, GoldAction, Implementation, StateAssertion,
-                           Task, ToolCallTrace, Trajectory, Verdict)
-from tools.spec import ToolSpec
+from synth.core.records import (Agent, Criterion, CriterionResult, ErrorRecord, GoldAction, Implementation,
+                                StateAssertion, Task, ToolCallTrace, ToolSpec, Trajectory, Verdict)
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 CHECKS = ("tool_calls_name_offered_tools", "tool_arguments_valid", "tool_calls_answered", "ends_with_assistant_reply",

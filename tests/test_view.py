@@ -114,7 +114,7 @@ def test_runtime_mix_is_inferred_from_implementations_unless_traces_say(tmp_path
     for t in lines(root / "trajectories.jsonl"):
         toolsets = {tools[i]["toolset_id"] for i in agents[t["agent_id"]]["tool_ids"]}
         expected["executable" if toolsets <= passing else "simulated"] += len(t["tool_calls"])
-    assert mix == dict(expected)
+    assert mix == dict(expected) and len(mix) == 2
 
     future = write_synthetic_run(tmp_path / "new", 40, seed=1, future=True)
     summary = summarize(run_of(future))
@@ -137,6 +137,34 @@ def test_usage_shows_cost_columns_and_unknown_manifest_sections_when_the_manifes
     usage = usage[:usage.index("</section>")]
     assert "<th>cost</th>" in usage and "<td>1.25</td>" in usage and "<td>1.75</td>" in usage  # total row
     assert 'id="card-manifest-extra"' in html and "stopped_by" in html
+
+
+FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs" / "resume"
+
+
+def test_a_run_dir_written_by_older_code_shows_as_its_manifest_counts_it(tmp_path):
+    """tests/fixtures/runs/resume was written before the restructure (executable, composite and simulated rollouts)."""
+    from synth.core.records import Agent, Implementation, ToolSpec
+    from tools.implement import serving_implementation
+
+    run = run_of(FIXTURE_RUN)
+    summary = summarize(run)
+    manifest = json.loads((FIXTURE_RUN / "manifest.json").read_text())
+    funnel = dict(summary.funnel)
+    assert {k: funnel[k] for k in ("tools", "agents", "tasks", "trajectories", "kept")} == {
+        k: manifest["funnel"]["counts"][k] for k in ("tools", "agents", "tasks", "trajectories", "kept")}
+    assert dict(summary.drop_reasons) == manifest["funnel"]["drop_reasons"]
+    assert summary.failed_units == manifest["funnel"]["failed_units"]
+    # the runtime inferred per agent is the one the rollout's own rule picks
+    implementations = {i["toolset_id"]: Implementation.model_validate(i) for i in lines(FIXTURE_RUN / "implementations.jsonl")
+                       if i["passed"]}
+    tools = {t["id"]: ToolSpec.model_validate(t) for t in lines(FIXTURE_RUN / "tools.jsonl")}
+    picked = {a["id"]: "executable" if serving_implementation(Agent.model_validate(a), implementations, tools) else "simulated"
+              for a in lines(FIXTURE_RUN / "agents.jsonl")}
+    assert {a["id"]: run.inferred_runtime(a) for a in lines(FIXTURE_RUN / "agents.jsonl")} == picked
+    assert set(picked.values()) == {"executable", "simulated"}
+    out = write_report(FIXTURE_RUN, tmp_path / "report.html")
+    assert not (FIXTURE_RUN / "report.html").exists() and out.stat().st_size > 0
 
 
 # -- state diff -----------------------------------------------------------------------------------

@@ -238,3 +238,26 @@ async def test_synth_view_serve_answers_the_browser_on_loopback(fixture_run, pag
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+async def test_a_run_written_by_the_pipeline_shows_executable_calls_and_judge_samples(page, tmp_path, artifact):
+    """tests/fixtures/runs/resume: real stage output (executable and simulated rollouts, 2 judge samples)."""
+    from playwright.async_api import expect
+
+    if problem := missing():
+        pytest.fail(problem)
+    root = Path(__file__).parent / "fixtures" / "runs" / "resume"
+    report = write_report(root, tmp_path / "report.html")
+    trajectory = next(t for t in lines(root / "trajectories.jsonl")
+                      if any(c["fault"] for c in t["tool_calls"]) and "notes" in t["final_state"])
+    verdict = next(v for v in lines(root / "verdicts.jsonl") if v["trajectory_id"] == trajectory["id"])
+    await open_report(page, report, f"#trajectories?t={trajectory['id']}")
+    shown = page.locator(f'.trajectory[data-id="{trajectory["id"]}"]')
+    await shown.wait_for()
+    assert set(await shown.locator(".call .rt").all_inner_texts()) == {"executable"}
+    tallies = await shown.locator("table.rubric tbody tr td:nth-child(6)").all_inner_texts()
+    assert tallies == [f"{sum(any(r['index'] == i and r['passed'] for r in s['results']) for s in verdict['samples'])}/2"
+                       for i in range(len(verdict["results"]))]
+    await expect(shown.locator("ul.reasons")).to_contain_text(verdict["reasons"][0])
+    await page.screenshot(path=str(tmp_path / "pipeline-trajectory.png"))
+    artifact(tmp_path / "pipeline-trajectory.png")

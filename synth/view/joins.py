@@ -38,8 +38,9 @@ class Run:
         return {v.get("trajectory_id", v.get("unit", "")): v for v in self.files["verdicts"]}
 
     @cached_property
-    def passing_toolsets(self) -> set[str]:
-        return {i.get("toolset_id", "") for i in self.files["implementations"] if i.get("passed")}
+    def passing_tool_ids(self) -> set[str]:
+        """Tools some passing implementation covers."""
+        return {t for i in self.files["implementations"] if i.get("passed") for t in i.get("tool_ids", [])}
 
     @cached_property
     def trajectories_by_task(self) -> dict[str, list[Row]]:
@@ -81,10 +82,11 @@ class Run:
         return tools[0].get("domain", "") if tools else ""
 
     def inferred_runtime(self, agent: Row) -> str:
-        """What a rollout of this agent ran on when traces did not say: executable when every toolset its
-        tools come from has a passing implementation (as synth/rollout.py picks), else the LLM simulator."""
-        toolsets = {t.get("toolset_id", "") for t in self.agent_tools(agent)} or {agent.get("toolset_id", "")}
-        return "executable" if toolsets and toolsets <= self.passing_toolsets else "simulated"
+        """What a rollout of this agent ran on when traces did not say, by the rollout's rule: executable
+        when passing implementations cover every tool it was offered (decoys included), else the LLM
+        simulator. (Not seen from the files: a composite refused for a tool name two parts share.)"""
+        tools = agent.get("tool_ids", [])
+        return "executable" if tools and set(tools) <= self.passing_tool_ids else "simulated"
 
     def call_runtime(self, trajectory: Row, call: Row) -> tuple[str, bool]:
         """(runtime of one tool call, whether the trace said so rather than it being inferred)."""

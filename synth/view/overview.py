@@ -88,8 +88,8 @@ def runtime_mix(summary: Summary) -> str:
     names = order + [k for k in summary.runtime_mix if k not in order]
     parts = [(name, summary.runtime_mix.get(name, 0), RUNTIME_CLASSES.get(name, "rt-other")) for name in names]
     source = ("from the tool-call traces" if summary.runtime_from_traces else
-              "inferred: traces do not name a runtime, so a call counts as executable when every toolset of its "
-              "agent has a passing implementation, else simulated")
+              "inferred: traces do not name a runtime, so a call counts as executable when passing implementations "
+              "cover every tool its agent was offered, else simulated")
     return stacked(parts) + f'<p class="muted">tool calls by runtime, {esc(source)}</p>'
 
 

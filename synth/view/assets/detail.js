@@ -17,7 +17,9 @@ const Detail = (() => {
     const root = el("div", { class: "trajectory", data: { id: t.id } });
     root.append(header(row, t, v, task, agent));
     const userTurns = (t.messages || []).filter(m => m.role === "user").length;
-    if (v) root.append(section("Rubric verdicts", rubric(task, v, root, userTurns), true, `${(v.results || []).filter(r => r.passed).length}/${(v.results || []).length} passed`));
+    // met: a criterion passed, or a pitfall avoided
+    const met = (v && v.results || []).filter(r => r.passed !== (((task.rubric || [])[r.index] || {}).kind === "pitfall")).length;
+    if (v) root.append(section("Rubric verdicts", rubric(task, v, root, userTurns), true, `${met}/${(v.results || []).length} met`));
     else root.append(section("Rubric", rubric(task, { results: [] }, root, userTurns), true, "not judged"));
     if (v) root.append(section("Checks", checks(v.checks || {}), true));
     root.append(section("Conversation", conversation(t, d.rt || {}), true, `${t.turns ?? "?"} turns, ${(t.tool_calls || []).length} tool calls`));
@@ -71,7 +73,7 @@ const Detail = (() => {
     const samples = v.samples || [];
     const byIndex = new Map(results.map(r => [r.index, r]));
     const indexes = [...new Set([...criteria.map((_, i) => i), ...results.map(r => r.index)])].sort((a, b) => a - b);
-    const head = ["#", "kind", "weight", "criterion", "verdict", samples.length ? `samples (${samples.length})` : null, "reason", "turn"].filter(h => h !== null);
+    const head = ["#", "kind", "weight", "criterion", "verdict", samples.length ? `passed in samples` : null, "reason", "turn"].filter(h => h !== null);
     const body = indexes.map(i => {
       const c = criteria[i] || {}, r = byIndex.get(i);
       const tally = samples.length ? el("td", { class: "num" }, `${samples.filter(s => (s.results || []).some(x => x.index === i && x.passed)).length}/${samples.length}`) : null;
