@@ -145,7 +145,7 @@ FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs" / "resume"
 def test_a_run_dir_written_by_older_code_shows_as_its_manifest_counts_it(tmp_path):
     """tests/fixtures/runs/resume was written before the restructure (executable, composite and simulated rollouts)."""
     from synth.core.records import Agent, Implementation, ToolSpec
-    from tools.implement import serving_implementation
+    from tools.serving import Serving
 
     run = run_of(FIXTURE_RUN)
     summary = summarize(run)
@@ -159,7 +159,8 @@ def test_a_run_dir_written_by_older_code_shows_as_its_manifest_counts_it(tmp_pat
     implementations = {i["toolset_id"]: Implementation.model_validate(i) for i in lines(FIXTURE_RUN / "implementations.jsonl")
                        if i["passed"]}
     tools = {t["id"]: ToolSpec.model_validate(t) for t in lines(FIXTURE_RUN / "tools.jsonl")}
-    picked = {a["id"]: "executable" if serving_implementation(Agent.model_validate(a), implementations, tools) else "simulated"
+    serving = Serving(tools, implementations)
+    picked = {a["id"]: "executable" if serving.implementation(Agent.model_validate(a)) else "simulated"
               for a in lines(FIXTURE_RUN / "agents.jsonl")}
     assert {a["id"]: run.inferred_runtime(a) for a in lines(FIXTURE_RUN / "agents.jsonl")} == picked
     assert set(picked.values()) == {"executable", "simulated"}
