@@ -42,6 +42,19 @@ def run_of(root: Path) -> Run:
     return Run(read_run_dir(root))
 
 
+def test_the_viewer_imports_nothing_of_the_project_but_itself_and_only_cli_imports_it():
+    """So it survives the pipeline's modules moving: it reads run dirs as JSON, not through record classes."""
+    from tests.test_layers import graph
+
+    edges = graph()
+    outside = {(module, target) for module, targets in edges.items() if module.startswith("synth.view")
+               for target in targets if not target.startswith("synth.view")}
+    assert outside == set()
+    importers = {module for module, targets in edges.items() if not module.startswith("synth.view")
+                 and any(t.startswith("synth.view") for t in targets)}
+    assert importers == {"cli"}
+
+
 # -- numbers --------------------------------------------------------------------------------------
 
 def test_funnel_and_drop_reasons_count_what_the_files_hold(run_dir):
