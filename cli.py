@@ -8,6 +8,7 @@ import typer
 
 from synth.commands import judges, pipeline, sandboxes, tools
 from synth.commands.pipeline import stage_command
+from synth.view import command as view_command
 
 app = typer.Typer(
     help="Manufacture verified training data for tool-using agents: evolve MCP tools, write agents and "
@@ -30,6 +31,7 @@ app.command("rollout")(stage_command(
 app.command("judge")(stage_command(
     "judge", "Judge every trajectory against its rubric plus verifiable checks; writes verdicts.jsonl (keep/drop with reasons)."))
 app.command("export")(pipeline.export)
+app.command("view")(view_command.view)
 app.command()(pipeline.serve)
 
 if __name__ == "__main__":

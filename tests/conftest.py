@@ -28,3 +28,33 @@ def k8s_double():
     double = K8sDouble().start()
     yield double
     double.stop()
+
+
+# Files a test leaves for a person to look at (screenshots): copied out of pytest's tmp dir to
+# SYNTH_TEST_ARTIFACTS (default: <tmp>/synth-test-artifacts) and listed at the end of the run.
+_ARTIFACTS: list[str] = []
+
+
+@pytest.fixture
+def artifact(request):
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    def keep(path: Path) -> Path:
+        root = Path(os.environ.get("SYNTH_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "synth-test-artifacts"))
+        root.mkdir(parents=True, exist_ok=True)
+        target = root / f"{request.node.name}-{path.name}"
+        shutil.copyfile(path, target)
+        _ARTIFACTS.append(str(target))
+        return target
+
+    return keep
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _ARTIFACTS:
+        terminalreporter.section("test artifacts")
+        for path in _ARTIFACTS:
+            terminalreporter.write_line(path)
