@@ -19,7 +19,7 @@ from synth.core import model_cache
 from synth.core.gguf_header import ArrayInfo, GGUFError, read_metadata
 from synth.core.model_cache import ModelInstallError, cached_file, install, missing_parts
 from synth.core.models import Part, Preset, find_preset, preset_or_path, presets
-from synth.errors import ConfigError
+from synth.core.errors import ConfigError
 
 
 def gguf_bytes(name: str, arch: str, payload: bytes = b"") -> bytes:
@@ -205,7 +205,7 @@ def test_embedded_model_names_a_preset_or_a_path():
 def test_synth_models_install_assembles_or_names_what_is_missing(site, model, monkeypatch):
     from typer.testing import CliRunner
 
-    import synth.core.models_cli as models_cli
+    import synth.commands.models as models_cli
     from cli import app
 
     chunks = split(model, 2)

@@ -14,7 +14,7 @@ import openai
 import pytest
 import pytest_asyncio
 
-from synth.local_llm import EmbeddedConfig, embedded_server
+from synth.core.local_llm import EmbeddedConfig, embedded_server
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city.",

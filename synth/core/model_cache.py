@@ -24,7 +24,7 @@ from pathlib import Path
 
 from synth.core.gguf_header import GGUFError, read_metadata
 from synth.core.models import Part, Preset
-from synth.errors import ConfigError
+from synth.core.errors import ConfigError
 
 _BLOCK = 4 << 20
 

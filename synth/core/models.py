@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from synth.errors import ConfigError
+from synth.core.errors import ConfigError
 
 DEFAULT_PRESET = "SmolLM2-135M"
 DEFAULT_CHAT_FORMAT = "synth-tools"  # for a GGUF path: its own template (see tool_chat.py)
