@@ -36,6 +36,8 @@ def test_a_botched_call_is_marked_where_it_starts(body):
 def test_a_bare_json_call_counts_but_other_json_is_text():
     assert parse_reply('```json\n{"name": "get_weather", "arguments": "{\\"city\\": \\"Rome\\"}"}\n```', NAMES).calls == [
         {"name": "get_weather", "arguments": {"city": "Rome"}}]
+    doubled = parse_reply('{{"name": "get_weather", "arguments": {"city": "Rome"}}}', NAMES)  # as its template shows it
+    assert doubled.calls == [{"name": "get_weather", "arguments": {"city": "Rome"}}] and doubled.content is None
     other = parse_reply('{"name": "Alice", "age": 3}', NAMES)
     assert other.calls == [] and other.content == '{"name": "Alice", "age": 3}'
     assert parse_reply("   ", NAMES).content is None

@@ -48,7 +48,13 @@ def _call_from_json(text: str, tool_names: set[str]) -> dict[str, Any] | None:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:
-        return None
+        # Qwen2.5-Coder's own template shows the call format as {{"name": ...}}, and models copy it
+        if not (text.startswith("{{") and text.endswith("}}")):
+            return None
+        try:
+            obj = json.loads(text[1:-1])
+        except json.JSONDecodeError:
+            return None
     if not isinstance(obj, dict) or obj.get("name") not in tool_names:
         return None
     args = obj.get("arguments", obj.get("parameters", {}))
