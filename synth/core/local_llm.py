@@ -61,9 +61,9 @@ class EmbeddedConfig(BaseModel, extra="forbid"):
         return self
 
     @property
-    def model_name(self) -> str | None:
-        """What to serve: `model`, else `model_file` (None: the default preset)."""
-        return self.model or self.model_file
+    def model_name(self) -> str | Path | None:
+        """What to serve: `model` (a preset or a path), else the path `model_file` (None: the default preset)."""
+        return self.model or (Path(self.model_file) if self.model_file else None)
 
     def served_alias(self) -> str:
         """The model name the server will report (no I/O)."""

@@ -22,7 +22,7 @@ class ServedModel(BaseModel):
     preset: str | None = None
 
 
-def served_alias(model: str | None, model_alias: str | None = None) -> str:
+def served_alias(model: str | Path | None, model_alias: str | None = None) -> str:
     """The model name the server will report, without installing or reading anything.
 
     A preset's alias differs per model, so the requests (and the run's cached replies, keyed by the
@@ -34,7 +34,7 @@ def served_alias(model: str | None, model_alias: str | None = None) -> str:
     return target.alias if isinstance(target, Preset) else target.stem
 
 
-def resolve(model: str | None, *, chat_format: str | None = None, model_alias: str | None = None) -> ServedModel:
+def resolve(model: str | Path | None, *, chat_format: str | None = None, model_alias: str | None = None) -> ServedModel:
     """The file to serve (a preset installed into the cache first if needed) and how to serve it."""
     target = preset_or_path(model)
     if isinstance(target, Preset):

@@ -86,8 +86,11 @@ def looks_like_path(model: str) -> bool:
     return model.lower().endswith(".gguf") or "/" in model or model.startswith(("~", "."))
 
 
-def preset_or_path(model: str | None) -> Preset | Path:
-    """What `embedded.model` names: a preset, or a GGUF file path (not checked here). None: the default preset."""
+def preset_or_path(model: str | Path | None) -> Preset | Path:
+    """What `embedded.model` names: a preset, or a GGUF file path (not checked here). None: the default preset;
+    a Path (`embedded.model_file`) is always a path."""
+    if isinstance(model, Path):
+        return model.expanduser()
     model = model or DEFAULT_PRESET
     preset = find_preset(model)
     if preset is not None:
