@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from synth.commands import judges, pipeline, sandboxes, tools
+from synth.commands import judges, models, pipeline, sandboxes, tools
 from synth.commands.pipeline import stage_command
 from synth.view import command as view_command
 
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(tools.app, name="tools")
 app.add_typer(judges.app, name="judges")
 app.add_typer(sandboxes.app, name="sandboxes")
+app.add_typer(models.app, name="models")
 app.command()(pipeline.run)
 app.command("merge")(pipeline.merge)
 app.command("agents")(stage_command(

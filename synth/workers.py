@@ -72,7 +72,8 @@ async def run_in_workers(ctx: Context, stage: str, out_kind: str, units: Sequenc
     with progress(ctx, stage, len(units), len(units) - len(todo)) as unit_done:
         try:
             for worker in workers:
-                job = Job(config=worker_config(ctx.cfg, worker.index, count), base_url=base_url,
+                job_cfg = ctx.cfg.model_copy(update={"llm": ctx.llm.cfg})  # with the model name the run sends
+                job = Job(config=worker_config(job_cfg, worker.index, count), base_url=base_url,
                           units=[u.id for u in todo[worker.index::count]], index=worker.index)
                 await worker.start(job)
             await asyncio.gather(*(w.until_ready() for w in workers))

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import docker
 import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    """`bigmodel` tests serve a preset of hundreds of MB to GB at a few tok/s: opt-in, not part of CI's run."""
+    if os.environ.get("SYNTH_BIG_MODELS") == "1":
+        return
+    skip = pytest.mark.skip(reason="a big model preset: set SYNTH_BIG_MODELS=1 (after `synth models install NAME`)")
+    for item in items:
+        if "bigmodel" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -172,3 +172,28 @@ def test_api_key_value_in_config_is_rejected_without_echoing_it(write_yaml):
 def test_fields_left_at_defaults_do_not_change_the_hash():
     """A new release may add config fields; existing run dirs must stay resumable."""
     assert RunConfig(judge={"keep_threshold": 0.5}).content_hash() == RunConfig().content_hash()
+
+
+def test_old_embedded_configs_validate_and_hash_as_before(write_yaml):
+    old = load_config(write_yaml({"embedded": {"model_file": "/models/x.gguf", "chat_format": "chatml-function-calling",
+                                               "model_alias": "smollm2", "n_threads": 2}}))
+    assert old.embedded.model_name == Path("/models/x.gguf")
+    preset = load_config(write_yaml({"embedded": {"model": "Qwen2.5-Coder-1.5B"}}))
+    assert old.content_hash() == preset.content_hash() == RunConfig().content_hash()
+
+
+def test_embedded_model_and_model_file_together_are_refused(write_yaml):
+    message = config_error(write_yaml({"embedded": {"model": "Qwen2.5-Coder-1.5B", "model_file": "/m/x.gguf"}}))
+    assert "embedded" in message and "not both" in message
+
+
+def test_requests_to_the_embedded_server_name_the_served_model():
+    """The response cache is keyed by the request: replies of one preset must not answer for another."""
+    from synth.run import embedded_llm_config
+
+    assert embedded_llm_config(RunConfig()).model == "smollm2"  # the default: caches of older runs still hit
+    assert embedded_llm_config(RunConfig(embedded={"model": "qwen2.5-coder-1.5b"})).model == "qwen2.5-coder-1.5b"
+    assert embedded_llm_config(RunConfig(embedded={"model_file": "/m/tiny-q4.gguf"})).model == "tiny-q4"
+    assert embedded_llm_config(RunConfig(embedded={"model_file": "weights.bin"})).model == "weights", "always a path"
+    explicit = RunConfig(embedded={"model": "Qwen2.5-Coder-1.5B"}, llm={"model": "mine"})
+    assert embedded_llm_config(explicit).model == "mine"

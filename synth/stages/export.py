@@ -50,6 +50,11 @@ RL_FEATURES = Features({
 HINT_ARG_CHARS = 40  # privileged hints stay compact: long argument values are cut
 
 
+def model_name(ctx: Context) -> str:
+    """The model the run's requests named (for the embedded server: the preset's alias)."""
+    return ctx.llm.cfg.model if ctx.llm is not None else ctx.cfg.llm.model
+
+
 def canonical_message(message: dict[str, Any]) -> dict[str, Any]:
     """Every message with the same five keys, so a row reads back exactly as it was written."""
     return {"role": message["role"], "content": message.get("content") or "",
@@ -103,7 +108,7 @@ def sft_rows(ctx: Context, trajectories: list[Trajectory], verdicts: list[Verdic
             "score": verdict.score, "criteria": json.dumps(criteria), "checks": json.dumps(verdict.checks),
             "user_stopped": t.user_stopped, "turns": t.turns or sum(m["role"] == "user" for m in t.messages),
             "num_tool_calls": sum(len(m.get("tool_calls") or []) for m in t.messages), "seed": t.seed,
-            "sample": t.sample, "model": ctx.cfg.llm.model, "config_hash": config_hash,
+            "sample": t.sample, "model": model_name(ctx), "config_hash": config_hash,
             "sandbox_type": sandbox_type, "sandbox_image": image, "tool_ids": list(agent.tool_ids),
         })
     return rows
@@ -208,7 +213,7 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], sft: DatasetDict, rl: Da
     return render(
         __file__, "dataset_card", front_matter=front_matter(ctx.cfg.export.license, parquet).strip(), name=ctx.cfg.name,
         license=ctx.cfg.export.license, sft_rows=_per_split(sft), rl_rows=_per_split(rl),
-        model=ctx.cfg.llm.model, config_hash=manifest.get("config_hash", ""), seed=ctx.cfg.seed,
+        model=model_name(ctx), config_hash=manifest.get("config_hash", ""), seed=ctx.cfg.seed,
         sandbox=f"{sandbox_type}{f' (image `{image}`)' if image else ''}",
         judge=f"mode {judge.mode}, {judge.samples} sample(s), keep threshold {judge.keep_threshold}"
               f"{_agreement(verdicts)}",
