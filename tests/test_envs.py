@@ -252,3 +252,27 @@ def test_one_grpo_step_with_the_cards_snippet(export_dir, tmp_path, monkeypatch)
     [logged] = [h for h in trainer.state.log_history if "loss" in h]
     rewards = [v for k, v in logged.items() if k.startswith("rewards/") and k.endswith("/mean")]
     assert rewards and all(0.0 <= r <= 1.0 for r in rewards), logged
+
+
+@pytest.mark.parametrize("passed, expected", [(True, 1.0), (False, 0.0)])
+def test_with_the_judge_the_reward_is_the_judge_stages_score(export_dir, passed, expected):
+    """EnvironmentOptions(judge=True): the rubric judge joins the checks, as in the judge stage."""
+    def handler(body: dict):
+        if body.get("response_format"):  # the judge: one verdict per criterion
+            return json.dumps({"results": [{"reason": "The note was created.", "passed": passed, "turn": 1}]})
+        return OPENING
+
+    [row] = rl_rows(export_dir)
+    with fake_openai_in_thread(handler=handler) as fake:
+        options = EnvironmentOptions(llm=LLMConfig(base_url=fake.base_url, model="fake", max_retries=0), judge=True)
+        env = trl_environments([row], options)[row["environment"]]()
+        env.reset(**row)
+        for action in row["env_spec"]["gold_actions"]:
+            getattr(env, action["tool"])(**json.loads(action["arguments"]))
+        assert env.get_reward() == expected
+        assert env.last_reward.judged and env.last_reward.checks["final_state_assertions"] is True
+        if not passed:
+            assert env.last_reward.reasons == ["essential criterion failed: The assistant creates the note.",
+                                               "score 0.00 below threshold 0.50"]
+        judged = [b for b in fake.requests if b.get("response_format")]
+    assert len(judged) == 1 and "create_note" in json.dumps(judged[0]["messages"])  # the judge saw the calls
