@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 from judges.config import JudgeConfig
-from judges.filters import drop_reasons, judge_reasons
+from judges.checks import Subject
+from judges.filters import judge_reasons
 from judges.judge import JudgeOutcome
+from judges.reward import reward
 from synth.core.records import JudgeSample, Task, Trajectory, Verdict
 
 
 def verdict(cfg: JudgeConfig, task: Task, trajectory: Trajectory, outcome: JudgeOutcome, checks: dict[str, bool],
             *, unit: str) -> Verdict:
-    """Kept when no drop reason remains; every reason is kept on the record."""
-    reasons = drop_reasons(cfg, task, trajectory, outcome.results, checks, outcome.score)
+    """Kept when no drop reason remains; every reason is kept on the record. The decision is
+    judges/reward.py's, the one the RL environments reward with."""
+    decided = reward(cfg, Subject(trajectory, task), checks, outcome)
     return Verdict(unit=unit, trajectory_id=trajectory.id, task_id=task.id, results=outcome.results,
-                   checks=checks, score=round(outcome.score, 4), keep=not reasons, reasons=reasons,
+                   checks=checks, score=round(outcome.score, 4), keep=decided.keep, reasons=decided.reasons,
                    samples=judge_samples(cfg, task, outcome))
 
 

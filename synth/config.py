@@ -64,8 +64,24 @@ class RolloutConfig(_Strict):
     sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local}, {type: docker} or {type: k8s} (a Pod per episode).")
 
 
+class PrivilegedConfig(_Strict):
+    """The `privileged` column of SFT and RL rows: hints from what the student will not have (synth/privileged.py)."""
+
+    format: Literal["tools", "calls", "compact"] = Field(
+        "compact", description="tools: tool names of the reference actions; calls: calls with full arguments; "
+        "compact: calls with long values cut, facts and state shortened.")
+    include: list[Literal["facts", "actions", "state"]] = Field(
+        default_factory=lambda: ["facts", "actions", "state"],
+        description="Parts of the hint: the user's hidden facts, reference actions (gold actions, else the best "
+        "other kept sample of the task), the task's initial state.")
+
+
 class ExportConfig(_Strict):
     parquet: bool = Field(True, description="Also write parquet files beside save_to_disk output.")
+    split_parallel_calls: bool = Field(
+        False, description="Split an assistant message with several tool calls into consecutive single-call turns "
+        "(for chat templates such as Llama-3.1's that refuse parallel calls); rows say `parallel_tool_calls` otherwise.")
+    privileged: PrivilegedConfig = Field(default_factory=PrivilegedConfig)
     license: str = Field("apache-2.0", description="License named in the dataset card.")
     test_fraction: float = Field(
         0.2, ge=0, lt=1, description="Share of domains held out as the test split (never in train); one domain: all train.")

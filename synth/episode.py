@@ -111,6 +111,11 @@ class AgentSide:
 
     def _assistant_message(self, raw: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": raw.get("content") or ""}
+        # Reasoning models return their thinking beside the content (vLLM/SGLang: reasoning_content;
+        # some servers: reasoning); it is training data, and chat templates such as Qwen3's render it.
+        reasoning = raw.get("reasoning_content") or raw.get("reasoning")
+        if isinstance(reasoning, str) and reasoning.strip():
+            message["reasoning_content"] = reasoning
         calls = []
         for call in raw.get("tool_calls") or []:
             function = call.get("function") or {}

@@ -1,4 +1,4 @@
-"""Push a run's export (export/sft, export/rl and the dataset card) to a Hugging Face Hub dataset repo."""
+"""Push a run's export (export/sft, rl, all, dpo and the dataset card) to a Hugging Face Hub dataset repo."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from synth.stages.export import front_matter
 
 
 def push_to_hub(export_dir: Path, repo: str, *, private: bool = False) -> str:
-    """Push export/sft and export/rl as configs `sft` and `rl` of one Hub dataset repo, then the card.
+    """Push export/sft, rl, all and dpo as configs of one Hub dataset repo, then the card.
 
     Fails before uploading anything, with what to do, when offline or without a valid token.
     """
@@ -36,7 +36,9 @@ def push_to_hub(export_dir: Path, repo: str, *, private: bool = False) -> str:
         raise ProviderError(f"cannot use the Hugging Face Hub at {endpoint} ({type(exc).__name__}: {exc}); "
                             "check the network, HF_ENDPOINT and that HF_TOKEN is valid") from None
     pushed: dict[str, list[str]] = {}
-    for name in ("sft", "rl"):
+    for name in ("sft", "rl", "all", "dpo"):
+        if not (export_dir / name).is_dir():
+            continue  # an export written before all/ and dpo/ existed
         data = load_from_disk(str(export_dir / name))
         data = DatasetDict({split: ds for split, ds in data.items() if len(ds)})
         if data:

@@ -25,7 +25,8 @@ Each reply is decided in this order:
 
 A reply (script item or handler result) is a string (the assistant text) or a dict: either
 {"status": 500, "error": "...", "headers": {...}} for an HTTP error, or any of "content",
-"tool_calls", "finish_reason" for the assistant message (tool-call arguments may be dicts).
+"tool_calls", "finish_reason", "reasoning_content"/"reasoning" for the assistant message
+(tool-call arguments may be dicts).
 """
 
 import argparse
@@ -370,18 +371,25 @@ class FakeOpenAI:
             error = {"message": spec.get("error", "scripted error"), "type": "fake_error", "code": status}
             return web.json_response({"error": error}, status=status, headers=spec.get("headers"))
         message = {"role": "assistant", "content": spec.get("content")}
+        for key in ("reasoning_content", "reasoning"):  # reasoning servers (vLLM, SGLang) name it either way
+            if key in spec:
+                message[key] = spec[key]
         if calls := spec.get("tool_calls"):
             message["tool_calls"] = [_with_string_arguments(call) for call in calls]
         completion_text = (message["content"] or "") + json.dumps(message.get("tool_calls", ""))
         return web.json_response({
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
+            "created": 0,  # the OpenAI SDK's ChatCompletion model requires it (verifiers parses with it)
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "message": message,
                          "finish_reason": spec.get("finish_reason", "tool_calls" if calls else "stop")}],
-            "usage": {"prompt_tokens": 1 + len(json.dumps(body.get("messages", []))) // 4,
-                      "completion_tokens": 1 + len(completion_text) // 4},
+            "usage": _usage(1 + len(json.dumps(body.get("messages", []))) // 4, 1 + len(completion_text) // 4),
         })
+
+
+def _usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _with_string_arguments(call: dict) -> dict:

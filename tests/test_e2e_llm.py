@@ -53,16 +53,31 @@ def test_export_loads_and_every_tool_call_is_well_formed(finished_run):
     rl = load_from_disk(str(run_dir / "export" / "rl"))["train"]
     assert len(sft) == counts["kept"] and len(rl) == counts["tasks"]
     for row in sft:
-        tools = {t["function"]["name"]: t["function"]["parameters"] for t in json.loads(row["tools"])}
+        tools = {t["function"]["name"]: t["function"]["parameters"] for t in row["tools"]}
         messages = row["messages"]
         assert messages[0]["role"] == "system" and messages[1]["role"] == "user"
         answered = {m["tool_call_id"] for m in messages if m["role"] == "tool"}
         for message in messages:
-            for call in message["tool_calls"] or []:
+            for call in message.get("tool_calls") or []:
                 assert call["function"]["name"] in tools
-                jsonschema.validate(json.loads(call["function"]["arguments"]), tools[call["function"]["name"]])
+                jsonschema.validate(call["function"]["arguments"], tools[call["function"]["name"]])
                 assert call["id"] in answered
         assert messages[-1]["role"] == "assistant" and messages[-1]["content"]
+
+
+def test_every_row_of_the_real_run_renders_through_trls_templates(finished_run):
+    from tests.test_chat_templates import NAMES, rendering_problems
+
+    run_dir, _ = finished_run
+    checked = 0
+    for name in ("sft", "all"):
+        for row in load_from_disk(str(run_dir / "export" / name))["train"]:
+            for template in NAMES:
+                if template == "llama3_1" and row["parallel_tool_calls"]:
+                    continue  # refused by that template by design; tests/test_chat_templates.py covers the split
+                assert rendering_problems(row, template) == [], (template, row["trajectory_id"])
+                checked += 1
+    assert checked > 0
 
 
 def test_trajectories_ran_in_sandboxes_and_kept_their_state(finished_run):

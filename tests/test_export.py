@@ -97,28 +97,32 @@ def load_rows(path) -> list[dict]:
 def test_sft_rows_read_back_exactly(run):
     run.verdicts(True, True)
     written = sft_rows(run.ctx, *run.reload())
-    assert export_run(run.ctx) == {"sft_rows": 2, "rl_rows": 1}
+    assert export_run(run.ctx) == {"sft_rows": 2, "rl_rows": 1, "all_rows": 2, "dpo_rows": 0}
 
     back = load_rows(run.export / "sft")
     assert back == written
     assert [r["trajectory_id"] for r in back] == [run.a.id, run.b.id]
-    for row in back:
-        assert all(set(m) == {"role", "content", "tool_calls", "tool_call_id", "name"} for m in row["messages"])
+    # Only the keys each message has: Llama-3.1's template tests `'tool_calls' in message`.
+    assert [sorted(m) for m in back[0]["messages"]] == [
+        ["content", "role"], ["content", "role"], ["content", "role", "tool_calls"],
+        ["content", "name", "role", "tool_call_id"], ["content", "role"]]
+    assert sorted(back[1]["messages"][2]) == ["content", "role", "tool_call_id"]
 
 
 def test_tools_and_arguments_are_not_unified_across_rows(run):
     run.verdicts(True, True)
     export_run(run.ctx)
     row_a, row_b = load_rows(run.export / "sft")
-    assert row_a["tools"] == json.dumps([SEARCH.to_openai()])
-    assert row_b["tools"] == json.dumps([BOOK.to_openai()])
-    assert json.loads(row_a["tools"])[0]["function"]["parameters"] == SEARCH.input_schema
-    assert set(json.loads(row_a["tools"])[0]["function"]["parameters"]["properties"]) == {"origin", "date"}
-    assert set(json.loads(row_b["tools"])[0]["function"]["parameters"]["properties"]) == {"flight", "window", "meal"}
+    assert row_a["tools"] == [SEARCH.to_openai()]
+    assert row_b["tools"] == [BOOK.to_openai()]
+    assert row_a["tools"][0]["function"]["parameters"] == SEARCH.input_schema
+    assert set(row_a["tools"][0]["function"]["parameters"]["properties"]) == {"origin", "date"}
+    assert set(row_b["tools"][0]["function"]["parameters"]["properties"]) == {"flight", "window", "meal"}
     [call] = row_b["messages"][1]["tool_calls"]
-    assert json.loads(call["function"]["arguments"]) == {"flight": 7, "window": True, "meal": {"vegan": True}}
+    assert call["function"]["arguments"] == {"flight": 7, "window": True, "meal": {"vegan": True}}  # an object
     assert row_a["messages"][2]["content"] == ""  # None content becomes ""
-    assert row_a["messages"][0]["tool_calls"] is None
+    assert "tool_calls" not in row_a["messages"][0]
+    assert (row_a["parallel_tool_calls"], row_b["parallel_tool_calls"]) == (False, False)
 
 
 def test_row_metadata(run):
@@ -146,12 +150,14 @@ def test_rl_rows_read_back(run):
     export_run(run.ctx)
     [row] = load_rows(run.export / "rl")
     assert [row] == written
-    assert [m["content"] for m in row["prompt"]] == ["You book flights.", "Fly to Oslo on Friday"]
-    assert json.loads(row["tools"]) == [SEARCH.to_openai(), BOOK.to_openai()]
-    assert json.loads(row["rubric"]) == [c.model_dump() for c in run.task.rubric]
-    assert json.loads(row["initial_state"]) == run.task.initial_state
-    assert json.loads(row["user"]) == {"persona": "student", "goal": "Fly to Oslo on Friday", "facts": ["from Bergen"]}
-    environment = json.loads(row["environment"])
+    # The user's opening comes from the environment's reset(), which TRL appends to the empty user turn.
+    assert row["prompt"] == [{"role": "system", "content": "You book flights."}, {"role": "user", "content": ""}]
+    assert row["tools"] == [SEARCH.to_openai(), BOOK.to_openai()]
+    assert row["rubric"] == [c.model_dump() for c in run.task.rubric]
+    assert row["initial_state"] == run.task.initial_state
+    assert row["user"] == {"persona": "student", "goal": "Fly to Oslo on Friday", "facts": ["from Bergen"]}
+    assert row["environment"].startswith("travel_")
+    environment = row["env_spec"]
     assert environment["sandbox"]["type"] == "local"
     assert environment["toolsets"] == [{"kind": "simulated", "spec": SEARCH.to_mcp()},
                                        {"kind": "executable", "spec": BOOK.to_mcp()}]
@@ -205,7 +211,7 @@ def test_zero_kept_rows_still_writes_a_loadable_dataset(run):
     assert not (run.export / "parquet" / "sft").exists()
     card = (run.export / "README.md").read_text()
     assert "| kept | 0 |" in card and "`sft/` (train 0 rows)" in card
-    assert [c["config_name"] for c in front_matter(card)["configs"]] == ["rl"]
+    assert [c["config_name"] for c in front_matter(card)["configs"]] == ["rl", "all"]  # sft and dpo are empty
 
 
 def test_rerun_replaces_previous_output(run):
@@ -315,11 +321,14 @@ def test_privileged_hint_and_provenance_columns(run):
                          {"index": 1, "passed": False, "reason": "polite", "turn": None}])])
     export_run(run.ctx)
     [row] = load_rows(run.export / "sft")
-    assert row["privileged"] == '1. search_flights(origin="BGO", date="2025-01-03")'
-    assert json.loads(row["criteria"]) == [
+    # Its own calls are not a hint (circular): the task has no gold actions and no other kept sample.
+    assert row["privileged"] == "Facts the user knows: from Bergen\nInitial state: " + json.dumps(
+        run.task.initial_state, sort_keys=True)
+    assert row["privileged_source"] == "none"
+    assert row["criteria"] == [
         {"index": 0, "passed": True, "reason": "booked", "turn": 1, "text": "books a seat", "kind": "essential", "weight": 2.0},
         {"index": 1, "passed": False, "reason": "polite", "turn": None, "text": "rude", "kind": "pitfall", "weight": 1.0}]
-    assert json.loads(row["checks"]) == {"tool_arguments_valid": True}
+    assert row["checks"] == {"tool_arguments_valid": True}
     assert (row["sandbox_type"], row["sandbox_image"]) == ("local", "")
     assert row["tool_ids"] == [SEARCH.id, BOOK.id]
     assert (row["turns"], row["num_tool_calls"], row["difficulty"]) == (1, 1, "medium")
@@ -329,29 +338,16 @@ def test_privileged_hint_and_provenance_columns(run):
     assert "Sandbox: local" in card and "mode rubric, 1 sample(s)" in card
 
 
-def test_privileged_hint_skips_failed_calls_and_cuts_long_values():
-    from synth.stages.export import privileged_hint
-    from synth.core.records import ToolCallTrace
-
-    t = Trajectory(task_id="t", agent_id="a", tools=[], messages=[], tool_calls=[
-        ToolCallTrace(call_id="1", name="search", arguments=json.dumps({"q": "x" * 100, "n": 3}), result="r"),
-        ToolCallTrace(call_id="2", name="book", arguments="{}", result="Error", is_error=True),
-        ToolCallTrace(call_id="3", name="pay", arguments=json.dumps({"card": {"last4": "1234"}}), result="ok")])
-    hint = privileged_hint(t)
-    assert hint.startswith('1. search(q="xxx') and "…, n=3) 2. pay(card={\"last4\": \"1234\"})" in hint
-    assert "book" not in hint
-
-
 def test_rl_environment_names_image_and_runtime(run):
     run.verdicts(True, False)
     [row] = rl_rows(run.ctx, [run.task])
-    environment = json.loads(row["environment"])
+    environment = row["env_spec"]
     assert environment["image"] is None and environment["runtime"] == "mixed"  # one simulated, one executable
     from sandboxes.docker import DockerConfig
 
     run.ctx.cfg.rollout.sandbox = DockerConfig(image="synth-sandbox:abc")
     [row] = rl_rows(run.ctx, [run.task])
-    environment = json.loads(row["environment"])
+    environment = row["env_spec"]
     assert environment["image"] == "synth-sandbox:abc" and environment["sandbox"]["type"] == "docker"
 
 

@@ -250,7 +250,7 @@ async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
         assert ok or ("check failed: final_state_assertions" in verdict.reasons and not verdict.keep)
     # The RL row carries what a trainer needs to recreate the executable environment and check it.
     (rl_row,) = load_from_disk(str(cfg.run_dir / "export" / "rl"))["train"]
-    environment = json.loads(rl_row["environment"])
+    environment = rl_row["env_spec"]
     assert environment["runtime"] == "executable" and environment["module"] == implemented.module
     assert [a["tool"] for a in environment["gold_actions"]] == ["list_notes", "create_note"]
     assert len(environment["assertions"]) == 3

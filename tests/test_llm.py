@@ -43,6 +43,18 @@ def formats(fake: FakeOpenAI) -> list[str | None]:
 # ---------------------------------------------------------------- chat
 
 
+async def test_reasoning_is_kept_from_replies_and_not_sent_back():
+    async with FakeOpenAI(script=[{"content": "4", "reasoning": "2+2 is 4."},
+                                  {"content": "ok", "reasoning_content": "fine"}]) as fake:
+        async with make_llm(fake) as llm:
+            first = await llm.chat([{"role": "user", "content": "2+2?"}])
+            assert first.message == {"role": "assistant", "content": "4", "reasoning_content": "2+2 is 4."}
+            second = await llm.chat([{"role": "user", "content": "2+2?"}, first.message])
+            assert second.message["reasoning_content"] == "fine"
+    # Strict endpoints reject unknown message keys: the thinking stays in the record, not in the request.
+    assert fake.requests[1]["messages"][1] == {"role": "assistant", "content": "4"}
+
+
 async def test_chat_round_trips_tool_calls():
     async with FakeOpenAI() as fake, make_llm(fake) as llm:
         first = await llm.chat(USER, tools=[ADD], seed=1)

@@ -71,6 +71,19 @@ async def test_full_run_produces_linked_records_and_a_loadable_export(tmp_path, 
     pass_k = manifest["pass_k"]  # 2 samples per task: pass@1 and pass@2 per task and on average
     assert set(pass_k["tasks"]) == {t["id"] for t in tasks}
     assert set(pass_k["mean"]["pass@k"]) == {"1", "2"}
+    # samples_per_task > 1 end to end: pass@k reaches the RL rows, with the band GRPO filters on.
+    for row in rl:
+        outcome = pass_k["tasks"][row["task_id"]]
+        assert (row["samples"], row["passed"]) == (2, outcome["c"])
+        assert row["pass_at_k"] == [outcome["pass@k"]["1"], outcome["pass@k"]["2"]]
+        assert row["solve_band"] == {0: "unsolved", 1: "mixed", 2: "solved"}[outcome["c"]]
+    # Nothing judged is thrown away: export/all holds every verdict, dropped ones with their reasons.
+    everything = load_from_disk(str(root / "export" / "all"))["train"].to_list()
+    assert sorted(r["trajectory_id"] for r in everything) == sorted(v["trajectory_id"] for v in verdicts)
+    reasons = {v["trajectory_id"]: v["reasons"] for v in verdicts}
+    assert all(r["reasons"] == reasons[r["trajectory_id"]] and r["keep"] == (not r["reasons"]) for r in everything)
+    mixed = [t for t, o in pass_k["tasks"].items() if 0 < o["c"] < o["n"]]
+    assert len(load_from_disk(str(root / "export" / "dpo"))["train"]) == len(mixed)  # 1 kept x 1 dropped each
 
 
 async def test_rerun_of_a_finished_run_sends_no_request(tmp_path, fake):

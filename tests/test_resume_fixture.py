@@ -13,11 +13,13 @@ from pathlib import Path
 import yaml
 from datasets import load_from_disk
 
+from synth.chat_rows import upgrade_rl_row, upgrade_sft_row
 from synth.config import RunConfig
 from synth.run import open_run, pipeline_stages, run_stages
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 FIXTURE = RUNS / "resume"
+NEW_ENV_SPEC_KEYS = ("distractor_tools", "rollout")  # added to env_spec by row format 2
 MANIFEST_SECTIONS = ("config_hash", "counts", "funnel", "user_flags", "pass_k", "judge_agreement", "tools_embeddings")
 
 
@@ -64,5 +66,20 @@ async def test_an_old_run_dir_resumes_with_no_request_and_nothing_changed(tmp_pa
     assert {k: v["status"] for k, v in new["stages"].items()} == {k: v["status"] for k, v in old["stages"].items()}
     rows = {name: {split: ds.to_list() for split, ds in load_from_disk(str(cfg.run_dir / "export" / name)).items()}
             for name in ("sft", "rl")}
-    assert rows == json.loads((RUNS / f"{FIXTURE.name}_export.json").read_text())
+    # The fixture's rows are in row format 1; read in today's form, every value both formats hold
+    # means the same and is equal (format 2 changed the privileged hint and the RL prompt, and added columns).
+    old_rows = json.loads((RUNS / f"{FIXTURE.name}_export.json").read_text())
+    upgrade = {"sft": upgrade_sft_row, "rl": upgrade_rl_row}
+    for name, splits in old_rows.items():
+        assert splits.keys() == rows[name].keys()
+        for split, written in splits.items():
+            assert len(written) == len(rows[name][split])
+            for before, now in zip(written, rows[name][split], strict=True):
+                before = upgrade[name](before)
+                if name == "rl":
+                    before["env_spec"] = before.pop("environment")
+                    assert now["env_spec"] == {**before["env_spec"], **{k: now["env_spec"][k] for k in NEW_ENV_SPEC_KEYS}}
+                    assert now["prompt"] == before["prompt"][:1] + [{"role": "user", "content": ""}]
+                same = set(before) - {"privileged", "prompt", "env_spec", "environment", "parallel_tool_calls"}
+                assert {k: now[k] for k in same} == {k: before[k] for k in same}, (name, split)
     assert rows["sft"]["train"] and rows["rl"]["test"]

@@ -101,6 +101,23 @@ async def test_parallel_tool_calls_run_at_once_and_keep_their_order(tmp_path, fa
     assert [t.call_id for t in trajectory.tool_calls[:3]] == ["call_0", "call_1", "call_2"]
 
 
+async def test_the_agents_reasoning_is_kept_on_its_messages(tmp_path, slow_tools):
+    slow_tools({"get_a": 0.0, "get_b": 0.0, "get_c": 0.0})
+
+    def thinking(body: dict):
+        reply = batch_call(body)
+        if body.get("tools") is not None or "lookup bot" in str(body["messages"][0]["content"]):
+            reply = {"content": reply} if isinstance(reply, str) else reply
+            return {**reply, "reasoning_content": f"step {len(body['messages'])}"}
+        return reply
+
+    async with FakeOpenAI(handler=thinking) as fake:
+        _, _, [trajectory] = await run(tmp_path, fake)
+    assistant = [m for m in trajectory.messages if m["role"] == "assistant"]
+    assert assistant and all(m["reasoning_content"].startswith("step ") for m in assistant)
+    assert all("reasoning_content" not in m for m in trajectory.messages if m["role"] != "assistant")
+
+
 async def test_a_tool_call_timeout_is_an_error_result_not_a_failed_episode(tmp_path, fake, slow_tools):
     slow_tools({"get_a": 0.0, "get_b": 30.0, "get_c": 0.0})
     _, stats, [trajectory] = await run(tmp_path, fake, tool_timeout_s=0.2)

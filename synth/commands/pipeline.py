@@ -84,7 +84,7 @@ def export(
         "--push-to-hub", metavar="REPO", help="Also push export/ to this Hugging Face dataset repo (needs HF_TOKEN).")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
 ) -> None:
-    """Export kept trajectories (SFT, train/test split by domain) and tasks (RL) as HuggingFace datasets + a dataset card under export/."""
+    """Export kept trajectories (sft), tasks with environment specs and pass@k (rl), every judged trajectory (all) and kept-vs-dropped pairs (dpo) as HuggingFace datasets, split by domain, + a dataset card with "Train with it" snippets, under export/."""
     cfg = run_config(config, name, runs_dir)
     run_pipeline(cfg, ["export"], quiet=quiet)
     if push_to_hub:

@@ -314,6 +314,9 @@ def _result(payload: dict, cached: bool) -> ChatResult:
     if not isinstance(raw, dict) or not (finish_reason is None or isinstance(finish_reason, str)):
         raise ValueError("choices[0] needs a message object and a string or null finish_reason")
     message = {"role": "assistant", "content": raw.get("content")}
+    reasoning = raw.get("reasoning_content") or raw.get("reasoning")  # vLLM/SGLang name it either way
+    if isinstance(reasoning, str) and reasoning:
+        message["reasoning_content"] = reasoning
     if raw.get("tool_calls"):
         message["tool_calls"] = raw["tool_calls"]
     return ChatResult.model_construct(message=message, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
@@ -321,6 +324,9 @@ def _result(payload: dict, cached: bool) -> ChatResult:
 
 
 def _outgoing(message: dict) -> dict:
+    # Reasoning is kept for the dataset, not sent back: strict endpoints reject unknown message keys.
+    if "reasoning_content" in message:
+        message = {k: v for k, v in message.items() if k != "reasoning_content"}
     # llama-cpp's chatml-function-calling template answers 500 when content is missing here.
     if message.get("role") == "assistant" and message.get("tool_calls") and message.get("content") is None:
         return {**message, "content": ""}
