@@ -95,9 +95,10 @@ class Backend(Protocol):
 
     def __call__(self, cfg: Any, labels: dict[str, str]) -> Sandbox: ...
 
-    def remove_leftovers(self, cfg: Any, run: str | None = None) -> int:
-        """Remove sandboxes that a killed process left behind (label synth.run = `run`; all of this
-        backend's when None); how many. Blocking: call it from a thread in async code."""
+    def remove_leftovers(self, cfg: Any, run: str | None = None, *, run_id: str | None = None) -> int:
+        """Remove sandboxes that a killed process left behind: those labelled synth.run_id = `run_id`
+        (one run directory), else synth.run = `run` (every run of that name), else all of this
+        backend's; how many. Blocking: call it from a thread in async code."""
         ...
 
     def provenance(self, cfg: Any) -> tuple[str, str]:

@@ -195,11 +195,12 @@ class DockerSandbox:
         self._residents: list[DockerPipe] = []
 
     @staticmethod
-    def remove_leftovers(cfg: DockerConfig, run: str | None = None) -> int:
-        """Force-remove managed containers (label synth.managed=1; of `run` only, when given)."""
+    def remove_leftovers(cfg: DockerConfig, run: str | None = None, *, run_id: str | None = None) -> int:
+        """Force-remove managed containers (label synth.managed=1; of one run dir (`run_id`) or of every
+        run named `run`, when given)."""
         import docker.errors
 
-        labels = ["synth.managed=1"] + ([f"synth.run={run}"] if run else [])
+        labels = ["synth.managed=1"] + ([f"synth.run_id={run_id}"] if run_id else [f"synth.run={run}"] if run else [])
         removed = 0
         for container in client().api.containers(all=True, filters={"label": labels}):
             try:

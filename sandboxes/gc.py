@@ -15,16 +15,17 @@ from sandboxes import backend_of
 log = logging.getLogger(__name__)
 
 
-def remove_leftovers(cfg: Any, run: str | None = None) -> int:
-    """Remove the leftovers of `run` (every run's when None) of cfg's backend; how many. Blocking."""
-    return backend_of(cfg).remove_leftovers(cfg, run)
+def remove_leftovers(cfg: Any, run: str | None = None, *, run_id: str | None = None) -> int:
+    """Remove the leftovers of one run dir (`run_id`), of every run named `run`, or of every run
+    (both None) of cfg's backend; how many. Blocking."""
+    return backend_of(cfg).remove_leftovers(cfg, run, run_id=run_id)
 
 
-def remove_run_leftovers(cfg: Any, run: str) -> int:
+def remove_run_leftovers(cfg: Any, run_id: str) -> int:
     """As remove_leftovers for one run, when it opens (it holds the run dir's lock); a failure is only
     logged: an unreachable engine or cluster fails the episodes later, with a clear error."""
     try:
-        return remove_leftovers(cfg, run)
+        return remove_leftovers(cfg, run_id=run_id)
     except Exception as exc:
-        log.warning("could not look for leftover %s sandboxes of run %s: %s", cfg.type, run, exc)
+        log.warning("could not look for leftover %s sandboxes of run %s: %s", cfg.type, run_id, exc)
         return 0

@@ -101,10 +101,10 @@ class K8sSandbox:
         self._pipes: list[K8sPipe] = []
 
     @staticmethod
-    def remove_leftovers(cfg: K8sConfig, run: str | None = None) -> int:
-        """Delete managed Pods (label synth.managed=1; of `run` only, when given) in cfg.namespace.
-        Blocking, with its own event loop: call it from a thread in async code."""
-        return asyncio.run(delete_pods(cfg, run))
+    def remove_leftovers(cfg: K8sConfig, run: str | None = None, *, run_id: str | None = None) -> int:
+        """Delete managed Pods (label synth.managed=1; of one run dir (`run_id`) or of every run named
+        `run`, when given) in cfg.namespace. Blocking, with its own event loop: call it from a thread."""
+        return asyncio.run(delete_pods(cfg, run, run_id=run_id))
 
     @staticmethod
     def provenance(cfg: K8sConfig) -> tuple[str, str]:
@@ -316,10 +316,10 @@ async def _quiet_delete(cfg: K8sConfig, name: str) -> None:
         log.warning("could not delete Pod %s/%s: %s", cfg.namespace, name, e)
 
 
-async def delete_pods(cfg: K8sConfig, run: str | None = None) -> int:
-    """Delete managed Pods (of `run` only, when given) in cfg.namespace; return how many."""
+async def delete_pods(cfg: K8sConfig, run: str | None = None, *, run_id: str | None = None) -> int:
+    """Delete managed Pods (of one run dir or of every run named `run`, when given) in cfg.namespace; how many."""
     api = _api()
-    selector = "synth.managed=1" + (f",synth.run={run}" if run else "")
+    selector = "synth.managed=1" + (f",synth.run_id={run_id}" if run_id else f",synth.run={run}" if run else "")
     pods = await api.call(cfg, "list pods", api.core(cfg).list_namespaced_pod, cfg.namespace,
                                          label_selector=selector)
     results = await asyncio.gather(*(delete_pod(cfg, p.metadata.name) for p in pods.items), return_exceptions=True)

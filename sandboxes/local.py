@@ -188,7 +188,7 @@ class LocalSandbox:
         os.makedirs(self.cfg.root or tempfile.gettempdir(), exist_ok=True)
         # The run's tag is in the name, which mkdtemp sets atomically: a kill -9 between creating the
         # directory and writing labels.json (it happened in tests/test_resume.py) still leaves it findable.
-        run_tag = _run_tag(self.labels.get("synth.run", ""))
+        run_tag = _run_tag(self.labels.get("synth.run_id") or self.labels.get("synth.run", ""))
         base = os.path.realpath(tempfile.mkdtemp(prefix=f"synth-{self.id}-{run_tag}-", dir=self.cfg.root))
         ws = os.path.join(base, "ws")
         os.mkdir(ws)
@@ -205,14 +205,16 @@ class LocalSandbox:
         self._dir, self.workspace = base, ws
 
     @staticmethod
-    def remove_leftovers(cfg: LocalConfig, run: str | None = None) -> int:
-        """Remove workspaces under cfg.root that a killed process left behind: those of `run` (the
-        caller holds its lock), or every one when None. A workspace is the run's by the tag in its
-        name, or (made by an older version) by its labels.json."""
-        removed, tag = 0, f"-{_run_tag(run)}-" if run is not None else ""
+    def remove_leftovers(cfg: LocalConfig, run: str | None = None, *, run_id: str | None = None) -> int:
+        """Remove workspaces under cfg.root that a killed process left behind: those of one run dir
+        (`run_id`; the caller holds its lock), of every run named `run`, or every one when both are
+        None. A workspace is the run's by the tag in its name (the run id's when its labels had one,
+        else the run name's), or by its labels.json."""
+        key, value = ("synth.run_id", run_id) if run_id is not None else ("synth.run", run)
+        removed, tag = 0, f"-{_run_tag(value)}-" if value is not None else ""
         for base in Path(cfg.root or tempfile.gettempdir()).glob("synth-local-*"):
             with suppress(OSError, ValueError):
-                if tag in base.name or json.loads((base / "labels.json").read_text()).get("synth.run") == run:
+                if tag in base.name or json.loads((base / "labels.json").read_text()).get(key) == value:
                     shutil.rmtree(base)
                     removed += 1
         return removed

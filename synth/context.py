@@ -8,7 +8,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from synth.config import RunConfig
-from synth.core.hashing import derive_seed
+from synth.core.hashing import content_hash, derive_seed
 from synth.core.llm import LLM
 from synth.core.store import RunStore
 from synth.core.units import StageStats
@@ -30,6 +30,17 @@ class Context:
     on_unit: Callable[[bool], None] | None = None  # told after each unit (done or failed): rollout workers report
     on_start: Callable[[], None] | None = None  # told when a stage's units start, after its warm-up (benchmarks)
 
+    def sandbox_labels(self, **extra: str) -> dict[str, str]:
+        """Labels of this run's sandboxes: its name (for `synth sandboxes gc --run NAME`) and the id of
+        its run directory, by which the run's next invocation finds what a killed one left behind
+        (two runs of one name in different runs_dir must not remove each other's sandboxes)."""
+        return {"synth.run": self.cfg.name, "synth.run_id": run_id(self.cfg), **extra}
+
     def seed_for(self, *parts: Any) -> int:
         """A seed for one request or choice: the run's seed and what the request is for."""
         return derive_seed(self.cfg.seed, *parts)
+
+
+def run_id(cfg: RunConfig) -> str:
+    """A short id of the run directory (its resolved path): what sandbox labels use to tell runs apart."""
+    return content_hash(str(cfg.run_dir.resolve()), 12)

@@ -21,7 +21,7 @@ from rich.table import Table
 from judges.metrics import funnel_report
 from sandboxes.gc import remove_run_leftovers
 from synth.config import RunConfig, dump_config
-from synth.context import Context
+from synth.context import Context, run_id
 from synth.core.errors import ConfigError
 from synth.core.llm import LLM, LLMConfig
 from synth.core.llm_cache import ResponseCache
@@ -72,7 +72,7 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
             if previous and previous != label:
                 raise ConfigError(f"{store.root} is shard {previous}, not {label}; give this shard its own --name")
             store.update_manifest(shard=label)
-        await asyncio.to_thread(remove_run_leftovers, cfg.rollout.sandbox, cfg.name)
+        await asyncio.to_thread(remove_run_leftovers, cfg.rollout.sandbox, run_id(cfg))
         base_url = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL")
 
         async def start_embedded() -> str:

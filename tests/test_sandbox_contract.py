@@ -17,7 +17,7 @@ import sandboxes
 from sandboxes import backend_of, provision
 from sandboxes.base import Pipe, Sandbox
 from sandboxes.docker import DockerConfig
-from sandboxes.gc import remove_leftovers
+from sandboxes.gc import remove_leftovers, remove_run_leftovers
 from sandboxes.k8s import K8sConfig
 from sandboxes.local import LocalConfig
 from sandboxes.pool import WarmPool
@@ -171,3 +171,17 @@ async def test_a_pooled_backend_resets_to_clean_and_spares_residents_others_refu
             assert await episode.read() == b""  # the episode's process was ended
             await resident.write(b"still here\n")
             assert await resident.readline() == b"got still here\n"
+
+
+async def test_leftovers_are_told_apart_by_run_directory_not_only_by_name(cfg, run):
+    """Two run dirs of one name (say `runs/a/t` and `runs/b/t`): opening one removes only its own."""
+    backend = backend_of(cfg)
+    mine, theirs = (backend(cfg, {"synth.run": run, "synth.run_id": rid}) for rid in ("id-mine", "id-theirs"))
+    try:
+        await mine.start()
+        await theirs.start()
+        assert await asyncio.to_thread(remove_run_leftovers, cfg, "id-mine") == 1
+        assert not await mine.is_alive() and await theirs.is_alive()
+    finally:
+        await mine.stop()
+        await theirs.stop()

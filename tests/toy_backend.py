@@ -55,11 +55,12 @@ class ToySandbox:
         self._residents: list[ToyPipe] = []
 
     @staticmethod
-    def remove_leftovers(cfg: ToyConfig, run: str | None = None) -> int:
+    def remove_leftovers(cfg: ToyConfig, run: str | None = None, *, run_id: str | None = None) -> int:
+        key, value = ("synth.run_id", run_id) if run_id is not None else ("synth.run", run)
         removed = 0
         for base in Path(cfg.root).glob("toy-*"):
             with suppress(OSError, ValueError):
-                if run is None or json.loads((base / "labels.json").read_text()).get("synth.run") == run:
+                if value is None or json.loads((base / "labels.json").read_text()).get(key) == value:
                     shutil.rmtree(base)
                     removed += 1
         return removed

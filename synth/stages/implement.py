@@ -26,7 +26,7 @@ async def run(ctx: Context, *, max_repairs: int | None = None, sandbox: Any = No
     cfg = sandbox or ctx.cfg.rollout.sandbox
 
     async def work(unit: Unit[list[ToolSpec]]) -> list[Implementation]:
-        labels = {"synth.run": ctx.cfg.name, "synth.implement": unit.id}
+        labels = ctx.sandbox_labels(**{"synth.implement": unit.id})
         record = await implement_toolset(ctx.llm, ctx.cfg.seed, unit.id, unit.payload, max_repairs=repairs,
                                          sandbox=cfg, labels=labels)
         if record.passed:  # readable copies beside the records (the record stays the source of truth)

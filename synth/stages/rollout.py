@@ -58,7 +58,7 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
         size = ctx.cfg.rollout.sandbox.pool_size  # 0 where the backend does not pool (k8s)
         if pool is None and size and pending:
             pool = await stack.enter_async_context(
-                WarmPool(ctx.cfg.rollout.sandbox, size=size, labels={"synth.run": ctx.cfg.name}))
+                WarmPool(ctx.cfg.rollout.sandbox, size=size, labels=ctx.sandbox_labels()))
             executable = sum(served_by(u.payload[0]) is not None for u in pending)
             await warm_hosts(pool, min(pool.size, executable))
         if ready is not None:
@@ -70,7 +70,7 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
             specs = [tools[i] for i in agent.tool_ids if i in tools]
             return [await run_episode(
                 ctx.llm, ctx.cfg.rollout, task, agent, specs, seed=ctx.seed_for("episode", task.id, sample),
-                labels={"synth.run": ctx.cfg.name, "synth.episode": unit.id}, unit_id=unit.id, sample=sample,
+                labels=ctx.sandbox_labels(**{"synth.episode": unit.id}), unit_id=unit.id, sample=sample,
                 impl=served_by(task), pool=pool)]
 
         return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)

@@ -130,7 +130,7 @@ async def _validated(ctx: Context, unit_id: str, agent: Agent, tasks: list[Task]
         return []
     specs = [tools[i] for i in agent.tool_ids if i in tools]
     allowed = {tools[i].name for i in agent.tool_ids if i in tools and i not in agent.distractor_tool_ids}
-    labels = {"synth.run": ctx.cfg.name, "synth.gold": unit_id}
+    labels = ctx.sandbox_labels(**{"synth.gold": unit_id})
     results = await validate_tasks(ctx.cfg.rollout.sandbox, labels, [t for _, t in candidates], specs, impl, allowed)
     kept = []
     for (n, task), (_, problems) in zip(candidates, results):
