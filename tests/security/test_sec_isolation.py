@@ -1,0 +1,188 @@
+"""What a sandbox hides from the code in it, and that no setting hides less without saying so (issue #18).
+
+Held before and kept: the API key never reaches a sandbox; bwrap and Docker hide /root, the run
+directory and docker.sock and have no path to the host's loopback; Docker runs as uid 1000 on a
+read-only root. New: bubblewrap runs the code as an unprivileged uid with only the parts of /etc a
+Python needs; `isolation: auto` refuses to run without isolation; `none`, when chosen, is printed in
+the run's summary and the dataset card; untrusted code gets a process per episode by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from sandboxes.base import LocalConfig, provision
+from sandboxes.local import LocalSandbox
+from synth.config import RolloutConfig, RunConfig, dump_config
+from synth.errors import SandboxError
+from tests.security.attacks import EXEC_MODULE, EXEC_SPECS
+from tools.executable import ExecutableToolset
+
+pytestmark = [pytest.mark.security, pytest.mark.asyncio(loop_scope="module")]
+
+CANARY = "sk-synth-canary-5a1e"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def api_key_in_the_harness():
+    """The harness holds a key while every sandbox of this module starts: none may see it."""
+    before = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = CANARY
+    yield
+    if before is None:
+        del os.environ["OPENAI_API_KEY"]
+    else:
+        os.environ["OPENAI_API_KEY"] = before
+
+
+LOOK_FOR_THE_KEY = f'''
+import os
+seen = [v for v in os.environ.values() if {CANARY!r} in v]
+for p in os.listdir("/proc"):
+    for name in ("environ", "cmdline"):
+        try:
+            if {CANARY!r}.encode() in open(f"/proc/{{p}}/{{name}}", "rb").read():
+                seen.append(f"/proc/{{p}}/{{name}}")
+        except OSError:
+            pass
+result = seen
+'''
+
+
+async def test_the_api_key_never_reaches_the_sandbox(arena):
+    episode = await arena.episode(LOOK_FOR_THE_KEY)
+    assert episode.ok and json.loads(episode.texts[0]) == [], episode
+
+
+RUN_DIR = os.path.realpath(tempfile.gettempdir())
+TRY_FILES = r'''
+import json, os, socket
+def attempt(what):
+    try:
+        return what()
+    except OSError as e:
+        return type(e).__name__
+found = {
+    "shadow": attempt(lambda: open("/etc/shadow").read()[:10]),
+    "gshadow": attempt(lambda: open("/etc/gshadow").read()[:10]),
+    "root": attempt(lambda: sorted(os.listdir("/root"))),
+    "repo": attempt(lambda: os.listdir(REPO)),
+    "docker.sock": [attempt(lambda: socket.socket(socket.AF_UNIX).connect(p)) for p in ("/var/run/docker.sock", "/run/docker.sock")],
+    "etc": sorted(os.listdir("/etc")),
+    "uid": os.getuid(),
+    "usr_writable": attempt(lambda: open("/usr/synth-probe", "w").close()),
+}
+result = found
+'''.replace("REPO", repr(os.getcwd()))
+
+# What a Python needs from /etc (and nothing with secrets or host accounts in it).
+ETC_ALLOWED = {"alternatives", "group", "hosts", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime",
+               "nsswitch.conf", "passwd", "python3", "python3.11", "ssl", "mime.types"}
+
+
+async def test_host_files_and_the_docker_socket_are_out_of_reach(arena):
+    episode = await arena.episode(TRY_FILES)
+    assert episode.ok, episode
+    found = json.loads(episode.texts[0])
+    assert found["shadow"] in ("FileNotFoundError", "PermissionError"), found
+    assert found["gshadow"] in ("FileNotFoundError", "PermissionError"), found
+    assert found["repo"] in ("FileNotFoundError", "PermissionError"), found
+    assert all(r in ("FileNotFoundError", "PermissionError", "ConnectionRefusedError") for r in found["docker.sock"]), found
+    assert found["usr_writable"] in ("PermissionError", "OSError"), found  # read-only system dirs
+    if arena.backend == "local":
+        # /root shows only what is bound from it (a Python installed there, like pyenv's), not its files
+        assert found["root"] in ([], [".pyenv"], "FileNotFoundError"), found
+        assert set(found["etc"]) <= ETC_ALLOWED, set(found["etc"]) - ETC_ALLOWED
+        assert found["uid"] != 0, found
+    else:
+        assert found["root"] in ("PermissionError", []), found
+        assert found["uid"] == 1000, found
+
+
+async def test_no_path_to_the_hosts_loopback(arena):
+    async def serve(reader, writer):
+        writer.write(b"reached the host\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    code = ("import socket\ntry:\n    s = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"
+            "    result = s.recv(100).decode()\nexcept OSError as e:\n    result = type(e).__name__" % port)
+    async with server:
+        episode = await arena.episode(code)
+    assert episode.ok and "reached" not in episode.texts[0], episode
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the harness runs as root in CI: that is when the uid drop matters")
+async def test_bwrap_code_runs_as_an_unprivileged_uid(tmp_path):
+    """A root-only file in a bound directory is visible but unreadable: the code is not uid 0 outside."""
+    secret = tmp_path / "shared" / "root-only"
+    secret.parent.mkdir()
+    secret.write_text("for root")
+    secret.chmod(0o600)
+    cfg = LocalConfig(isolation="bwrap", ro_paths=[str(secret.parent)])
+    code = f"try:\n    result = open({str(secret)!r}).read()\nexcept OSError as e:\n    result = type(e).__name__"
+    async with provision(cfg) as sb, ExecutableToolset(EXEC_SPECS, sb, module=EXEC_MODULE) as rt:
+        await rt.reset({})
+        outcome = await rt.call("run", {"code": code})
+    assert outcome.text == "PermissionError", outcome
+
+
+async def test_auto_refuses_to_run_without_bubblewrap(tmp_path, monkeypatch):
+    monkeypatch.setattr("sandboxes.local.shutil.which", lambda name, **kw: None if name == "bwrap" else shutil.which(name))
+    sandbox = LocalSandbox(LocalConfig(root=str(tmp_path), isolation="auto"), {})
+    with pytest.raises(SandboxError) as raised:
+        await sandbox.start()
+    message = str(raised.value)
+    assert "bubblewrap" in message and "apt-get install bubblewrap" in message and "docker" in message, message
+    assert "isolation: none" in message  # the explicit way out, named
+    assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+async def test_auto_refuses_when_bubblewrap_fails(tmp_path, monkeypatch):
+    async def broken(prefix, env):
+        return "bwrap: setting up uid map: Permission denied"
+
+    monkeypatch.setattr("sandboxes.local._probe", broken)
+    with pytest.raises(SandboxError, match="setting up uid map"):
+        await LocalSandbox(LocalConfig(root=str(tmp_path), isolation="auto"), {}).start()
+
+
+def test_untrusted_code_gets_a_process_per_episode_by_default():
+    assert RolloutConfig().tool_process == "per_episode"
+    assert ExecutableToolset(EXEC_SPECS, None, module=EXEC_MODULE).process_mode == "per_episode"  # type: ignore[arg-type]
+
+
+def test_local_sandboxes_are_bounded_by_default():
+    cfg = LocalConfig()
+    assert cfg.memory_mb and cfg.cpu_s and cfg.max_processes and cfg.file_mb
+
+
+def test_isolation_none_is_printed_in_the_summary_and_the_dataset_card(tmp_path):
+    from synth.export import export_run
+    from synth.pipeline import Context
+    from synth.run import summary_table
+    from synth.store import RunStore
+    from synth.usage import UsageMeter
+
+    shown = {}
+    for isolation in ("none", "bwrap"):
+        cfg = RunConfig(runs_dir=str(tmp_path), name=f"run-{isolation}",
+                        rollout={"sandbox": {"type": "local", "isolation": isolation}})
+        store = RunStore(cfg.run_dir)
+        store.open(dump_config(cfg), cfg.content_hash())
+        ctx = Context(cfg=cfg, store=store, llm=None, meter=UsageMeter(), quiet=True)  # type: ignore[arg-type]
+        export_run(ctx)
+        shown[isolation] = (str(summary_table(ctx).caption), (store.root / "export" / "README.md").read_text())
+        store.close()
+    for text in shown["none"]:
+        assert "isolation: none" in text and "NOT isolated" in text, text
+    for text in shown["bwrap"]:
+        assert "NOT isolated" not in text, text
