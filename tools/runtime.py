@@ -33,6 +33,7 @@ class ToolOutcome(BaseModel):
     text: str
     is_error: bool = False
     fault: str | None = Field(None, description="The injected fault, when one was injected.")
+    truncated: int | None = Field(None, description="The result's length before it was cut to the limit, if it was.")
 
 
 class ToolRuntime(Protocol):
