@@ -240,6 +240,11 @@ class DockerSandbox:
         return removed
 
     @staticmethod
+    def promises(cfg: DockerConfig) -> str:
+        return (f"docker (no network, uid {cfg.user.split(':')[0]}, read-only root, {cfg.memory_mb} MiB, "
+                f"{cfg.pids_limit} processes)")
+
+    @staticmethod
     def provenance(cfg: DockerConfig) -> tuple[str, str]:
         """The image the episodes ran in: the config's, else the default build tag."""
         try:

@@ -281,6 +281,12 @@ class LocalSandbox:
     def provenance(cfg: LocalConfig) -> tuple[str, str]:
         return "local", ""
 
+    @staticmethod
+    def promises(cfg: LocalConfig) -> str:
+        if cfg.isolation == "none":
+            return "local, isolation: none: tool code was NOT isolated (it ran with this machine's files, network and user)"
+        return "local, bubblewrap (no network; own pid, IPC and mount namespaces; an unprivileged uid; rlimits)"
+
     async def is_alive(self) -> bool:
         return bool(self._dir) and os.path.isdir(self.workspace)
 

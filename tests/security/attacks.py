@@ -231,6 +231,16 @@ class Arena:
             if (host := _HOSTS.get(sb)) is not None:
                 await host.close()
 
+    async def survivors(self, mark: str, settle_s: float = 5.0) -> list[str]:
+        """Processes matching `mark` still there after the reset, allowing `settle_s` for ones killed
+        a moment ago to finish exiting."""
+        deadline = asyncio.get_running_loop().time() + settle_s
+        while True:
+            found = [p for p in await self.processes() if mark in p]
+            if not found or asyncio.get_running_loop().time() > deadline:
+                return found
+            await asyncio.sleep(0.2)
+
     async def processes(self) -> list[str]:
         """"name<TAB>command line" of the live (not zombie) processes that could belong to the sandbox,
         once its last reset is done: local, every process on this machine; docker, the container's."""

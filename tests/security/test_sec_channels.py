@@ -43,7 +43,7 @@ async def test_a_process_left_by_an_episode_cannot_answer_the_next(arena):
     b = await arena.episode(honest, honest, tool_timeout=15)
     assert b.sandbox == a.sandbox
     assert b.texts == ["honest", "honest"] and b.final == {"mine": 2}, b
-    assert not [p for p in await arena.processes() if mark in p]
+    assert not await arena.survivors(mark)
 
 
 async def test_a_host_turned_into_something_else_does_not_outlive_its_episode(arena):
@@ -56,4 +56,4 @@ async def test_a_host_turned_into_something_else_does_not_outlive_its_episode(ar
     b = await arena.episode(honest, tool_timeout=15)
     assert b.sandbox == a.sandbox
     assert b.texts == ["honest"] and b.final == {"mine": 1}, b
-    assert not [p for p in await arena.processes() if mark in p]
+    assert not await arena.survivors(mark)

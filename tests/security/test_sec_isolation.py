@@ -147,7 +147,7 @@ async def test_auto_refuses_to_run_without_bubblewrap(tmp_path, monkeypatch):
 
 
 async def test_auto_refuses_when_bubblewrap_fails(tmp_path, monkeypatch):
-    async def broken(prefix, env):
+    async def broken(*args):
         return "bwrap: setting up uid map: Permission denied"
 
     monkeypatch.setattr("sandboxes.local._probe", broken)

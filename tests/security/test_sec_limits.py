@@ -58,7 +58,7 @@ async def test_a_loop_ends_with_its_episode(arena):
     episode = await arena.episode(SPIN, tool_timeout=2, end_timeout=2)
     assert episode.texts[0].startswith("Error: no answer"), episode
     assert not isinstance(episode.final, dict), episode  # the host never answered synth/end
-    assert not [p for p in await arena.processes() if p.startswith("synthspin")]
+    assert not await arena.survivors("synthspin")
     await next_episode_works(arena)
 
 

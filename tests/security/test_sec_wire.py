@@ -66,7 +66,16 @@ probe = """
 import os, sys
 host = sys.argv[1]
 found = {}
-for what, how in (("mem", lambda: open(f"/proc/{host}/mem", "r+b")), ("fd", lambda: os.listdir(f"/proc/{host}/fd")),
+def fds():
+    failures = []
+    for fd in os.listdir(f"/proc/{host}/fd"):  # the listing may be allowed; opening what it lists must not
+        try:
+            os.close(os.open(f"/proc/{host}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK))
+            return
+        except OSError as e:
+            failures.append(e)
+    raise failures[0] if failures else FileNotFoundError("no descriptors")
+for what, how in (("mem", lambda: open(f"/proc/{host}/mem", "r+b")), ("fd", fds),
                   ("environ", lambda: open(f"/proc/{host}/environ", "rb").read())):
     try:
         how()
