@@ -101,6 +101,18 @@ SANDBOX_CHANNELS = {
         "        seen.append(open(f'/proc/{p}/cmdline', 'rb').read())\n    except OSError:\n        pass\n"
         "result = 'LEAK' if any(b'" + SURVIVOR_MARK + "' in c for c in seen) else 'clean'"),
 }
+SANDBOX_CHANNELS |= {
+    # System V shared memory and POSIX message queues live in the IPC namespace, not in files.
+    "sysv_shared_memory": (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "if libc.shmget(0x5EC18, 4096, 0o1600) < 0:\n    raise OSError(ctypes.get_errno(), 'shmget')",
+        "import ctypes\nresult = 'LEAK' if ctypes.CDLL(None).shmget(0x5EC18, 0, 0) >= 0 else 'clean'"),
+    "posix_message_queue": (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "if libc.mq_open(b'/synth_leak', os.O_CREAT | os.O_RDWR, 0o600, None) < 0:\n"
+        "    raise OSError(ctypes.get_errno(), 'mq_open')",
+        "import ctypes, os\nresult = 'LEAK' if ctypes.CDLL(None).mq_open(b'/synth_leak', os.O_RDONLY) >= 0 else 'clean'"),
+}
 CHANNELS = {**INTERPRETER_CHANNELS, **SANDBOX_CHANNELS}
 
 # A process that answers for the tool host: it stops every tool host it can see and writes replies
