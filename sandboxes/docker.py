@@ -144,6 +144,25 @@ left=$(find DIRS -mindepth 1 -print -quit)
 """.replace("DIRS", _RESET_DIRS)
 
 
+# `sh -c _KILL_TREE sh PID`: stop PID and every descendant (stopped, none can fork), then SIGKILL them
+# all. Descendants first found while PID is alive: once it is dead they would belong to docker-init.
+_KILL_TREE = r"""
+tree=" $1 "
+kill -STOP "$1" 2>/dev/null
+grew=1
+while [ "$grew" = 1 ]; do
+  grew=0
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    case "$tree" in *" $p "*) continue;; esac
+    pp=
+    { while read -r k v rest; do [ "$k" = PPid: ] && { pp=$v; break; }; done < "$d/status"; } 2>/dev/null
+    case "$tree" in *" $pp "*) kill -STOP "$p" 2>/dev/null; tree="$tree$p "; grew=1;; esac
+  done
+done
+for p in $tree; do kill -9 "$p" 2>/dev/null; done
+exit 0
+"""
 # spawn runs `sh -c _ANNOUNCE sh ARGV...`: the first line of stdout is the command's pid in the
 # container (then it execs, keeping the pid), so close() and reset() can reach it there.
 _ANNOUNCE = 'echo "$$"; exec "$@"'
@@ -174,7 +193,8 @@ class DockerPipe(SubprocessPipe):
             del self._stderr[: -(1 << 16)]  # keep the tail only
 
     async def close(self) -> None:
-        """EOF ends a well-behaved server; else its process is killed in the container, and the CLI.
+        """EOF ends a well-behaved server; else its process (and what it started) is killed in the container,
+        and the CLI.
         Never waits on stdout's EOF: a reader that stopped (a line over its limit) leaves it unread."""
         if self._closed:
             return
@@ -416,7 +436,9 @@ class DockerSandbox:
         return pipe
 
     async def _kill_inside(self, pid: int) -> None:
-        await self.exec(["kill", "-9", str(pid)], timeout=10.0)
+        """SIGKILL `pid` and everything it started, in the container (its docker exec client dying ends
+        none of them)."""
+        await self.exec(["sh", "-c", _KILL_TREE, "sh", str(pid)], timeout=10.0)
 
     async def read_file(self, path: str) -> bytes:
         # Via exec, not get_archive: the archive API does not see tmpfs mounts (tried).

@@ -78,7 +78,8 @@ class HostConnection:
                     message = json.loads(line)
                     method, future = self._pending[message["id"]]
                 except (ValueError, TypeError, KeyError):  # not JSON, no id, or an id nothing waits for
-                    log.warning("%s wrote a line that answers no pending request: %.200r", self.name, line)
+                    # (a reply to a call that timed out, too: debug, not warning)
+                    log.debug("%s wrote a line that answers no pending request: %.200r", self.name, line)
                     continue
                 if future.done():
                     continue  # a request that timed out

@@ -257,11 +257,15 @@ class Arena:
         """"name<TAB>command line" of the live (not zombie) processes that could belong to the sandbox,
         once its last reset is done: local, every process on this machine; docker, the container's."""
         async with self.pool.acquire() as sb:
-            if self.backend == "local":
-                return await asyncio.to_thread(machine_processes)
-            script = ("for d in /proc/[0-9]*; do read -r _ _ s _ < $d/stat 2>/dev/null; [ \"$s\" = Z ] && continue; "
-                      "printf '%s\\t' \"$(cat $d/comm)\"; tr '\\0' ' ' < $d/cmdline; echo; done")
-            return (await sb.exec(["sh", "-c", script])).stdout.splitlines()
+            return await self.processes_of(sb)
+
+    async def processes_of(self, sb: Any) -> list[str]:
+        """The same, of a sandbox in hand (no reset first)."""
+        if self.backend == "local":
+            return await asyncio.to_thread(machine_processes)
+        script = ("for d in /proc/[0-9]*; do read -r _ _ s _ < $d/stat 2>/dev/null; [ \"$s\" = Z ] && continue; "
+                  "printf '%s\\t' \"$(cat $d/comm)\"; tr '\\0' ' ' < $d/cmdline; echo; done")
+        return (await sb.exec(["sh", "-c", script])).stdout.splitlines()
 
 
 def machine_processes() -> list[str]:

@@ -9,6 +9,9 @@ xfail says so, and fails the day one closes); it is for trusted modules only.
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import pytest
 
 from synth.errors import ToolError
@@ -63,3 +66,20 @@ async def test_a_host_turned_into_something_else_does_not_outlive_its_episode(ar
     assert b.sandbox == a.sandbox
     assert b.texts == ["honest"] and b.final == {"mine": 1}, b
     assert not await arena.survivors(mark)
+
+
+async def test_a_closed_pipe_ends_its_process_without_waiting_for_a_reset(arena):
+    """A process that ignores EOF and SIGTERM: closing its pipe ends it in the sandbox, not only the
+    client that reached it (docker exec), so nothing of it is left for the rest of the episode."""
+    mark = str(7_000_000 + os.getpid() % 1_000_000)
+    async with arena.pool.acquire() as sb:
+        pipe = await sb.spawn(["sh", "-c", f"trap '' TERM HUP; while :; do sleep {mark}; done"], resident=True)
+        await asyncio.sleep(0.3)
+        assert [p for p in await arena.processes_of(sb) if mark in p]
+        async with asyncio.timeout(30):
+            await pipe.close()
+        for _ in range(25):  # killed a moment ago: allow it to finish exiting
+            if not [p for p in await arena.processes_of(sb) if mark in p]:
+                break
+            await asyncio.sleep(0.2)
+        assert not [p for p in await arena.processes_of(sb) if mark in p]

@@ -134,8 +134,38 @@ def end_descendants(root: int | None = None, rounds: int = 50) -> int:
 
 
 def _descendants(root: int) -> list[int]:
-    """Live (not zombie) descendants of `root`, from /proc (all of it: /proc/PID/children needs a
-    kernel option this VM lacks)."""
+    """Live descendants of `root`: down the task/*/children files (cheap), or from all of /proc where
+    the kernel has no such files (without the host's pid namespace, /proc is the whole machine's)."""
+    if not _HAS_CHILDREN_FILES:
+        return _descendants_by_scan(root)
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue  # a thread that ended meanwhile
+            found += children
+            stack += children
+    return [pid for pid in found if not _zombie(pid)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # gone: nothing to kill
+    return stat[stat.rindex(b")") + 2:].split()[0] == b"Z"
+
+
+def _descendants_by_scan(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -154,6 +184,9 @@ def _descendants(root: int) -> list[int]:
         found.append(pid)
         stack.extend(children.get(pid, []))
     return found
+
+
+_HAS_CHILDREN_FILES = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
 def _reap() -> None:

@@ -41,6 +41,7 @@ class Relay:
         self.pending: dict[str, Any] | None = {"id": begin_id, "method": "synth/begin"}
         self.line_limit = 6 * max_result_chars + (1 << 20)  # JSON escapes take up to 6 bytes a character
         self.status: int | None = None  # the episode process's wait status, once reaped
+        self.ended = False  # its processes are all gone
 
     def run(self) -> str:
         """Until the episode ends (ENDED: the host serves the next) or the harness hangs up (EOF)."""
@@ -155,6 +156,9 @@ class Relay:
         return f"exited with status {os.waitstatus_to_exitcode(self.status)}"
 
     def _end_processes(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
