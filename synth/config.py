@@ -121,8 +121,14 @@ class RunConfig(_Strict):
         data = self.model_dump(mode="json", exclude_defaults=True)
         for key in ("name", "runs_dir", "embedded", "concurrency", "export"):
             data.pop(key, None)
+        # How the work runs, not what it makes: the tool process mode and the sandbox's resource limits
+        # (whose defaults changed: a run dir written with `memory_mb: null` must keep its hash).
+        limits = ("memory_mb", "cpu_s", "max_processes", "file_mb", "pids_limit", "cpus", "exec_timeout_s")
+        sandbox = data.get("rollout", {}).get("sandbox", {})
+        for key in limits:
+            sandbox.pop(key, None)
         for section, keys in (("llm", ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")),
-                              ("rollout", ("concurrency", "tool_process"))):  # how, not what
+                              ("rollout", ("concurrency", "tool_process"))):
             for key in keys:
                 data.get(section, {}).pop(key, None)
             if data.get(section) == {}:

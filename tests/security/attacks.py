@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandboxes.pool import WarmPool
-from synth.errors import SandboxError, ToolError
+from synth.core.errors import SandboxError, ToolError
 from tools.executable import _HOSTS, ExecutableToolset
-from tools.simulator import ToolOutcome
-from tools.spec import ToolSpec
+from tools.runtime import ToolOutcome
+from synth.core.records import ToolSpec
 
 EXEC_MODULE = '''STATE_DEFAULT = {}
 

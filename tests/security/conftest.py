@@ -9,7 +9,8 @@ import uuid
 import pytest
 import pytest_asyncio
 
-from sandboxes.base import DockerConfig, LocalConfig
+from sandboxes.docker import DockerConfig
+from sandboxes.local import LocalConfig
 from sandboxes.pool import WarmPool
 from tests.security.attacks import Arena
 

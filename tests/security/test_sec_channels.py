@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from synth.errors import ToolError
+from synth.core.errors import ToolError
 from tests.security.attacks import (CHANNELS, INTERPRETER_CHANNELS, become_forger, spawn_forger)
 
 pytestmark = [pytest.mark.security, pytest.mark.asyncio(loop_scope="module")]

@@ -17,10 +17,11 @@ import tempfile
 
 import pytest
 
-from sandboxes.base import LocalConfig, provision
+from sandboxes import provision
+from sandboxes.local import LocalConfig
 from sandboxes.local import LocalSandbox
 from synth.config import RolloutConfig, RunConfig, dump_config
-from synth.errors import SandboxError
+from synth.core.errors import SandboxError
 from tests.security.attacks import EXEC_MODULE, EXEC_SPECS
 from tools.executable import ExecutableToolset
 
@@ -191,11 +192,11 @@ def test_local_sandboxes_are_bounded_by_default():
 
 
 def test_isolation_none_is_printed_in_the_summary_and_the_dataset_card(tmp_path):
-    from synth.export import export_run
-    from synth.pipeline import Context
+    from synth.context import Context
+    from synth.core.store import RunStore
+    from synth.core.usage import UsageMeter
     from synth.run import summary_table
-    from synth.store import RunStore
-    from synth.usage import UsageMeter
+    from synth.stages.export import export_run
 
     shown = {}
     for isolation in ("none", "bwrap"):

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from synth.errors import ToolError
+from synth.core.errors import ToolError
 from tests.security.attacks import Arena
 
 pytestmark = [pytest.mark.security, pytest.mark.asyncio(loop_scope="module")]

@@ -5,14 +5,13 @@ gold replay isolates each task from the others exactly as rollouts isolate episo
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from synth.config import RunConfig
-from synth.gold import validate_tasks
-from synth.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task
-from synth.rollout import make_rollouts
+from judges.gold import validate_tasks
+from synth.core.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task
+from synth.stages.rollout import make_rollouts
 from synth.run import open_run
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
@@ -83,8 +82,8 @@ async def test_gold_replay_isolates_each_task_from_the_ones_before(tmp_path, cha
     plant, probe = CHANNELS[channel]
     tasks = [gold_task(1, plant + "\nstate['seen'] = 'clean'"),
              gold_task(2, probe + "\nstate['seen'] = result")]
-    ctx = SimpleNamespace(cfg=RunConfig(name="gold-sec", rollout={"sandbox": {"type": "local", "isolation": "bwrap"}}))
+    sandbox = RunConfig(rollout={"sandbox": {"type": "local", "isolation": "bwrap"}}).rollout.sandbox
     impl = Implementation(toolset_id="ts", toolset="attack", domain="d", tool_ids=[s.id for s in EXEC_SPECS],
                           module=EXEC_MODULE, tests="", passed=True, rounds=1)
-    results = await validate_tasks(ctx, tasks, EXEC_SPECS, impl, {"run"}, "unit")  # type: ignore[arg-type]
+    results = await validate_tasks(sandbox, {"synth.run": "gold-sec"}, tasks, EXEC_SPECS, impl, {"run"})
     assert [problems for _, problems in results] == [[], []], results

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from synth.errors import ToolError
+from synth.core.errors import ToolError
 from tests.security.attacks import write_replies
 
 pytestmark = [pytest.mark.security, pytest.mark.asyncio(loop_scope="module")]
