@@ -60,8 +60,8 @@ class RolloutConfig(_Strict):
         "per_episode", description="Executable toolsets: per_episode serves each episode in a fresh process the "
         "sandbox's tool host forks and relays to (nothing of an episode reaches another, and its code cannot answer "
         "for the host): for untrusted code, which generated modules are. shared runs a sandbox's episodes one after "
-        "another in the host's own interpreter, each with a fresh module, state and seeded random (about 0.1 of the "
-        "LLM-bound floor faster at 256 episodes in flight, bench/README.md): for trusted modules only, since an "
+        "another in the host's own interpreter, each with a fresh module, state and seeded random (no fork per "
+        "episode: faster with hundreds of episodes in flight, bench/README.md): for trusted modules only, since an "
         "episode's code can then leave state in the interpreter for later episodes and write the host's replies.")
     tool_result_max_chars: int = Field(
         65536, ge=256, description="A tool result longer than this (in characters) is cut to it, with a note saying "
