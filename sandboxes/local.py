@@ -317,19 +317,28 @@ class LocalSandbox:
         empty the workspace, /tmp and /dev/shm. (isolation: none has no namespace to look into.)"""
         pipes, self._pipes = self._pipes, []
         await self._end(pipes)
-        kept = []
-        for pipe in self._residents:
-            if pipe.alive and (not self.isolated or await asyncio.to_thread(_alone, pipe.inner_pid)):
-                kept.append(pipe)
-            else:
-                await pipe.close()
-        self._residents = kept
         self._started()
-        layout = self._layout
-        await asyncio.to_thread(_empty_dir, layout.ws)
-        stubs = bwrap_cmd.tmp_stubs([*bwrap_cmd.python_paths(self.cfg.ro_paths), layout.ws]) if self.isolated else []
-        await asyncio.to_thread(_empty_dir, layout.tmp, stubs)
-        await asyncio.to_thread(_empty_dir, layout.shm)
+        layout, isolated = self._layout, self.isolated
+        residents = [p for p in self._residents if p.alive]
+        await asyncio.gather(*(p.close() for p in self._residents if not p.alive))  # ended on their own
+        stubs = bwrap_cmd.tmp_stubs([*bwrap_cmd.python_paths(self.cfg.ro_paths), layout.ws]) if isolated else []
+
+        def empty() -> None:
+            _empty_dir(layout.ws)
+            _empty_dir(layout.tmp, stubs)
+            _empty_dir(layout.shm)
+
+        def look_then_empty() -> list[bool]:  # one thread hop when all is well: this runs after every episode
+            alone = [not isolated or _alone(p.inner_pid) for p in residents]
+            if all(alone):
+                empty()
+            return alone
+
+        alone = await asyncio.to_thread(look_then_empty)
+        self._residents = [p for p, ok in zip(residents, alone) if ok]
+        if not all(alone):  # close the company first, or what it writes meanwhile would stay
+            await asyncio.gather(*(p.close() for p, ok in zip(residents, alone) if not ok))
+            await asyncio.to_thread(empty)
 
     async def _end(self, pipes: list[ProcessPipe]) -> None:
         await asyncio.gather(*(p.close() for p in pipes), return_exceptions=True)
