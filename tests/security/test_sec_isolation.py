@@ -3,8 +3,8 @@
 Held before and kept: the API key never reaches a sandbox; bwrap and Docker hide /root, the run
 directory and docker.sock and have no path to the host's loopback; Docker runs as uid 1000 on a
 read-only root. New: bubblewrap runs the code as an unprivileged uid with only the parts of /etc a
-Python needs; `isolation: auto` refuses to run without isolation; `none`, when chosen, is printed in
-the run's summary and the dataset card; untrusted code gets a process per episode by default.
+Python needs, and no new user namespace; `isolation: auto` refuses to run without isolation (the
+defaults, and `none` shown when chosen: test_sec_defaults.py).
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ import asyncio
 import json
 import os
 import shutil
-import tempfile
 
 import pytest
 
 from sandboxes import provision
-from sandboxes.local import LocalConfig
-from sandboxes.local import LocalSandbox
-from synth.config import RolloutConfig, RunConfig, dump_config
+from sandboxes.local import LocalConfig, LocalSandbox
 from synth.core.errors import SandboxError
 from tests.security.attacks import EXEC_MODULE, EXEC_SPECS
 from tools.executable import ExecutableToolset
@@ -61,7 +58,6 @@ async def test_the_api_key_never_reaches_the_sandbox(arena):
     assert episode.ok and json.loads(episode.texts[0]) == [], episode
 
 
-RUN_DIR = os.path.realpath(tempfile.gettempdir())
 TRY_FILES = r'''
 import json, os, socket
 def attempt(what):
@@ -73,7 +69,7 @@ found = {
     "shadow": attempt(lambda: open("/etc/shadow").read()[:10]),
     "gshadow": attempt(lambda: open("/etc/gshadow").read()[:10]),
     "root": attempt(lambda: sorted(os.listdir("/root"))),
-    "repo": attempt(lambda: os.listdir(REPO)),
+    "repo": attempt(lambda: os.listdir(REPO)),  # run dirs live below it (runs_dir: runs)
     "docker.sock": [attempt(lambda: socket.socket(socket.AF_UNIX).connect(p)) for p in ("/var/run/docker.sock", "/run/docker.sock")],
     "etc": sorted(os.listdir("/etc")),
     "uid": os.getuid(),
@@ -179,36 +175,3 @@ async def test_auto_refuses_when_bubblewrap_fails(tmp_path, monkeypatch):
     monkeypatch.setattr("sandboxes.local._probe", broken)
     with pytest.raises(SandboxError, match="setting up uid map"):
         await LocalSandbox(LocalConfig(root=str(tmp_path), isolation="auto"), {}).start()
-
-
-def test_untrusted_code_gets_a_process_per_episode_by_default():
-    assert RolloutConfig().tool_process == "per_episode"
-    assert ExecutableToolset(EXEC_SPECS, None, module=EXEC_MODULE).process_mode == "per_episode"  # type: ignore[arg-type]
-
-
-def test_local_sandboxes_are_bounded_by_default():
-    cfg = LocalConfig()
-    assert cfg.memory_mb and cfg.cpu_s and cfg.max_processes and cfg.file_mb
-
-
-def test_isolation_none_is_printed_in_the_summary_and_the_dataset_card(tmp_path):
-    from synth.context import Context
-    from synth.core.store import RunStore
-    from synth.core.usage import UsageMeter
-    from synth.run import summary_table
-    from synth.stages.export import export_run
-
-    shown = {}
-    for isolation in ("none", "bwrap"):
-        cfg = RunConfig(runs_dir=str(tmp_path), name=f"run-{isolation}",
-                        rollout={"sandbox": {"type": "local", "isolation": isolation}})
-        store = RunStore(cfg.run_dir)
-        store.open(dump_config(cfg), cfg.content_hash())
-        ctx = Context(cfg=cfg, store=store, llm=None, meter=UsageMeter(), quiet=True)  # type: ignore[arg-type]
-        export_run(ctx)
-        shown[isolation] = (str(summary_table(ctx).caption), (store.root / "export" / "README.md").read_text())
-        store.close()
-    for text in shown["none"]:
-        assert "isolation: none" in text and "NOT isolated" in text, text
-    for text in shown["bwrap"]:
-        assert "NOT isolated" not in text, text
