@@ -42,4 +42,10 @@ def cpu_seconds(pid: int, waited: bool = False) -> float:
 
 def child_pids(pid: int | str = "self") -> list[int]:
     """The running children of a process, from /proc (Linux)."""
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    pids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile (the executor's come and go)
+    return pids

@@ -94,23 +94,23 @@ def records(episodes: int, tag: str) -> tuple[list[ToolSpec], Agent, list[Task],
 
 
 def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int, workers: int = 1,
-               tool_process: str | None = None) -> RunConfig:
+               tool_process: str | None = None, isolation: str = "none") -> RunConfig:
     return RunConfig.model_validate({
         "name": f"bench-c{concurrency}", "runs_dir": runs_dir,
         "llm": {"base_url": base_url, "model": "fake", "concurrency": max(concurrency, 1), "max_retries": 0},
         "rollout": {"max_turns": MAX_TURNS, "max_tool_steps": MAX_TOOL_STEPS, "concurrency": concurrency,
                     "workers": workers, **({"tool_process": tool_process} if tool_process else {}),
-                    "sandbox": {"type": "local", "isolation": "none", "pool_size": pool_size}},
+                    "sandbox": {"type": "local", "isolation": isolation, "pool_size": pool_size}},
     })
 
 
 async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: int, latency_s: float,
-                    server_pid: int | None, workers: int, tool_process: str) -> dict:
+                    server_pid: int | None, workers: int, tool_process: str, isolation: str = "none") -> dict:
     """The rollout stage as `synth rollout` runs it. The clock starts when the episodes do (ctx.on_start:
     after the pool, its tool hosts and the worker processes started: `warm s`), CPU is counted from there."""
     tag = f"c{concurrency}-{time.time_ns()}"  # fresh tasks: nothing from an earlier row in any cache
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as runs_dir:
-        cfg = run_config(base_url, runs_dir, concurrency, pool_size, workers, tool_process)
+        cfg = run_config(base_url, runs_dir, concurrency, pool_size, workers, tool_process, isolation)
         async with open_run(cfg, quiet=True) as ctx:
             specs, agent, tasks, impl = records(episodes, tag)
             for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks), ("implementations", [impl])):
@@ -205,9 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--waves", type=int, default=8, help="episodes per row in units of the concurrency: with "
                         "few, the first wave's simultaneous start and the last one's tail weigh on the ratio")
     parser.add_argument("--min-episodes", type=int, default=4)
-    parser.add_argument("--tool-process", choices=["shared", "per_episode"],
-                        default=RolloutConfig().tool_process,
-                        help="rollout.tool_process of the synth rows (default: the config's default)")
+    parser.add_argument("--tool-process", choices=["shared", "per_episode"], nargs="+",
+                        default=[RolloutConfig().tool_process],
+                        help="rollout.tool_process of the synth rows, one synth row per value and concurrency, "
+                        "run back to back (default: the config's default)")
+    parser.add_argument("--isolation", choices=["none", "bwrap"], default="none",
+                        help="rollout.sandbox.isolation of the synth rows (default none: the harness alone)")
     parser.add_argument("--workers", type=int, default=1, help="rollout.workers of the synth rows; with 2+ they "
                         "run on both CPUs (the floor stays on CPU 0, the fake server on CPU 1)")
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin harness and server to separate CPUs")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="LocalSandbox: tool processes are NOT isolated")
-    logging.getLogger("sandboxes.local").setLevel(logging.ERROR)  # isolation none is the point here
+    logging.getLogger("sandboxes.local").setLevel(logging.ERROR)  # isolation none is the default here
 
     pin = not args.no_pin and {0, 1} <= os.sched_getaffinity(0)
     if pin:
@@ -246,27 +249,29 @@ def main(argv: list[str] | None = None) -> None:
             if "synth" in args.rows:
                 need, have = min(c, episodes) * SERVER_MB, mem_available_mb()
                 if need > 0.6 * have and not args.force:
-                    skipped[c] = f"skipped: needs ~{need / 1024:.0f} GB for {min(c, episodes)} tool hosts, " \
-                                 f"{have / 1024:.0f} GB available (--force runs it)"
-                    print(f"  synth at {c}: skipped ({skipped[c]})", file=sys.stderr, flush=True)
+                    for mode in args.tool_process:
+                        skipped[(c, mode)] = f"skipped: needs ~{need / 1024:.0f} GB for {min(c, episodes)} tool " \
+                                             f"hosts, {have / 1024:.0f} GB available (--force runs it)"
+                    print(f"  synth at {c}: {skipped[(c, args.tool_process[0])]}", file=sys.stderr, flush=True)
                     continue
                 pool = c if args.pool_size < 0 else args.pool_size
-                if profile:
-                    profile.enable()
-                if pin:
-                    os.sched_setaffinity(0, {0, 1} if args.workers > 1 else {0})
-                rows.append(asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, args.workers,
-                                                  args.tool_process)))
-                if profile:
-                    profile.disable()
-                if rows[-1].get("failed"):
-                    skipped[c] = f"{rows[-1]['failed']} of {episodes} episodes failed after " \
-                                 f"{rows[-1]['seconds']:.0f} s ({rows[-1]['why']})"
-                    rows.pop()
-                    print(f"  synth at {c}: FAILED: {skipped[c]}", file=sys.stderr, flush=True)
-                    continue
-                print(f"  synth at {c}: {rows[-1]['ratio']:.0%}, {rows[-1]['cpu_ms']:.2f} ms/call",
-                      file=sys.stderr, flush=True)
+                for mode in args.tool_process:
+                    if profile:
+                        profile.enable()
+                    if pin:
+                        os.sched_setaffinity(0, {0, 1} if args.workers > 1 else {0})
+                    row = asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, args.workers,
+                                                mode, args.isolation))
+                    if profile:
+                        profile.disable()
+                    if row.get("failed"):
+                        skipped[(c, mode)] = f"{row['failed']} of {episodes} episodes failed after " \
+                                             f"{row['seconds']:.0f} s ({row['why']})"
+                        print(f"  synth {mode} at {c}: FAILED: {skipped[(c, mode)]}", file=sys.stderr, flush=True)
+                        continue
+                    rows.append({**row, "mode": mode})
+                    print(f"  synth {mode} at {c}: {row['ratio']:.0%}, {row['cpu_ms']:.2f} ms/call",
+                          file=sys.stderr, flush=True)
     finally:
         server.terminate()
         server.wait()
@@ -275,30 +280,32 @@ def main(argv: list[str] | None = None) -> None:
     print(f"rollout bench: {args.latency_ms:g} ms per LLM call, {len(bodies)} calls per episode "
           f"({MAX_TURNS} turns x (tool call + answer) = 6 agent + 4 user), ideal = concurrency / "
           f"(calls per episode x latency); synth: ExecutableToolset (notes) over MCP, local sandbox, {pool_text}, "
-          f"tool_process {args.tool_process}; "
+          f"isolation {args.isolation}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           + (f"fake server pinned to CPU 1, floor to CPU 0, synth ({args.workers} worker"
              f"{'s' if args.workers > 1 else ''}) to " + ("both" if args.workers > 1 else "CPU 0") if pin
              else "not pinned"))
-    head = f"{'conc':>5} {'episodes':>8} | {'floor eps/s':>11} {'ratio':>6} {'cpu ms':>6} | " \
+    head = f"{'conc':>5} {'episodes':>8} | {'floor eps/s':>11} {'ratio':>6} {'cpu ms':>6} | {'tool_process':>12} " \
            f"{'synth eps/s':>11} {'ratio':>6} {'cpu ms':>6} {'(tools)':>7} {'warm s':>6} | {'synth/floor':>11} {'ideal':>7}"
     print(head)
     for c in args.concurrency:
-        cells = {r["kind"]: r for r in rows if r["concurrency"] == c}
-        f, s = cells.get("floor"), cells.get("synth")
-        any_row = f or s
-        line = f"{c:>5} {any_row['episodes'] if any_row else '':>8} | "
-        line += f"{f['eps']:>11.2f} {f['ratio']:>6.0%} {f['cpu_ms']:>6.2f} | " if f else f"{'-':>11} {'':>6} {'':>6} | "
-        if s:
-            line += f"{s['eps']:>11.2f} {s['ratio']:>6.0%} {s['cpu_ms']:>6.2f} {s['children_ms']:>7.2f} " \
-                    f"{s['warm_s']:>6.1f} | "
-        else:
-            line += f"{'not run' if c in skipped else '-':>11} {'':>6} {'':>6} {'':>7} {'':>6} | "
-        line += f"{s['eps'] / f['eps']:>11.2f} " if f and s else f"{'-':>11} "
-        line += f"{any_row['ideal']:>7.2f}" if any_row else ""
-        print(line)
-    for c, why in skipped.items():
-        print(f"synth at {c}: {why}")
+        f = next((r for r in rows if r["concurrency"] == c and r["kind"] == "floor"), None)
+        for mode in args.tool_process if "synth" in args.rows else ["-"]:
+            s = next((r for r in rows if r["concurrency"] == c and r.get("mode") == mode), None)
+            any_row = f or s
+            line = f"{c:>5} {any_row['episodes'] if any_row else '':>8} | "
+            line += f"{f['eps']:>11.2f} {f['ratio']:>6.0%} {f['cpu_ms']:>6.2f} | " if f else f"{'-':>11} {'':>6} {'':>6} | "
+            line += f"{mode:>12} "
+            if s:
+                line += f"{s['eps']:>11.2f} {s['ratio']:>6.0%} {s['cpu_ms']:>6.2f} {s['children_ms']:>7.2f} " \
+                        f"{s['warm_s']:>6.1f} | "
+            else:
+                line += f"{'not run' if (c, mode) in skipped else '-':>11} {'':>6} {'':>6} {'':>7} {'':>6} | "
+            line += f"{s['eps'] / f['eps']:>11.2f} " if f and s else f"{'-':>11} "
+            line += f"{any_row['ideal']:>7.2f}" if any_row else ""
+            print(line)
+    for (c, mode), why in skipped.items():
+        print(f"synth {mode} at {c}: {why}")
     server_ms = [r["server_ms"] for r in rows]
     print("ratio = eps/s / ideal; cpu ms = harness CPU (process + children) per LLM call; (tools) = the children's "
           f"share (MCP tool servers, sandbox helpers); fake server: {sum(server_ms) / max(len(server_ms), 1):.2f} "

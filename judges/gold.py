@@ -1,21 +1,26 @@
 """Gold tasks: is a task's reference solution valid? (The assertions themselves: judges/assertions.py.)
 
 A task for an executable toolset carries a gold solution (tool calls) and assertions over the final
-state. `validate_tasks` replays each solution from the task's initial state with the real module in
-a fresh sandbox and checks the assertions on the snapshot: a task whose own solution fails, or whose
-assertions do not hold after it, cannot grade anyone, so the tasks stage drops it with the reason.
+state. `validate_tasks` replays each solution from the task's initial state with the real module and
+checks the assertions on the snapshot, each task isolated from the others as rollout episodes are (a
+pooled sandbox reset between tasks, the rollout's tool process mode): a task whose own solution
+fails, or whose assertions do not hold after it, cannot grade anyone, so the tasks stage drops it
+with the reason.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
 from judges.assertions import assertion_failures
-from sandboxes import provision
+from sandboxes import backend_of, provision
+from sandboxes.pool import WarmPool
 from synth.core.errors import ToolError
 from synth.core.records import GoldAction, Implementation, Task, ToolSpec
 from tools.runtime import ToolRuntime
+from tools.server.wire import MAX_RESULT_CHARS
 from tools.serving import tool_runtime
 
 # ---------------------------------------------------------------- the module's state shape
@@ -76,12 +81,19 @@ async def replay_problems(runtime: ToolRuntime, task: Task, allowed: set[str]) -
 
 
 async def validate_tasks(sandbox_cfg: Any, labels: dict[str, str], tasks: list[Task], specs: list[ToolSpec],
-                         impl: Implementation, allowed: set[str]) -> list[tuple[Task, list[str]]]:
-    """Replay every task's gold actions in one fresh sandbox of `sandbox_cfg` (reset per task):
-    (task, problems) in order. No faults: the solution must work."""
+                         impl: Implementation, allowed: set[str], *, process: str = "per_episode",
+                         max_result_chars: int = MAX_RESULT_CHARS) -> list[tuple[Task, list[str]]]:
+    """Replay every task's gold actions, one episode each, on a sandbox of `sandbox_cfg` from a pool
+    of one (reset between tasks; a fresh sandbox per task where the backend does not pool), tools in
+    `process` mode (rollout.tool_process): (task, problems) in order. No faults: the solution must work."""
     out = []
-    async with provision(sandbox_cfg, labels=labels) as sandbox:
-        async with tool_runtime(specs, sandbox, impl=impl, llm=None, seed=0) as runtime:
-            for task in tasks:
+    async with AsyncExitStack() as stack:
+        pool = None
+        if backend_of(sandbox_cfg).pools:
+            pool = await stack.enter_async_context(WarmPool(sandbox_cfg, size=1, labels=labels))
+        for task in tasks:
+            async with (provision(sandbox_cfg, labels=labels, pool=pool) as sandbox,
+                        tool_runtime(specs, sandbox, impl=impl, llm=None, seed=0, process=process,
+                                     max_result_chars=max_result_chars) as runtime):
                 out.append((task, await replay_problems(runtime, task, allowed)))
     return out

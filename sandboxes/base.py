@@ -105,6 +105,11 @@ class Backend(Protocol):
         """(sandbox type, image) for the export: what the episodes ran in ('' when no image)."""
         ...
 
+    def promises(self, cfg: Any) -> str:
+        """What a sandbox of this config promises the code in it, in a line (run summary, dataset
+        card; docs/security.md has the whole table)."""
+        ...
+
 
 class BackendConfig(BaseModel):
     """Base of every backend's config: unknown keys fail. Each declares `type: Literal["<name>"]`

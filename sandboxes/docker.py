@@ -105,22 +105,20 @@ def remove_container(ref: str) -> None:
 
 # Writable places a container episode can leave state in (the root filesystem is read-only).
 _RESET_DIRS = "/workspace /tmp /home/sandbox /dev/shm /dev/mqueue"
-# One exec: SIGKILL every process but docker-init (pid 1), the container's `sleep infinity` (the
-# lowest-numbered child of pid 1: orphans reparent there too, but later), residents (entered by
-# `docker exec`, so PPid 0, with SYNTH_RESIDENT=1 in their environment: code running inside cannot
-# make a PPid-0 process) and this script with its `timeout` wrapper; then empty the writable dirs and
-# System V IPC. Builtins only in the loops (dash).
+# One exec (`sh -c _RESET sh PID...`): SIGKILL every process but docker-init (pid 1), the container's
+# `sleep infinity` (the lowest-numbered child of pid 1: orphans reparent there too, but later), the
+# residents given as arguments (the in-container pids of the tool hosts the harness started and still
+# holds: nothing a process inside can claim for itself) and this script with its `timeout` wrapper;
+# then empty the writable dirs and System V IPC. Builtins only in the loops (dash).
 _RESET = r"""
 keep=
-spare=
 for d in /proc/[0-9]*; do
   p=${d#/proc/}; pp=
   { while read -r k v rest; do [ "$k" = PPid: ] && { pp=$v; break; }; done < "$d/status"; } 2>/dev/null
   if [ "$pp" = 1 ] && { [ -z "$keep" ] || [ "$p" -lt "$keep" ]; }; then keep=$p; fi
-  if [ "$pp" = 0 ] && [ "$p" != $$ ] && [ "$p" != "$PPID" ] && \
-     tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx SYNTH_RESIDENT=1; then spare="$spare $p"; fi
 done
 [ -n "$keep" ] || { echo "no main process found" >&2; exit 1; }
+spare=" $* "
 round=0
 while :; do
   n=0
@@ -146,13 +144,48 @@ left=$(find DIRS -mindepth 1 -print -quit)
 """.replace("DIRS", _RESET_DIRS)
 
 
-class DockerPipe(SubprocessPipe):
-    """stdin/stdout of `docker exec -i`; stderr is drained into a bounded tail for error messages."""
+# `sh -c _KILL_TREE sh PID`: stop PID and every descendant (stopped, none can fork), then SIGKILL them
+# all. Descendants first found while PID is alive: once it is dead they would belong to docker-init.
+_KILL_TREE = r"""
+tree=" $1 "
+kill -STOP "$1" 2>/dev/null
+grew=1
+while [ "$grew" = 1 ]; do
+  grew=0
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    case "$tree" in *" $p "*) continue;; esac
+    pp=
+    { while read -r k v rest; do [ "$k" = PPid: ] && { pp=$v; break; }; done < "$d/status"; } 2>/dev/null
+    case "$tree" in *" $pp "*) kill -STOP "$p" 2>/dev/null; tree="$tree$p "; grew=1;; esac
+  done
+done
+for p in $tree; do kill -9 "$p" 2>/dev/null; done
+exit 0
+"""
+# spawn runs `sh -c _ANNOUNCE sh ARGV...`: the first line of stdout is the command's pid in the
+# container (then it execs, keeping the pid), so close() and reset() can reach it there.
+_ANNOUNCE = 'echo "$$"; exec "$@"'
 
-    def __init__(self, proc: asyncio.subprocess.Process, argv: list[str]):
+
+class DockerPipe(SubprocessPipe):
+    """stdin/stdout of `docker exec -i`; stderr is drained into a bounded tail for error messages.
+    `pid`: the process's pid inside the container (killing the CLI does not end it)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, argv: list[str], kill_inside):
         super().__init__(proc, argv)
+        self.pid: int | None = None
+        self._kill_inside = kill_inside  # pid -> awaitable: SIGKILL it in the container
         self._stderr = bytearray()
         self._drain = asyncio.create_task(self._drain_stderr())
+
+    async def announced(self, timeout: float) -> None:
+        """Read the pid line the wrapper writes before the command starts."""
+        line = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
+        if not line.strip().isdigit():
+            raise SandboxError(f"`{' '.join(self._argv)}` did not start in the container: "
+                               f"{line[:200]!r} {self.stderr_tail().strip()}")
+        self.pid = int(line)
 
     async def _drain_stderr(self) -> None:
         while chunk := await self._proc.stderr.read(65536):
@@ -160,23 +193,39 @@ class DockerPipe(SubprocessPipe):
             del self._stderr[: -(1 << 16)]  # keep the tail only
 
     async def close(self) -> None:
-        """EOF ends a well-behaved server; else the CLI is killed (the container's removal ends the rest)."""
+        """EOF ends a well-behaved server; else its process (and what it started) is killed in the container,
+        and the CLI.
+        Never waits on stdout's EOF: a reader that stopped (a line over its limit) leaves it unread."""
         if self._closed:
             return
         self._closed = True
         if self._proc.returncode is None:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
-            try:
-                await asyncio.wait_for(self._proc.wait(), 2.0)
-            except asyncio.TimeoutError:
+            if not await _exited(self._proc, 2.0):
+                if self.pid is not None:
+                    with contextlib.suppress(Exception):
+                        await self._kill_inside(self.pid)
                 with contextlib.suppress(ProcessLookupError):
                     self._proc.kill()
-                await self._proc.wait()
+                await _exited(self._proc, 2.0)
+        transport = getattr(self._proc, "_transport", None)
+        if transport is not None:
+            transport.close()  # drop what nobody will read
         await asyncio.wait([self._drain], timeout=1.0)
+        if not self._drain.done():
+            self._drain.cancel()
 
     def stderr_tail(self, limit: int = 4000) -> str:
         return self._stderr[-limit:].decode(errors="replace")
+
+
+async def _exited(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    # Polls returncode: Process.wait() also waits for the pipes' EOF.
+    deadline = time.monotonic() + timeout
+    while proc.returncode is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return proc.returncode is not None
 
 
 class DockerSandbox:
@@ -209,6 +258,11 @@ class DockerSandbox:
             except docker.errors.APIError:
                 pass  # gone meanwhile, or the engine refused: the next gc tries again
         return removed
+
+    @staticmethod
+    def promises(cfg: DockerConfig) -> str:
+        return (f"docker (no network, uid {cfg.user.split(':')[0]}, read-only root, {cfg.memory_mb} MiB, "
+                f"{cfg.pids_limit} processes)")
 
     @staticmethod
     def provenance(cfg: DockerConfig) -> tuple[str, str]:
@@ -285,9 +339,9 @@ class DockerSandbox:
             await pipe.close()
 
     async def reset(self) -> None:
-        result = await self.exec(["sh", "-c", _RESET], timeout=30.0)
+        self._residents = [p for p in self._residents if p.alive and p.pid is not None]
+        result = await self.exec(["sh", "-c", _RESET, "sh", *(str(p.pid) for p in self._residents)], timeout=30.0)
         pipes, self._pipes = self._pipes, []
-        self._residents = [p for p in self._residents if p.alive]
         await asyncio.gather(*(p.close() for p in pipes), return_exceptions=True)  # quick: their processes are dead
         if result.exit_code != 0:
             raise SandboxError(f"reset of sandbox {self.name} failed (exit {result.exit_code}): "
@@ -367,15 +421,24 @@ class DockerSandbox:
 
     async def spawn(self, argv: list[str], *, resident: bool = False) -> DockerPipe:
         cid = self._container()  # the container's env (cfg.env included) is inherited by exec'd processes
-        marker = ["-e", "SYNTH_RESIDENT=1"] if resident else []  # what reset() spares
         proc = await asyncio.create_subprocess_exec(
-            "docker", "exec", "-i", *marker, "-u", self.cfg.user, "-w", WORKSPACE, cid, *argv,
+            "docker", "exec", "-i", "-u", self.cfg.user, "-w", WORKSPACE, cid, "sh", "-c", _ANNOUNCE, "sh", *argv,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             limit=1 << 24,  # readline() limit: one MCP message can be large
         )  # fmt: skip
-        pipe = DockerPipe(proc, argv)
-        (self._residents if resident else self._pipes).append(pipe)
+        pipe = DockerPipe(proc, argv, self._kill_inside)
+        (self._residents if resident else self._pipes).append(pipe)  # before the wait: stop() ends it either way
+        try:
+            await pipe.announced(timeout=min(60.0, self.cfg.exec_timeout_s))
+        except BaseException:
+            await pipe.close()
+            raise
         return pipe
+
+    async def _kill_inside(self, pid: int) -> None:
+        """SIGKILL `pid` and everything it started, in the container (its docker exec client dying ends
+        none of them)."""
+        await self.exec(["sh", "-c", _KILL_TREE, "sh", str(pid)], timeout=10.0)
 
     async def read_file(self, path: str) -> bytes:
         # Via exec, not get_archive: the archive API does not see tmpfs mounts (tried).

@@ -110,6 +110,10 @@ class K8sSandbox:
     def provenance(cfg: K8sConfig) -> tuple[str, str]:
         return "k8s", ""
 
+    @staticmethod
+    def promises(cfg: K8sConfig) -> str:
+        return "k8s (a locked-down Pod per episode, never reused)"
+
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self._life.start(self.name, self._start)

@@ -1,18 +1,29 @@
-"""The local backend: a per-episode workspace directory; children run under bubblewrap when it works.
+"""The local backend: a per-episode workspace directory; children run under bubblewrap.
 
 Layout: `<root>/synth-<id>-XXXX/ws` is the workspace (bound read-write at the same path inside bwrap,
-so paths mean the same inside and out) and `.../logs` holds spawned children's stderr, outside the
-sandbox's view. Children never inherit the host's environment (API keys stay out).
+so paths mean the same inside and out); `tmp/` and `shm/` beside it are the sandbox's /tmp and
+/dev/shm; `logs/` holds spawned children's stderr, outside the sandbox's view. What the code sees and
+who it runs as: sandboxes/bwrap.py. Children never inherit the host's environment (API keys stay
+out), and run with per-process limits (memory, CPU time, processes, file size: prlimit, applied
+inside the sandbox after the uid drop, so the process count is the sandbox's own).
+
+`isolation: auto` is bubblewrap or an error that says how to get it: nothing runs unisolated unless
+`isolation: none` is chosen, and then loudly. A reset ends every process of the episode: a closed
+pipe's bwrap takes its whole pid namespace along; a resident (the tool host) is kept only while it is
+alone in its namespace, else it is closed too and the next episode starts a new one.
+Then the workspace, /tmp and /dev/shm are emptied.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -27,6 +38,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from sandboxes import bwrap as bwrap_cmd
+from sandboxes import seccomp
 from sandboxes.base import BackendConfig, ExecResult
 from sandboxes.pipe import SubprocessPipe
 from synth.core.errors import SandboxError
@@ -35,17 +48,26 @@ log = logging.getLogger(__name__)
 
 
 class LocalConfig(BackendConfig):
-    """A per-episode workspace directory on this machine."""
+    """A per-episode workspace directory on this machine; what runs in it runs under bubblewrap."""
 
     type: Literal["local"] = "local"
     isolation: Literal["auto", "bwrap", "none"] = Field(
-        "auto", description="auto: bubblewrap when installed, else a plain subprocess with a loud warning."
-    )
+        "auto", description="auto and bwrap: bubblewrap (no network, own pid/ipc/mount namespaces, read-only "
+        "system dirs, only what a Python needs of /etc, an unprivileged uid of its own when synth runs as root); "
+        "if it cannot run, starting the sandbox fails and says how to fix it (never a silent fallback). "
+        "none: a plain subprocess with this machine's files, network and user: only for code you trust; "
+        "the run's summary and dataset card say so.")
     root: str | None = Field(None, description="Where workspaces are created (default: a temp dir).")
-    memory_mb: int | None = Field(None, gt=0, description="Address-space limit (RLIMIT_AS) per child, in MiB.")
+    memory_mb: int | None = Field(2048, gt=0, description="Address-space limit (RLIMIT_AS) of each process, in MiB "
+                                  "(Node.js servers reserve over 1 GiB of it at start); None: unlimited.")
     cpu_s: int | None = Field(
-        None, gt=0, description="CPU-time limit (RLIMIT_CPU) per child, in seconds; a long-lived tool server accrues it."
-    )
+        600, gt=0, description="CPU-time limit (RLIMIT_CPU) of each process, in seconds (a resident tool host accrues "
+        "it over its episodes; each episode's own process starts from zero); None: unlimited.")
+    max_processes: int | None = Field(
+        64, gt=0, description="Processes and threads the sandbox's code may have at once (RLIMIT_NPROC, counted in "
+        "the sandbox's own uid or user namespace; bwrap only); None: unlimited.")
+    file_mb: int | None = Field(256, gt=0, description="Largest file a process may write (RLIMIT_FSIZE), in MiB; "
+                                "None: unlimited.")
     exec_timeout_s: float | None = Field(
         None, gt=0, description="Upper bound on every exec's timeout; a caller's smaller timeout still wins."
     )
@@ -64,49 +86,34 @@ _OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr an exec keeps; the rest is dra
 _LINE_LIMIT = 1 << 24  # longest line readline() accepts: one MCP message can be large
 _GRACE_S = 2.0
 
-# Root in a container keeps every capability inside bwrap unless told otherwise, and with them could
-# remount the read-only binds read-write (tested): so a user namespace, no nested ones, no caps.
-_BWRAP_FLAGS = [
-    "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
-    "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
-    "--die-with-parent", "--new-session",
-]  # fmt: skip
-
-_probed: dict[tuple[str, ...], str] = {}  # bwrap argv prefix -> "" if it works, else why not
+_probed: dict[tuple, str] = {}  # (bwrap, as root, ro_paths) -> "" if it works, else why not
+_UID_BASE, _UID_SPAN = 2_000_000_000, 100_000_000  # as root, each sandbox gets a uid of its own from here
 
 
-def _bwrap_prefix(bwrap: str, ro_paths: list[str]) -> list[str]:
-    """bwrap argv up to the workspace bind: system dirs and the Python install read-only, /tmp a tmpfs."""
-    # Mounts apply in order: the fresh /tmp first, so binds below it stay visible.
-    args = [bwrap, *_BWRAP_FLAGS, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(top):  # merged-/usr systems: /bin -> usr/bin
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    paths = [sys.base_prefix, sys.prefix, *ro_paths]  # pyenv/venv pythons live outside /usr
-    for bound in dict.fromkeys(p for path in paths for p in (os.path.abspath(path), os.path.realpath(path))):
-        args += ["--ro-bind", bound, bound]
-    return args
-
-
-async def _probe(prefix: list[str], env: dict[str, str]) -> str:
-    """Run `true` under bwrap once per process; "" if it works, else bwrap's complaint."""
-    key = tuple(prefix)
+async def _probe(key: tuple, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...]) -> str:
+    """Run `true` under bwrap once per process and key; "" if it works, else bwrap's complaint."""
     if key not in _probed:
-        proc = await asyncio.create_subprocess_exec(*prefix, "--", "true", env=env, stdout=DEVNULL, stderr=PIPE)
+        proc = await asyncio.create_subprocess_exec(*argv, "true", env=env, stdout=DEVNULL, stderr=PIPE,
+                                                    pass_fds=pass_fds)
         _, err = await proc.communicate()
         _probed[key] = "" if proc.returncode == 0 else err.decode(errors="replace").strip() or f"exit {proc.returncode}"
     return _probed[key]
+
+
+def _refusal(why: str) -> SandboxError:
+    return SandboxError(
+        f"the local sandbox needs bubblewrap to isolate tool code, and it cannot run here ({why}). Fix: "
+        "apt-get install bubblewrap (a user namespace-capable kernel, or run as root); or use the docker "
+        "backend (rollout.sandbox: {type: docker}); or, only for code you trust, set isolation: none "
+        "(the code then gets this machine's files, network and user)")
 
 
 @functools.cache
 def _warn_unisolated(reason: str) -> None:
     msg = (
         f"LocalSandbox: tool processes are NOT isolated ({reason}): they can read and write this "
-        "machine's files and reach the network. Install bubblewrap (apt-get install bubblewrap) "
-        "or use the docker backend."
+        "machine's files, reach the network and see its processes. For code you did not write yourself, "
+        "use isolation: auto (bubblewrap) or the docker backend."
     )
     log.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=4)
@@ -137,9 +144,10 @@ async def _drain(stream: asyncio.StreamReader, buf: bytearray) -> None:
 class ProcessPipe(SubprocessPipe):
     """stdin/stdout of a child; its stderr goes to a file, so the child never blocks on it."""
 
-    def __init__(self, proc: Process, argv: list[str], stderr_path: str):
+    def __init__(self, proc: Process, argv: list[str], stderr_path: str, inner_pid: int | None = None):
         super().__init__(proc, argv)
         self._stderr_path = stderr_path
+        self.inner_pid = inner_pid  # under bwrap: the pid on this machine of its namespace's pid 1
 
     async def close(self) -> None:
         """Close stdin and give the child a moment to exit; then SIGTERM, then SIGKILL."""
@@ -175,7 +183,9 @@ class LocalSandbox:
         self.workspace = ""
         self.isolated = False
         self._dir: str | None = None
-        self._prefix: list[str] = []  # argv before the command: prlimit, bwrap
+        self._layout: bwrap_cmd.Layout | None = None
+        self._bwrap = ""  # the bwrap binary when isolated
+        self._uid = os.getuid()
         self._env: dict[str, str] = {}
         self._running: set[Process] = set()
         self._pipes: list[ProcessPipe] = []
@@ -190,19 +200,67 @@ class LocalSandbox:
         # directory and writing labels.json (it happened in tests/test_resume.py) still leaves it findable.
         run_tag = _run_tag(self.labels.get("synth.run_id") or self.labels.get("synth.run", ""))
         base = os.path.realpath(tempfile.mkdtemp(prefix=f"synth-{self.id}-{run_tag}-", dir=self.cfg.root))
-        ws = os.path.join(base, "ws")
-        os.mkdir(ws)
-        os.mkdir(os.path.join(base, "logs"))
-        # Outside the workspace, so tools cannot forge it; lets a later run find what a kill -9 left.
-        Path(base, "labels.json").write_text(json.dumps(self.labels))
-        path = f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin"
-        self._env = {"PATH": path, "HOME": ws, "LANG": "C.UTF-8", **self.cfg.env}
+        layout = bwrap_cmd.Layout(base)
         try:
-            self._prefix = self._limits() + await self._isolation(ws)
+            for path in (layout.ws, layout.tmp, layout.shm, os.path.join(base, "logs")):
+                os.mkdir(path, 0o700)
+            # Outside the workspace, so tools cannot forge it; lets a later run find what a kill -9 left.
+            Path(base, "labels.json").write_text(json.dumps(self.labels))
+            path = f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin"
+            self._env = {"PATH": path, "HOME": layout.ws, "LANG": "C.UTF-8", **self.cfg.env}
+            self._layout = layout
+            if self.cfg.isolation == "none":
+                _warn_unisolated("isolation: none")
+            else:
+                await self._isolate(layout)
         except BaseException:
             shutil.rmtree(base, ignore_errors=True)
             raise
-        self._dir, self.workspace = base, ws
+        self._dir, self.workspace = base, layout.ws
+
+    async def _isolate(self, layout: bwrap_cmd.Layout) -> None:
+        """Bubblewrap, or a SandboxError that says how to get it (auto never runs code unisolated)."""
+        self._bwrap = shutil.which("bwrap") or ""
+        if not self._bwrap:
+            raise _refusal("bwrap is not installed")
+        if os.geteuid() == 0:  # a uid of the sandbox's own: not root, and no process count shared with others
+            self._uid = _UID_BASE + secrets.randbelow(_UID_SPAN)
+            for path in (layout.ws, layout.tmp, layout.shm):  # 0755: bwrap enters them without capabilities
+                os.chown(path, self._uid, self._uid)
+                os.chmod(path, 0o755)
+        os.mkdir(layout.etc, 0o755)
+        for name, text in bwrap_cmd.etc_files(self._uid, layout.ws).items():
+            Path(layout.etc, name).write_text(text)
+        if seccomp.supported():
+            Path(layout.seccomp).write_bytes(seccomp.program())
+        key = (self._bwrap, os.geteuid() == 0, tuple(self.cfg.ro_paths))
+        with self._descriptors() as (fds, _):
+            if why := await _probe(key, self._prefix(fds), self._env, tuple(fds.values())):
+                raise _refusal(why)
+        self.isolated = True
+
+    @contextlib.contextmanager
+    def _descriptors(self, info: bool = False):
+        """The seccomp program (and an info pipe for a resident) as descriptors bwrap inherits:
+        ({name: fd}, the read end of the info pipe or None)."""
+        fds: dict[str, int] = {}
+        reader = None
+        try:
+            if self.isolated or self._bwrap:
+                if os.path.exists(self._layout.seccomp):
+                    fds["seccomp"] = os.open(self._layout.seccomp, os.O_RDONLY)
+                if info:
+                    reader, fds["info"] = os.pipe()
+            yield fds, reader
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _prefix(self, fds: dict[str, int]) -> list[str]:
+        """argv before the command: bwrap and setpriv when isolated, then the limits."""
+        outer = bwrap_cmd.argv(self._bwrap, self._layout, self.cfg.ro_paths, self._uid, fds.get("seccomp"),
+                               fds.get("info")) if self._bwrap else []
+        return [*outer, *self._limits(nproc=bool(outer))]
 
     @staticmethod
     def remove_leftovers(cfg: LocalConfig, run: str | None = None, *, run_id: str | None = None) -> int:
@@ -223,32 +281,28 @@ class LocalSandbox:
     def provenance(cfg: LocalConfig) -> tuple[str, str]:
         return "local", ""
 
+    @staticmethod
+    def promises(cfg: LocalConfig) -> str:
+        if cfg.isolation == "none":
+            return "local, isolation: none: tool code was NOT isolated (it ran with this machine's files, network and user)"
+        return "local, bubblewrap (no network; own pid, IPC and mount namespaces; an unprivileged uid; rlimits)"
+
     async def is_alive(self) -> bool:
         return bool(self._dir) and os.path.isdir(self.workspace)
 
-    def _limits(self) -> list[str]:
-        limits = [f"--as={self.cfg.memory_mb << 20}"] if self.cfg.memory_mb else []
-        limits += [f"--cpu={self.cfg.cpu_s}"] if self.cfg.cpu_s else []
+    def _limits(self, nproc: bool) -> list[str]:
+        """prlimit inside the sandbox, after the uid drop (RLIMIT_NPROC counts the sandbox's uid, or
+        the user namespace's, only there; as root outside it would not count at all)."""
+        cfg = self.cfg
+        limits = [f"--as={cfg.memory_mb << 20}"] if cfg.memory_mb else []
+        limits += [f"--cpu={cfg.cpu_s}"] if cfg.cpu_s else []
+        limits += [f"--fsize={cfg.file_mb << 20}"] if cfg.file_mb else []
+        limits += [f"--nproc={cfg.max_processes}"] if cfg.max_processes and nproc else []
         if not limits:
             return []
         if not (prlimit := shutil.which("prlimit")):
-            raise SandboxError("memory_mb/cpu_s need `prlimit` (apt-get install util-linux)")
+            raise SandboxError("memory_mb/cpu_s/max_processes/file_mb need `prlimit` (apt-get install util-linux)")
         return [prlimit, *limits, "--"]
-
-    async def _isolation(self, ws: str) -> list[str]:
-        if self.cfg.isolation == "none":
-            _warn_unisolated("isolation: none")
-            return []
-        bwrap = shutil.which("bwrap")
-        prefix = _bwrap_prefix(bwrap, self.cfg.ro_paths) if bwrap else []
-        why = await _probe(prefix, self._env) if bwrap else "bwrap is not installed"
-        if not why:
-            self.isolated = True
-            return [*prefix, "--bind", ws, ws, "--chdir", ws, "--"]
-        if self.cfg.isolation == "bwrap":
-            raise SandboxError(f"isolation: bwrap, but bubblewrap fails here ({why}); fix: apt-get install bubblewrap")
-        _warn_unisolated(why)
-        return []
 
     async def stop(self) -> None:
         pipes, self._pipes, self._residents = self._pipes + self._residents, [], []
@@ -258,12 +312,33 @@ class LocalSandbox:
             await asyncio.to_thread(shutil.rmtree, base, ignore_errors=True)
 
     async def reset(self) -> None:
-        """Each pipe's process group goes with it (with bwrap, its whole pid namespace); residents stay."""
+        """End the episode's processes: each pipe's bwrap takes its pid namespace along; a resident stays
+        only while it is alone in its namespace (else it is closed: its next user starts a new one). Then
+        empty the workspace, /tmp and /dev/shm. (isolation: none has no namespace to look into.)"""
         pipes, self._pipes = self._pipes, []
-        self._residents = [p for p in self._residents if p.alive]
         await self._end(pipes)
         self._started()
-        await asyncio.to_thread(_empty_dir, self.workspace)
+        layout, isolated = self._layout, self.isolated
+        residents = [p for p in self._residents if p.alive]
+        await asyncio.gather(*(p.close() for p in self._residents if not p.alive))  # ended on their own
+        stubs = bwrap_cmd.tmp_stubs([*bwrap_cmd.python_paths(self.cfg.ro_paths), layout.ws]) if isolated else []
+
+        def empty() -> None:
+            _empty_dir(layout.ws)
+            _empty_dir(layout.tmp, stubs)
+            _empty_dir(layout.shm)
+
+        def look_then_empty() -> list[bool]:  # one thread hop when all is well: this runs after every episode
+            alone = [not isolated or _alone(p.inner_pid) for p in residents]
+            if all(alone):
+                empty()
+            return alone
+
+        alone = await asyncio.to_thread(look_then_empty)
+        self._residents = [p for p, ok in zip(residents, alone) if ok]
+        if not all(alone):  # close the company first, or what it writes meanwhile would stay
+            await asyncio.gather(*(p.close() for p, ok in zip(residents, alone) if not ok))
+            await asyncio.to_thread(empty)
 
     async def _end(self, pipes: list[ProcessPipe]) -> None:
         await asyncio.gather(*(p.close() for p in pipes), return_exceptions=True)
@@ -276,10 +351,10 @@ class LocalSandbox:
             raise SandboxError(f"sandbox {self.id} is not started (or already stopped)")
         return self._dir
 
-    async def _launch(self, argv: list[str], **kw) -> Process:
+    async def _launch(self, argv: list[str], fds: dict[str, int], **kw) -> Process:
         return await asyncio.create_subprocess_exec(
-            *self._prefix, *argv, cwd=self.workspace, env=self._env, start_new_session=True, limit=_LINE_LIMIT, **kw
-        )
+            *self._prefix(fds), *argv, cwd=self.workspace, env=self._env, start_new_session=True, limit=_LINE_LIMIT,
+            pass_fds=tuple(fds.values()), **kw)
 
     def _missing(self, argv: list[str]) -> str:
         """Why argv[0] cannot run, or "": checked outside, where the bound paths look the same."""
@@ -296,7 +371,8 @@ class LocalSandbox:
         self._started()
         if why := self._missing(argv):
             return ExecResult(exit_code=127, stdout="", stderr=why)
-        proc = await self._launch(argv, stdin=DEVNULL, stdout=PIPE, stderr=PIPE)
+        with self._descriptors() as (fds, _):
+            proc = await self._launch(argv, fds, stdin=DEVNULL, stdout=PIPE, stderr=PIPE)
         self._running.add(proc)
         out, err = bytearray(), bytearray()
         timed_out = False
@@ -328,10 +404,17 @@ class LocalSandbox:
         stderr_path = os.path.join(logs, f"{self._spawned}-{os.path.basename(argv[0])}.stderr")
         stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            proc = await self._launch(argv, stdin=PIPE, stdout=PIPE, stderr=stderr)
+            with self._descriptors(info=resident) as (fds, info):
+                proc = await self._launch(argv, fds, stdin=PIPE, stdout=PIPE, stderr=stderr)
         finally:
             os.close(stderr)  # the child keeps its own copy
-        pipe = ProcessPipe(proc, argv, stderr_path)
+        inner = None
+        if info is not None:
+            try:
+                inner = await asyncio.wait_for(asyncio.to_thread(_child_pid, info), 30)
+            finally:
+                os.close(info)
+        pipe = ProcessPipe(proc, argv, stderr_path, inner)
         (self._residents if resident else self._pipes).append(pipe)
         return pipe
 
@@ -361,15 +444,38 @@ def _run_tag(run: str) -> str:
     return "run" + hashlib.sha256(run.encode()).hexdigest()[:12]
 
 
-def _empty_dir(path: str) -> None:
-    """Remove everything inside `path` (symlinks are removed, never followed)."""
+def _empty_dir(path: str, keep: list[str] = ()) -> None:
+    """Remove everything inside `path` but the empty directories `keep` (symlinks are removed, never followed)."""
     for entry in os.scandir(path):
+        if entry.name in keep and entry.is_dir(follow_symlinks=False) and not os.listdir(entry.path):
+            continue  # a mount point in the sandbox (the way to the workspace), empty on this side
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path)
         else:
             os.unlink(entry.path)
-    if os.listdir(path):
-        raise SandboxError(f"reset left files in {path}: {os.listdir(path)[:5]}")
+    if left := [name for name in os.listdir(path) if name not in keep]:
+        raise SandboxError(f"reset left files in {path}: {left[:5]}")
+
+
+def _child_pid(info_fd: int) -> int | None:
+    """bwrap --info-fd: {"child-pid": N, ...}, written once the sandbox's namespaces exist."""
+    data = b""
+    while chunk := os.read(info_fd, 4096):
+        data += chunk
+        with suppress(ValueError):
+            return int(json.loads(data)["child-pid"])
+    return None
+
+
+def _alone(pid: int | None) -> bool:
+    """The sandbox whose pid 1 is `pid` (on this machine) holds nothing but its command: its /proc lists
+    no other process."""
+    if pid is None:
+        return False
+    try:
+        return len([e for e in os.listdir(f"/proc/{pid}/root/proc") if e.isdigit()]) == bwrap_cmd.own_pids()
+    except OSError:
+        return False
 
 
 def _write(path: str, data: bytes) -> None:

@@ -56,11 +56,16 @@ class RolloutConfig(_Strict):
     workers: int = Field(1, ge=1, le=64, description="Processes the episodes are spread over, each with its own "
                          "event loop, LLM client and sandbox pool, sharing concurrency and pool_size: one Python "
                          "process saturates a core at a few hundred LLM calls per second.")
-    tool_process: Literal["shared", "per_episode"] = Field(
-        "shared", description="Executable toolsets: shared runs a sandbox's episodes one after another in its tool "
-        "host, each with a fresh module, state and seeded random; an episode that changes the process (a thread "
-        "left running, cwd, environment, a module it imports patched) gets the host replaced before the next one. "
-        "per_episode forks a fresh process per episode (nothing of it can survive; ~4 ms more CPU per episode).")
+    tool_process: Literal["per_episode", "shared"] = Field(
+        "per_episode", description="Executable toolsets: per_episode serves each episode in a fresh process the "
+        "sandbox's tool host forks and relays to (nothing of an episode reaches another, and its code cannot answer "
+        "for the host): for untrusted code, which generated modules are. shared runs a sandbox's episodes one after "
+        "another in the host's own interpreter, each with a fresh module, state and seeded random (no fork per "
+        "episode: faster with hundreds of episodes in flight, bench/README.md): for trusted modules only, since an "
+        "episode's code can then leave state in the interpreter for later episodes and write the host's replies.")
+    tool_result_max_chars: int = Field(
+        65536, ge=256, description="A tool result longer than this (in characters) is cut to it, with a note saying "
+        "so in the result; the trace records the length before (ToolCallTrace.truncated).")
     sandbox: SandboxConfig = Field(default_factory=LocalConfig, description="Where tools run: {type: local}, {type: docker} or {type: k8s} (a Pod per episode).")
 
 
@@ -116,8 +121,14 @@ class RunConfig(_Strict):
         data = self.model_dump(mode="json", exclude_defaults=True)
         for key in ("name", "runs_dir", "embedded", "concurrency", "export"):
             data.pop(key, None)
+        # How the work runs, not what it makes: the tool process mode and the sandbox's resource limits
+        # (whose defaults changed: a run dir written with `memory_mb: null` must keep its hash).
+        limits = ("memory_mb", "cpu_s", "max_processes", "file_mb", "pids_limit", "cpus", "exec_timeout_s")
+        sandbox = data.get("rollout", {}).get("sandbox", {})
+        for key in limits:
+            sandbox.pop(key, None)
         for section, keys in (("llm", ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")),
-                              ("rollout", ("concurrency",))):
+                              ("rollout", ("concurrency", "tool_process"))):
             for key in keys:
                 data.get(section, {}).pop(key, None)
             if data.get(section) == {}:

@@ -44,7 +44,7 @@ async def run_episode(llm: LLM, cfg: RolloutConfig, task: Task, agent: Agent, sp
     async with asyncio.timeout(cfg.episode_timeout_s):
         async with (provision(cfg.sandbox, labels=labels, pool=pool) as sandbox,
                     tool_runtime(specs, sandbox, impl=impl, llm=llm, seed=seed, fault_rate=cfg.fault_rate,
-                                 process=cfg.tool_process) as runtime):
+                                 process=cfg.tool_process, max_result_chars=cfg.tool_result_max_chars) as runtime):
             await runtime.reset(task.initial_state)
             agent_side = AgentSide(llm, cfg, agent, specs, runtime, seed, usage)
             user = UserSimulator(llm, task, seed=seed, usage=usage)
@@ -133,8 +133,9 @@ class AgentSide:
     async def _run_tool(self, call: dict[str, Any], turn: int) -> tuple[dict[str, Any], ToolCallTrace]:
         name, raw_args = call["function"]["name"], call["function"]["arguments"]
         started = time.monotonic()
-        outcome = await call_tool(self.runtime, name, raw_args, self.cfg.tool_timeout_s)
+        outcome = await call_tool(self.runtime, name, raw_args, self.cfg.tool_timeout_s,
+                                  self.cfg.tool_result_max_chars)
         trace = ToolCallTrace(call_id=call["id"], name=name, arguments=raw_args, result=outcome.text,
-                              is_error=outcome.is_error, fault=outcome.fault,
+                              is_error=outcome.is_error, fault=outcome.fault, truncated=outcome.truncated,
                               latency_s=round(time.monotonic() - started, 4), turn=turn)
         return {"role": "tool", "tool_call_id": call["id"], "name": name, "content": outcome.text}, trace

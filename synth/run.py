@@ -150,7 +150,8 @@ def summary_table(ctx: Context) -> Table:
     table.caption = (
         "skip: units finished by an earlier run (resumed); reqs: LLM requests sent; hits: answered from cache\n"
         f"LLM requests sent: {total.requests} (cache hits {total.cached}); "
-        f"kept {counts['kept']} of {counts['verdicts']} judged trajectories"
+        f"kept {counts['kept']} of {counts['verdicts']} judged trajectories\n"
+        f"sandbox: {export.isolation_statement(ctx.cfg)}"
         + "".join(f"\n  dropped {n}x: {reason}" for reason, n in reasons.most_common(5))
     )
     return table

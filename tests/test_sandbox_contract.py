@@ -143,6 +143,7 @@ async def test_provenance_names_the_backend(cfg):
     assert kind == cfg.type and isinstance(image, str)
     if cfg.type == "docker":
         assert image == cfg.image
+    assert backend_of(cfg).promises(cfg).startswith(cfg.type)  # what the card and the summary say
 
 
 async def test_a_pooled_backend_resets_to_clean_and_spares_residents_others_refuse(cfg, run):

@@ -6,6 +6,8 @@ import json
 import os
 import threading
 
+import pytest
+
 from tools.server.hygiene import ProcessBaseline, imported_modules
 
 
@@ -62,3 +64,28 @@ def test_a_module_first_imported_by_an_episode_is_watched_from_then_on():
         assert baseline.leaks(frozenset({name})) == [f"module {name} gained ['stash']"]
     finally:
         del module.stash
+
+
+
+@pytest.mark.parametrize("how", ["children", "scan"])
+def test_every_process_an_episode_started_ends_however_it_detached(how):
+    """end_descendants in a subreaper (what the host is): a double-forked sleeper in a session of its
+    own is still found and killed, with the task/*/children files and with a scan of /proc."""
+    import subprocess
+    import sys
+
+    code = """
+import ctypes, os, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, as the tool host does
+subprocess.Popen(['sh', '-c', '(setsid sleep 1234 &); exit 0']).wait()
+subprocess.Popen(['sleep', '1235'])
+time.sleep(0.3)
+from tools.server import hygiene
+hygiene._HAS_CHILDREN_FILES = sys.argv[1] == 'children'
+before = len(hygiene._descendants(os.getpid()))
+killed = hygiene.end_descendants()
+print(before, killed, len(hygiene._descendants(os.getpid())))
+"""
+    out = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=60)
+    before, killed, after = map(int, out.stdout.split())
+    assert before == 2 and killed >= 2 and after == 0, out

@@ -69,6 +69,10 @@ class ToySandbox:
     def provenance(cfg: ToyConfig) -> tuple[str, str]:
         return "toy", ""
 
+    @staticmethod
+    def promises(cfg: ToyConfig) -> str:
+        return "toy (a directory, no isolation)"
+
     async def start(self) -> None:
         if self.workspace:
             return

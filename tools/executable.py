@@ -5,10 +5,13 @@ Same shape as SimulatedToolset (tools/runtime.py ToolRuntime), so the episode lo
 Each sandbox gets one resident tool host (`python -m tools.server --host`, tools/server/host.py),
 started on the first episode and kept while the sandbox lives: a warm pool's reset spares it, so a
 reused sandbox starts no Python process per episode. Each episode sends its module, tools and
-initial state (`synth/begin`). The host serves it itself with a fresh module and state (`shared`,
-the default; if the episode changed the host process, `synth/end` says so and the host is replaced)
-or in a fresh process it forks for it (`per_episode`). An episode that ends any other way (an
-error, a cancellation, a timeout) closes the host: the next one starts a new host.
+initial state (`synth/begin`). The host serves it in a fresh process it forks for it and relays to
+(`per_episode`, the default: nothing of one episode reaches another, and the episode's code cannot
+answer for the host), or itself with a fresh module and state (`shared`, for trusted modules only:
+see tools/server/host.py; if the episode changed the host process, `synth/end` says so and the host
+is replaced). An episode that ends any other way (an error, a cancellation, a timeout) closes the
+host: the next one starts a new host. A result longer than `max_result_chars` is cut and marked, by
+the host and again here (ToolOutcome.truncated).
 
 The runner package is copied into the workspace (`.synth/tools/server`) and started with
 PYTHONPATH=.synth: that works unchanged in every backend (local with or without bubblewrap, docker,
@@ -34,6 +37,7 @@ from synth.core.errors import HostTimeout, ToolError
 from synth.core.records import ToolSpec
 from tools.host_client import HostConnection
 from tools.runtime import STATE_FILE, ToolOutcome, injected_fault, tool_error, unknown_tool
+from tools.server.wire import MAX_RESULT_CHARS, TRUNCATED, truncate
 
 if TYPE_CHECKING:
     from sandboxes.pool import WarmPool
@@ -139,11 +143,11 @@ class ExecutableToolset:
 
     def __init__(self, specs: list[ToolSpec], sandbox: Sandbox, *, module: str, seed: int = 0,
                  fault_rate: float = 0.0, init_timeout: float = 30.0, end_timeout: float = 10.0,
-                 process: str = "shared"):
-        """`process`: shared (the host's own, replaced when an episode changed it) or per_episode (a fresh
-        process forked by the host): rollout.tool_process."""
+                 process: str = "per_episode", max_result_chars: int = MAX_RESULT_CHARS):
+        """`process`: per_episode (a fresh process forked by the host) or shared (the host's own,
+        for trusted modules): rollout.tool_process. `max_result_chars`: rollout.tool_result_max_chars."""
         self.specs = {s.name: s for s in specs}
-        self.process_mode = process
+        self.process_mode, self.max_result_chars = process, max_result_chars
         self.sandbox, self.module, self.init_timeout, self.end_timeout = sandbox, module, init_timeout, end_timeout
         self.seed, self.fault_rate = seed, fault_rate
         self.calls = 0
@@ -164,7 +168,8 @@ class ExecutableToolset:
         if host.busy:
             raise ToolError(f"sandbox {self.sandbox.id} already serves an episode: one ExecutableToolset at a time")
         params = {"module": self.module, "tools": [s.to_mcp() for s in self.specs.values()],
-                  "state": initial_state, "state_file": STATE_FILE, "seed": self.seed, "process": self.process_mode}
+                  "state": initial_state, "state_file": STATE_FILE, "seed": self.seed, "process": self.process_mode,
+                  "max_result_chars": self.max_result_chars}
         try:
             self.episode_process = await host.request("synth/begin", params, timeout=self.init_timeout)
         except ToolError as e:
@@ -184,12 +189,14 @@ class ExecutableToolset:
             return unknown_tool(name, self.specs)
         if fault := injected_fault(self.seed, index, self.fault_rate):  # before the server sees it: state untouched
             return fault
-        try:
+        try:  # the reply's shape is checked on arrival (host_client): text items, isError a bool
             result = await host.request("tools/call", {"name": name, "arguments": arguments})
         except ToolError as e:  # the episode process died (a generated module that calls os._exit, say)
             raise ToolError(f"toolset server failed on {name!r}: {e}") from e
-        text = "\n".join(c.get("text") or json.dumps(c) for c in result.get("content") or [])
-        return tool_error(text) if result.get("isError") else ToolOutcome(text=text)
+        text, cut_from = truncate("\n".join(c["text"] for c in result["content"]), self.max_result_chars)
+        cut_from = (result.get("_meta") or {}).get(TRUNCATED, cut_from)
+        outcome = tool_error(text) if result.get("isError", False) else ToolOutcome(text=text)
+        return outcome.model_copy(update={"truncated": cut_from}) if cut_from is not None else outcome
 
     def _current(self) -> ToolHost:
         if self._host is None or not self._host.usable:

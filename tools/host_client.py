@@ -7,6 +7,12 @@ Through the SDK's ClientSession a request cost ~0.5 ms of CPU and five event-loo
 streams, dispatcher, result validation); with hundreds of episodes on one loop each hop waits a whole
 loop iteration, and tool calls took 70-113 ms (median) at concurrency 256 in bench/rollout.py.
 tests/test_tool_server.py also drives the host with the official client, so the two stay compatible.
+
+A reply is taken only for a request in flight, and only in the shape its method's result must have
+(tools/server/wire.reply_problem): anything else fails that request with a ToolError, so a host that
+misbehaves costs its episode (recorded as an error), never the stage. In `tool_process: per_episode`
+the host already holds episode code to that; in `shared` this check is all there is, and a
+well-formed reply the episode's code writes for a pending request cannot be told from the host's.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 from sandboxes.base import HasStderr, Pipe
 from synth.core.errors import HostTimeout, ToolError
+from tools.server.wire import reply_problem
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,7 @@ class HostConnection:
     def __init__(self, pipe: Pipe, name: str = "tool host"):
         self.pipe, self.name = pipe, name
         self.ended = asyncio.Event()  # the host's stdout closed: every request from now on fails
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}  # id -> (method, future)
         self._next_id = 0
         self._reader: asyncio.Task | None = None
 
@@ -47,7 +54,8 @@ class HostConnection:
             raise ToolError(f"{self.name} has ended{self._stderr()}")
         self._next_id += 1
         request_id = self._next_id
-        future = self._pending[request_id] = asyncio.get_running_loop().create_future()
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = method, future
         try:
             await self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
             async with asyncio.timeout(timeout):
@@ -68,23 +76,25 @@ class HostConnection:
             while line := await self.pipe.readline():
                 try:
                     message = json.loads(line)
-                    future = self._pending.get(message.get("id"))
-                except (ValueError, AttributeError):
-                    log.warning("%s wrote a line that is not a JSON-RPC message: %.200r", self.name, line)
+                    method, future = self._pending[message["id"]]
+                except (ValueError, TypeError, KeyError):  # not JSON, no id, or an id nothing waits for
+                    # (a reply to a call that timed out, too: debug, not warning)
+                    log.debug("%s wrote a line that answers no pending request: %.200r", self.name, line)
                     continue
-                if future is None or future.done():
-                    continue  # a response to a request that timed out, or a notification
-                if "error" in message:
-                    error = message["error"] or {}
-                    future.set_exception(ToolError(str(error.get("message") or error)))
+                if future.done():
+                    continue  # a request that timed out
+                if problem := reply_problem(method, message):
+                    future.set_exception(ToolError(f"{self.name} sent a malformed reply to {method}: {problem}"))
+                elif "error" in message:
+                    future.set_exception(ToolError(message["error"]["message"]))
                 else:
-                    future.set_result(message.get("result") or {})
+                    future.set_result(message["result"])
         except Exception as e:  # a broken pipe ends the connection like EOF does
             log.debug("reading from %s failed: %s", self.name, e)
         finally:
             self.ended.set()
             why = ToolError(f"{self.name} closed the connection{self._stderr()}")
-            for future in self._pending.values():
+            for _, future in self._pending.values():
                 if not future.done():
                     future.set_exception(why)
 

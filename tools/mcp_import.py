@@ -98,8 +98,9 @@ def _identity(session: ClientSession) -> tuple[str, str]:
 
 
 async def _fetch_stdio(src: ServerSource, timeout: float) -> tuple[str, str, list[dict[str, Any]]]:
-    # isolation "auto": bwrap when it works (no network, read-only system); ro_paths brings in the
-    # server's install dir. A server started here cannot see the host's secrets (env not inherited).
+    # isolation "auto": bubblewrap (no network, read-only system, its own uid), or a SandboxError saying
+    # how to get it; ro_paths brings in the server's install dir. The server never sees the host's
+    # secrets (env not inherited).
     cfg = LocalConfig(isolation="auto", ro_paths=src.ro_paths, env=src.env)
     async with provision(cfg, labels={"purpose": STAGE}) as sandbox:
         argv = [a.replace("{workspace}", sandbox.workspace) for a in src.stdio or []]

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Protocol
 
 from pydantic import BaseModel, Field
 
+from tools.server.wire import MAX_RESULT_CHARS, truncate
+
 STATE_FILE = "state.json"  # the episode's state, in the sandbox workspace (snapshotted at the end)
 
 # Injected faults: what flaky real services answer (`rollout.fault_rate`).
@@ -33,6 +35,7 @@ class ToolOutcome(BaseModel):
     text: str
     is_error: bool = False
     fault: str | None = Field(None, description="The injected fault, when one was injected.")
+    truncated: int | None = Field(None, description="The result's length before it was cut to the limit, if it was.")
 
 
 class ToolRuntime(Protocol):
@@ -71,16 +74,22 @@ def injected_fault(seed: int, index: int, rate: float) -> ToolOutcome | None:
     return tool_error(FAULTS[fault], fault=fault)
 
 
-async def call_tool(runtime: ToolRuntime, name: str, raw_arguments: str, timeout_s: float) -> ToolOutcome:
+async def call_tool(runtime: ToolRuntime, name: str, raw_arguments: str, timeout_s: float,
+                    max_chars: int = MAX_RESULT_CHARS) -> ToolOutcome:
     """One call as the model made it (arguments as the JSON text it wrote), limited to `timeout_s`:
     arguments that are not JSON and a call that runs out of time are error results, not failures.
-    A ToolError (the server failed) propagates: the episode cannot go on."""
+    A result over `max_chars` is cut with a note (executable runtimes cut their own; the outcome's
+    `truncated` keeps the length before). A ToolError (the server failed) propagates: the episode
+    cannot go on."""
     try:
         arguments = json.loads(raw_arguments or "{}")
     except json.JSONDecodeError as exc:
         return tool_error(f"arguments are not valid JSON ({exc.msg})")
     try:
         async with asyncio.timeout(timeout_s):  # the episode's own timeout still cancels from outside
-            return await runtime.call(name, arguments)
+            outcome = await runtime.call(name, arguments)
     except TimeoutError:
         return tool_error(f"tool {name!r} did not answer within {timeout_s:g} s")
+    if outcome.truncated is None and (cut := truncate(outcome.text, max_chars))[1] is not None:
+        outcome = outcome.model_copy(update={"text": cut[0], "truncated": cut[1]})
+    return outcome

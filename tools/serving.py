@@ -18,6 +18,7 @@ from synth.core.records import Agent, Implementation, ToolSpec
 from synth.core.store import RunStore
 from tools.compose import compose
 from tools.executable import ExecutableToolset
+from tools.server.wire import MAX_RESULT_CHARS
 from tools.runtime import ToolRuntime
 from tools.simulator import SimulatedToolset
 
@@ -95,12 +96,14 @@ class Serving:
 
 @asynccontextmanager
 async def tool_runtime(specs: list[ToolSpec], sandbox: Sandbox, *, impl: Implementation | None, llm: LLM | None,
-                       seed: int, fault_rate: float = 0.0, process: str = "shared") -> AsyncIterator[ToolRuntime]:
+                       seed: int, fault_rate: float = 0.0, process: str = "per_episode",
+                       max_result_chars: int = MAX_RESULT_CHARS) -> AsyncIterator[ToolRuntime]:
     """The runtime of one episode on `sandbox`: `impl` (a passing implementation) served over MCP by
-    the sandbox's tool host, else the LLM simulator (`llm`). `process`: rollout.tool_process."""
+    the sandbox's tool host, else the LLM simulator (`llm`). `process`: rollout.tool_process;
+    `max_result_chars`: rollout.tool_result_max_chars."""
     if impl is not None:
         async with ExecutableToolset(specs, sandbox, module=impl.module, seed=seed, fault_rate=fault_rate,
-                                     process=process) as runtime:
+                                     process=process, max_result_chars=max_result_chars) as runtime:
             yield runtime
     else:
         if llm is None:

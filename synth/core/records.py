@@ -147,6 +147,8 @@ class ToolCallTrace(BaseModel):
     fault: str | None = Field(None, description="A fault injected by the runtime, if any.")
     latency_s: float = 0.0
     turn: int = 0
+    truncated: int | None = Field(None, description="The result's length before it was cut to "
+                                  "rollout.tool_result_max_chars, if it was.")
 
 
 class Trajectory(Record):
@@ -166,8 +168,12 @@ class Trajectory(Record):
 
     def identity(self) -> Any:
         # Timings and cache hits vary between runs; ids must not, so shards and reruns agree.
-        return self.model_dump(exclude={"id": True, "duration_s": True, "usage": True,
+        data = self.model_dump(exclude={"id": True, "duration_s": True, "usage": True,
                                         "tool_calls": {"__all__": {"latency_s"}}})
+        for call in data["tool_calls"]:  # added later: hashed only when set, so older ids stay
+            if call["truncated"] is None:
+                del call["truncated"]
+        return data
 
 
 class CriterionResult(BaseModel):

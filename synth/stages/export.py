@@ -26,6 +26,7 @@ from judges.calibration import self_agreement
 from judges.metrics import funnel_report, pass_report
 from sandboxes import backend_of
 from synth.chat_rows import FORMAT_VERSION, has_parallel_calls, trainer_message, trainer_messages
+from synth.config import RunConfig
 from synth.context import Context
 from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
@@ -79,6 +80,13 @@ def model_name(ctx: Context) -> str:
 def sandbox_provenance(ctx: Context) -> tuple[str, str]:
     """(sandbox type, image) the episodes ran in, as the backend reports it."""
     return backend_of(ctx.cfg.rollout.sandbox).provenance(ctx.cfg.rollout.sandbox)
+
+
+def isolation_statement(cfg: RunConfig) -> str:
+    """What the sandbox promised the code that made this data: shown in the run summary and the card."""
+    process = ("a fresh process per episode" if cfg.rollout.tool_process == "per_episode"
+               else "one shared process per sandbox (trusted modules only)")
+    return f"{backend_of(cfg.rollout.sandbox).promises(cfg.rollout.sandbox)}; executable tools: {process}"
 
 
 def sft_rows(ctx: Context, trajectories: list[Trajectory], verdicts: list[Verdict]) -> list[dict[str, Any]]:
@@ -348,7 +356,7 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], datasets: dict[str, Data
         all_rows=_per_split(datasets["all"]), dpo_rows=_per_split(datasets["dpo"]), format_version=FORMAT_VERSION,
         privileged=f"format {ctx.cfg.export.privileged.format}, parts {', '.join(ctx.cfg.export.privileged.include)}",
         model=model_name(ctx), config_hash=manifest.get("config_hash", ""), seed=ctx.cfg.seed,
-        sandbox=f"{sandbox_type}{f' (image `{image}`)' if image else ''}",
+        sandbox=f"{isolation_statement(ctx.cfg)}{f' (image `{image}`)' if image else ''}",
         judge=f"mode {judge.mode}, {judge.samples} sample(s), keep threshold {judge.keep_threshold}"
               f"{_agreement(verdicts)}",
         split=(f"test domains: {', '.join(test_domains)}; train domains: "

@@ -131,7 +131,9 @@ async def _validated(ctx: Context, unit_id: str, agent: Agent, tasks: list[Task]
     specs = [tools[i] for i in agent.tool_ids if i in tools]
     allowed = {tools[i].name for i in agent.tool_ids if i in tools and i not in agent.distractor_tool_ids}
     labels = ctx.sandbox_labels(**{"synth.gold": unit_id})
-    results = await validate_tasks(ctx.cfg.rollout.sandbox, labels, [t for _, t in candidates], specs, impl, allowed)
+    rollout = ctx.cfg.rollout
+    results = await validate_tasks(rollout.sandbox, labels, [t for _, t in candidates], specs, impl, allowed,
+                                   process=rollout.tool_process, max_result_chars=rollout.tool_result_max_chars)
     kept = []
     for (n, task), (_, problems) in zip(candidates, results):
         if problems:

@@ -2,26 +2,30 @@
 
 Starting a Python tool server costs ~0.2 s of CPU (interpreter, jsonschema); rollouts of thousands of
 short episodes would spend more on that than on everything else. So the host starts once per sandbox
-and on `synth/begin` forks: the child loads the episode's module (fresh globals), takes the MCP
-session over, serves the episode until `synth/end` and exits. An episode's state lives and dies with
-its child; the parent only compiles modules (cached by content; compiling runs no code) and waits.
+and on `synth/begin` forks: the child closes the host's channel to the harness, loads the episode's
+module (fresh globals) and serves the episode over a socket pair, through the host, which passes on
+only well-formed replies to the requests it forwarded (tools/server/relay.py). The host itself runs
+no episode code; it only compiles modules (cached by content; compiling runs no code) and relays.
 
-A child that ends any other way (a module calling os._exit, an OOM kill) ends the host too: the pipe
-closes, every pending request fails at once, and the client starts a new host.
+The host hardens itself before anything else: it is not dumpable (no process of the sandbox, the
+episodes' included, can open /proc/<host>/fd or /proc/<host>/mem or ptrace it) and it is a child
+subreaper (whatever an episode starts stays the host's descendant, however it detaches). When an
+episode ends (synth/end, its process dying, or its protocol broken), every process it started is
+killed before the host answers (hygiene.end_descendants).
 
 `process: "shared"` in synth/begin runs the episode inside the host instead, with a fresh module
-object and state all the same: no fork and exit (4-5 ms of CPU per episode here, ~0.4 ms per LLM
-call in bench/rollout.py). What a module could do to the process beyond its own globals (threads,
-the working directory, patching a module it imports) is checked after the episode
-(tools/server/hygiene.py); if anything changed, `synth/end` says so (`recycle`) and the host ends
-after it, so the sandbox's next episode gets a new host. Either way `random` is seeded with the
-episode's seed.
+object and state all the same: no fork and exit (4-5 ms of CPU per episode here). The episode's code
+then runs in the process that holds the channel and the interpreter later episodes use: it is for
+trusted modules only (tests/security lists the channels it leaves open). What it does to the process
+beyond its own globals is checked after the episode (tools/server/hygiene.py), to catch accidents;
+if anything changed, `synth/end` says so (`recycle`) and the host ends after it. Either way `random`
+is seeded with the episode's seed, and a tool result over `max_result_chars` is cut and marked.
 
 Methods, besides initialize and ping:
-- host:  tools/list -> no tools; synth/begin {module, tools, state, state_file, seed, process} ->
-  {pid, host} (or an error naming why the module cannot serve the tools);
-- child: tools/list, tools/call; synth/snapshot -> {state}; synth/end -> {state}, then it exits
-  (shared: {state, recycle?: [reasons]}, and the host exits after it when recycle is there).
+- host:  tools/list -> no tools; synth/begin {module, tools, state, state_file, seed, process,
+  max_result_chars} -> {pid, host} (or an error naming why the module cannot serve the tools);
+- episode: tools/list, tools/call; synth/snapshot -> {state}; synth/end -> {state} (shared:
+  {state, recycle?: [reasons]}, and the host exits after it when recycle is there).
 """
 
 from __future__ import annotations
@@ -31,14 +35,18 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sys
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any, Callable
 
-from tools.server.hygiene import ProcessBaseline, imported_modules
+from tools.server.hygiene import ProcessBaseline, end_descendants, imported_modules
+from tools.server.relay import ENDED, EOF, Relay
 from tools.server.toolset import Toolset, contract_problems, module_from_code
-from tools.server.wire import INVALID_PARAMS, LineChannel, RpcError, answer, initialize, tool_result
+from tools.server.wire import (INVALID_PARAMS, INVALID_REQUEST, MAX_RESULT_CHARS, LineChannel, RpcError, answer,
+                               initialize, tool_result)
+
 
 @dataclass
 class Episode:
@@ -51,10 +59,12 @@ class Episode:
     state_file: str
     seed: int | None
     fork: bool  # a process of its own (process "per_episode", the default), or the host's ("shared")
+    max_result_chars: int = MAX_RESULT_CHARS
 
 
-ENDED, EOF, RECYCLE = "ended", "eof", "recycle"
+RECYCLE = "recycle"
 ALWAYS_WATCHED = frozenset({"builtins", "sys", "os", "json", "random"})  # patched without being imported
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
 def private_channel() -> LineChannel:
@@ -68,12 +78,29 @@ def private_channel() -> LineChannel:
     return channel
 
 
+def seal() -> None:
+    """Not dumpable (same-uid processes cannot open our fds or memory, or ptrace us), and a child
+    subreaper (orphans of an episode stay ours to kill). A host that cannot do both does not serve."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for option, value in ((PR_SET_DUMPABLE, 0), (PR_SET_CHILD_SUBREAPER, 1)):
+        if libc.prctl(option, value, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl({option}, {value}) failed: the tool host cannot protect itself")
+
+
+def _no_episode(params: dict[str, Any]) -> dict[str, Any]:
+    raise RpcError(INVALID_REQUEST, "no episode is open on this tool host (it ended, or synth/begin failed)")
+
+
 def run_host(channel: LineChannel) -> int:
+    seal()
     host_id = f"{os.getpid()}-{os.urandom(4).hex()}"  # pids repeat across pid namespaces (bwrap)
     compiled: dict[str, tuple[CodeType, frozenset[str]]] = {}
     baseline = ProcessBaseline()
     gc.freeze()  # a collection in a child would touch (and so copy) every page it shares with the host
-    handlers = {"initialize": initialize, "ping": lambda p: {}, "tools/list": lambda p: {"tools": []}}
+    handlers = {"initialize": initialize, "ping": lambda p: {}, "tools/list": lambda p: {"tools": []},
+                "tools/call": _no_episode, "synth/snapshot": _no_episode, "synth/end": _no_episode}
     while (message := channel.receive()) is not None:
         if isinstance(message, RpcError):
             channel.error(None, message)
@@ -86,31 +113,39 @@ def run_host(channel: LineChannel) -> int:
         except RpcError as e:
             channel.error(message.get("id"), e)
             continue
-        if not episode.fork:
-            watched = episode.imports | ALWAYS_WATCHED
-            baseline.watch(watched)
-            ending = run_episode(channel, message.get("id"), episode, host_id, lambda: baseline.leaks(watched))
-            if ending in (RECYCLE, EOF):
+        if episode.fork:
+            if serve_forked(channel, message.get("id"), episode, host_id) == EOF:
                 return 0
             continue
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            gc.disable()  # a short life: reference counting frees what it makes
-            code = 70
-            try:
-                run_episode(channel, message.get("id"), episode, host_id)
-                code = 0
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
-        channel.buffer = b""  # anything read ahead belongs to the child's episode, which consumed it
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            print(f"episode process {pid} ended abnormally (wait status {status}); the host stops",
-                  file=sys.stderr)
-            return 1
+        watched = episode.imports | ALWAYS_WATCHED
+        baseline.watch(watched)
+        ending = run_episode(channel, message.get("id"), episode, host_id, lambda: baseline.leaks(watched),
+                             at_end=end_descendants)
+        if ending in (RECYCLE, EOF):
+            end_descendants()
+            return 0
     return 0
+
+
+def serve_forked(channel: LineChannel, begin_id: Any, episode: Episode, host_id: str) -> str:
+    """Fork the episode's process and relay to it until the episode ends; ENDED or EOF."""
+    host_end, episode_end = socket.socketpair()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:  # the harness's channel goes before any episode code runs: it never holds it
+            os.close(channel.read_fd)
+            os.close(channel.write_fd)
+            host_end.close()
+            gc.disable()  # a short life: reference counting frees what it makes
+            run_episode(LineChannel(episode_end.fileno(), episode_end.fileno()), begin_id, episode, host_id)
+            code = 0
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    episode_end.close()
+    return Relay(channel, host_end, pid, begin_id, episode.max_result_chars).run()
 
 
 def prepare(params: Any, compiled: dict[str, tuple[CodeType, frozenset[str]]]) -> Episode:
@@ -124,6 +159,9 @@ def prepare(params: Any, compiled: dict[str, tuple[CodeType, frozenset[str]]]) -
         raise RpcError(INVALID_PARAMS, "synth/begin: state must be an object")
     if seed is not None and not isinstance(seed, int):
         raise RpcError(INVALID_PARAMS, "synth/begin: seed must be an integer")
+    limit = params.get("max_result_chars", MAX_RESULT_CHARS)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise RpcError(INVALID_PARAMS, "synth/begin: max_result_chars must be a positive integer")
     source = params["module"]
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in compiled:
@@ -133,13 +171,14 @@ def prepare(params: Any, compiled: dict[str, tuple[CodeType, frozenset[str]]]) -
             raise RpcError(INVALID_PARAMS, f"toolset module does not compile: {e.msg} (line {e.lineno})") from e
         compiled[key] = code, imported_modules(code)
     return Episode(*compiled[key], tools, state, str(params.get("state_file") or "state.json"), seed,
-                   fork=params.get("process", "per_episode") != "shared")
+                   fork=params.get("process", "per_episode") != "shared", max_result_chars=limit)
 
 
 def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: str,
-                leaks: Callable[[], list[str]] | None = None) -> str:
+                leaks: Callable[[], list[str]] | None = None, at_end: Callable[[], Any] | None = None) -> str:
     """Load a fresh module, answer begin, serve until synth/end (ENDED) or stdin closes (EOF).
-    `leaks`: what the episode left in the process, asked at synth/end (RECYCLE when not empty)."""
+    `leaks`: what the episode left in the process, asked at synth/end (RECYCLE when not empty);
+    `at_end`: run before synth/end is answered (a shared host ends the episode's processes)."""
     random.seed(episode.seed)  # the module's randomness repeats with the episode, whatever ran before
     try:
         module = module_from_code(episode.code)
@@ -151,12 +190,14 @@ def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: 
         return ENDED
     toolset = Toolset(module, episode.tools, episode.state_file, initial_state=episode.state)
     channel.reply(begin_id, {"pid": os.getpid(), "host": host_id})
-    handlers = episode_handlers(toolset)
+    handlers = episode_handlers(toolset, episode.max_result_chars)
     while (message := channel.receive()) is not None:
         if isinstance(message, RpcError):
             channel.error(None, message)
         elif message.get("method") == "synth/end":
             found = leaks() if leaks else []
+            if at_end is not None:
+                at_end()
             if found:
                 print(f"tool host: episode left {'; '.join(found)}; the host ends", file=sys.stderr)
             channel.reply(message.get("id"), {"state": toolset.state, **({"recycle": found} if found else {})})
@@ -166,15 +207,15 @@ def run_episode(channel: LineChannel, begin_id: Any, episode: Episode, host_id: 
     return EOF
 
 
-def episode_handlers(toolset: Toolset) -> dict[str, Any]:
-    """What a server over one toolset answers (the host's child, and the one-shot server)."""
+def episode_handlers(toolset: Toolset, max_result_chars: int = MAX_RESULT_CHARS) -> dict[str, Any]:
+    """What a server over one toolset answers (an episode's process, and the one-shot server)."""
     listed = {"tools": list(toolset.tools.values())}
 
     def call(params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, "tools/call needs params.name")
-        return tool_result(*toolset.call(name, params.get("arguments")))
+        return tool_result(*toolset.call(name, params.get("arguments")), max_result_chars)
 
     return {"initialize": initialize, "ping": lambda p: {}, "tools/list": lambda p: listed,
             "tools/call": call, "synth/snapshot": lambda p: {"state": toolset.state}}

@@ -1,6 +1,11 @@
-"""What an episode run inside the tool host (`tool_process: shared`) left in the process.
+"""What an episode left behind in the tool host: processes (both modes), and in the host's own
+interpreter (`tool_process: shared`).
 
-A shared episode gets a fresh module object, a fresh state and a reseeded `random`. What it can
+Processes: the host is a child subreaper (tools/server/host.py), so whatever an episode starts stays
+its descendant, double-forked or in a session of its own; `end_descendants` kills them all after
+every episode, before the host answers `synth/end`.
+
+The interpreter: a shared episode gets a fresh module object, a fresh state and a reseeded `random`. What it can
 still leave for the sandbox's later episodes is process-wide:
 - a thread still running;
 - a changed working directory, environment or umask;
@@ -9,17 +14,21 @@ still leave for the sandbox's later episodes is process-wide:
 The host checks these after every shared episode. If one changed, it ends after answering
 `synth/end`, and the sandbox's next episode gets a new host: no later episode sees the change.
 
-Not seen: mutations inside existing objects (appending to a list another module owns, say), and
-what a module changes while it is first imported by the host's first episode that imports it.
-`tool_process: per_episode` (a process per episode) has neither gap.
+This check runs inside the interpreter it checks, so it catches accidents of trusted code, not an
+adversary: mutations inside existing objects (a mutable default, `sys.meta_path`, `gc.garbage`),
+private names, attributes of functions, C-level state (`os.putenv`, audit hooks, the decimal
+context) and the check itself (reached through frames) are all beyond it; tests/security lists
+them. `tool_process: per_episode` (a fresh process per episode, the default) has none of these gaps.
 """
 
 from __future__ import annotations
 
 import dis
 import os
+import signal
 import sys
 import threading
+import time
 from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
@@ -100,3 +109,91 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def end_descendants(root: int | None = None, rounds: int = 50) -> int:
+    """SIGKILL every process descended from `root` (this one by default) and reap what becomes ours;
+    repeat until none is left (a forking process may add children while the first ones die).
+    Returns how many were killed."""
+    root = os.getpid() if root is None else root
+    killed = 0
+    for round_ in range(rounds):
+        if round_:
+            time.sleep(0.001 * min(round_, 20))  # SIGKILL is delivered at once, dying takes a moment
+        found = _descendants(root)
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed += len(found)
+        _reap()
+        if not found:
+            return killed
+    raise RuntimeError(f"processes keep appearing under {root} after {rounds} rounds of SIGKILL")
+
+
+def _descendants(root: int) -> list[int]:
+    """Live descendants of `root`: down the task/*/children files (cheap), or from all of /proc where
+    the kernel has no such files (without the host's pid namespace, /proc is the whole machine's)."""
+    if not _HAS_CHILDREN_FILES:
+        return _descendants_by_scan(root)
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue  # a thread that ended meanwhile
+            found += children
+            stack += children
+    return [pid for pid in found if not _zombie(pid)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # gone: nothing to kill
+    return stat[stat.rindex(b")") + 2:].split()[0] == b"Z"
+
+
+def _descendants_by_scan(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        state, ppid = stat[stat.rindex(b")") + 2:].split()[:2]
+        if state != b"Z":
+            children.setdefault(int(ppid), []).append(int(entry))
+    found, stack = [], list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+_HAS_CHILDREN_FILES = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

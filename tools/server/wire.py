@@ -6,7 +6,10 @@ The runner answers a handful of methods (initialize, ping, tools/list, tools/cal
 official client SDK is what talks to it (tests/test_tool_server.py), so the two stay compatible.
 
 Reads go straight to the file descriptor (no stdio buffering) and the unread rest of a chunk stays
-in `LineChannel.buffer`: a forked child takes the channel over as it is (tools/server/host.py).
+in `LineChannel.buffer`, for the host's relay to an episode process (tools/server/relay.py).
+
+`reply_problem` states what a reply to each method must look like; the host checks an episode
+process's replies with it, and the harness (tools/host_client.py) checks the host's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 SERVER_INFO = {"name": "synth-toolset", "version": "1"}
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+MAX_RESULT_CHARS = 65536  # a tool result longer than this is cut (rollout.tool_result_max_chars)
+TRUNCATED = "synth/truncated"  # CallToolResult._meta key: the length of the result before it was cut
 
 
 class RpcError(Exception):
@@ -39,21 +44,20 @@ class LineChannel:
 
     def receive(self) -> dict[str, Any] | RpcError | None:
         """The next message; an RpcError for a line that is not a JSON-RPC message; None at EOF."""
-        while b"\n" not in self.buffer:
+        while (message := self.buffered()) is None:
             chunk = os.read(self.read_fd, 1 << 16)
             if not chunk:
                 return None
             self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        if not line.strip():
-            return self.receive()
-        try:
-            message = json.loads(line)
-        except ValueError as e:
-            return RpcError(PARSE_ERROR, f"not JSON: {e}")
-        if not isinstance(message, dict) or not isinstance(message.get("method", ""), str):
-            return RpcError(INVALID_REQUEST, "not a JSON-RPC message")
         return message
+
+    def buffered(self) -> dict[str, Any] | RpcError | None:
+        """The next message already read (as receive() would return it), or None: no whole line yet."""
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line.strip():
+                return parse(line)
+        return None
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
@@ -65,6 +69,16 @@ class LineChannel:
 
     def error(self, request_id: Any, error: RpcError) -> None:
         self.send({"jsonrpc": "2.0", "id": request_id, "error": {"code": error.code, "message": error.message}})
+
+
+def parse(line: bytes) -> dict[str, Any] | RpcError:
+    try:
+        message = json.loads(line)
+    except ValueError as e:
+        return RpcError(PARSE_ERROR, f"not JSON: {e}")
+    if not isinstance(message, dict) or not isinstance(message.get("method", ""), str):
+        return RpcError(INVALID_REQUEST, "not a JSON-RPC message")
+    return message
 
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -97,5 +111,70 @@ def answer(channel: LineChannel, message: dict[str, Any], handlers: dict[str, Ha
         channel.reply(request_id, result)
 
 
-def tool_result(text: str, is_error: bool) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": text}], "isError": is_error}
+def tool_result(text: str, is_error: bool, max_chars: int = MAX_RESULT_CHARS) -> dict[str, Any]:
+    text, cut_from = truncate(text, max_chars)
+    result = {"content": [{"type": "text", "text": text}], "isError": is_error}
+    if cut_from is not None:
+        result["_meta"] = {TRUNCATED: cut_from}
+    return result
+
+
+def truncate(text: str, max_chars: int) -> tuple[str, int | None]:
+    """`text` cut to at most `max_chars` characters, a note saying so included, and its length before;
+    (text, None) if it fits. Cutting a cut text again changes nothing."""
+    if len(text) <= max_chars:
+        return text, None
+    note = "\n[truncated: the result had {} characters, the first {} are shown]"
+    keep = max(0, max_chars - len(note.format(len(text), max_chars)))
+    return text[:keep] + note.format(len(text), keep), len(text)
+
+
+def _is_text_content(content: Any) -> bool:
+    return (isinstance(content, list)
+            and all(isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str) for c in content))
+
+
+def _call_problem(result: dict[str, Any]) -> str | None:
+    if not _is_text_content(result.get("content")):
+        return "content must be a list of text items"
+    if not isinstance(result.get("isError", False), bool):
+        return "isError must be a boolean"
+    meta = result.get("_meta", {})
+    if not isinstance(meta, dict) or not isinstance(meta.get(TRUNCATED, 0), int):
+        return f"_meta.{TRUNCATED} must be an integer"
+    return None
+
+
+def _state_problem(result: dict[str, Any]) -> str | None:
+    if not isinstance(result.get("state"), dict):
+        return "state must be an object"
+    recycle = result.get("recycle", [])
+    return None if isinstance(recycle, list) and all(isinstance(r, str) for r in recycle) else "recycle must be a list of text"
+
+
+RESULT_SHAPES: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "tools/call": _call_problem,
+    "tools/list": lambda r: None if isinstance(r.get("tools"), list) and all(isinstance(t, dict) for t in r["tools"])
+    else "tools must be a list of objects",
+    "synth/begin": lambda r: None if isinstance(r.get("pid"), int) and isinstance(r.get("host"), str)
+    else "pid must be an integer and host a string",
+    "synth/snapshot": _state_problem,
+    "synth/end": _state_problem,
+}
+
+
+def reply_problem(method: str, message: Any) -> str | None:
+    """Why `message` is not a well-formed reply to a `method` request, or None."""
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return "not a JSON-RPC message"
+    if "error" in message:
+        error = message["error"]
+        if "result" in message or not isinstance(error, dict) or not isinstance(error.get("code"), int) \
+                or not isinstance(error.get("message"), str):
+            return "an error must be {code: integer, message: string} and come without a result"
+        return None
+    result = message.get("result")
+    if not isinstance(result, dict):
+        return "the result must be an object"
+    check = RESULT_SHAPES.get(method)
+    return check(result) if check else None
