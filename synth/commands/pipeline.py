@@ -26,11 +26,16 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars:
 
 def run_pipeline(cfg: RunConfig, stages: list[str], *, quiet: bool, shard: tuple[int, int] | None = None) -> None:
     """Run these stages on the run dir of `cfg` and print the summary table."""
+    from synth.core.budget import BudgetReached
     from synth.run import open_run, run_stages, summary_table
 
     async def main() -> None:
         async with open_run(cfg, quiet=quiet, console=console, shard=shard) as ctx:
-            await run_stages(ctx, stages)
+            try:
+                await run_stages(ctx, stages)
+            except BudgetReached:
+                console.print(summary_table(ctx))  # what was done, and which budget stopped it
+                raise
             console.print(summary_table(ctx))
 
     with exit_on_errors(resume_hint=f"rerun the same command to resume {cfg.run_dir}"):
@@ -55,6 +60,9 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
     starts and stops with the run. A killed run resumes when the same command is run again.
     A shard (--shard) does not export: merge the shards, then export the merged run.
+    With llm.budget set, the run stops sending requests when its spend reaches the budget, keeps
+    what it finished, says which budget stopped it and exits with code 3; rerun with a higher
+    budget to resume.
     """
     from synth.core.shard import parse_shard
     from synth.run import pipeline_stages
