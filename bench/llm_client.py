@@ -14,6 +14,8 @@ a distinct seed, so the cache never hits and the server computes a fresh reply).
 - `sdk-post`: the SDK on its aiohttp transport, a prebuilt body through `client.post(...)`;
 - `synth`, `synth-cache`: `synth.core.llm.LLM.chat` without / with the response cache (a cold cache:
   every call misses and writes one file, as in a fresh run);
+- `synth-ledger`: `LLM.chat` with the run's ledger (synth/core/budget.py), a price table and a
+  budget it never reaches: the budget check before and the locked charge after every request;
 - `base`, `base-cache`: the same, from `synth/core/llm.py` at git revision `--baseline REV` (a revision
   from before the restructure of issue #12, whose client was `synth/llm.py`, imports modules that are gone).
 
@@ -42,6 +44,8 @@ import openai
 
 from bench.endpoint import REPO, cpu_seconds, free_port, start_server
 import synth.core.llm  # noqa: F401  (the current client: make_client looks it up in sys.modules)
+from synth.core.budget import BudgetConfig, Ledger
+from synth.core.cost import Price
 from synth.core.llm_cache import ResponseCache
 from synth.core.usage import UsageMeter
 
@@ -51,6 +55,7 @@ LABELS = {
     "sdk-post": "SDK aiohttp + client.post",
     "synth": "synth LLM.chat",
     "synth-cache": "synth LLM.chat + cache",
+    "synth-ledger": "synth LLM.chat + ledger (budget, prices)",
     "base": "LLM.chat @{rev}",
     "base-cache": "LLM.chat @{rev} + cache",
 }
@@ -124,12 +129,23 @@ async def make_client(kind: str, base_url: str, concurrency: int, cache_dir: str
     module = baseline if kind.startswith("base") else sys.modules["synth.core.llm"]
     cache = ResponseCache(Path(cache_dir)) if kind.endswith("-cache") else None
     cfg = module.LLMConfig(model="fake", concurrency=concurrency, max_retries=0)
-    llm = module.LLM(cfg, base_url=base_url, meter=UsageMeter(), cache=cache)
+    ledger = None
+    if kind == "synth-ledger":
+        ledger = Ledger.open(Path(cache_dir) / "ledger.bin", BudgetConfig(tokens=10**15, cost=10.0**9),
+                             {"fake": Price(input=0.15, output=0.6)})
+        llm = module.LLM(cfg, base_url=base_url, meter=UsageMeter(), cache=cache, ledger=ledger)
+    else:
+        llm = module.LLM(cfg, base_url=base_url, meter=UsageMeter(), cache=cache)
 
     async def chat(i: int) -> object:
         return await llm.chat(messages(i), tools=TOOLS, seed=i)
 
-    return chat, llm.aclose
+    async def close() -> None:
+        await llm.aclose()
+        if ledger is not None:
+            ledger.close()
+
+    return chat, close
 
 
 async def measure(kind: str, base_url: str, server_pid: int, concurrency: int, seconds: float, latency_s: float,
@@ -218,6 +234,21 @@ def main(argv: list[str] | None = None) -> None:
     server_ms = sum(r["server_ms"] for r in rows) / len(rows)
     print(f"ideal = concurrency / latency calls/s; ratio = measured / ideal; cpu ms = harness CPU / call "
           f"(fake server: {server_ms:.2f} ms/call on average)")
+    if "synth-ledger" in clients:
+        print(f"the ledger alone (check before + charge after one request, in a loop): {ledger_us():.1f} us CPU per request")
+
+
+def ledger_us(calls: int = 100_000) -> float:
+    """CPU of the ledger's part of a request, without the noise of a whole client row."""
+    with tempfile.TemporaryDirectory(prefix="synth-bench-ledger-") as scratch:
+        ledger = Ledger.open(Path(scratch) / "ledger.bin", BudgetConfig(tokens=10**15), {"fake": Price(input=1, output=2)})
+        started = time.process_time()
+        for _ in range(calls):
+            ledger.check()
+            ledger.charge("fake", 500, 50)
+        spent = time.process_time() - started
+        ledger.close()
+    return 1e6 * spent / calls
 
 
 if __name__ == "__main__":

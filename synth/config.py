@@ -113,7 +113,7 @@ class RunConfig(_Strict):
         return Path(self.runs_dir) / self.name
 
     def content_hash(self) -> str:
-        """Hash of what decides the records: not the name, paths, endpoint or concurrency.
+        """Hash of what decides the records: not the name, paths, endpoint, concurrency, prices or budget.
 
         Fields left at their defaults are not hashed, so a release that adds a config field does
         not orphan existing run directories.
@@ -127,7 +127,8 @@ class RunConfig(_Strict):
         sandbox = data.get("rollout", {}).get("sandbox", {})
         for key in limits:
             sandbox.pop(key, None)
-        for section, keys in (("llm", ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")),
+        for section, keys in (("llm", ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "prices",
+                                       "budget")),
                               ("rollout", ("concurrency", "tool_process"))):
             for key in keys:
                 data.get(section, {}).pop(key, None)

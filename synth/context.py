@@ -1,13 +1,15 @@
-"""What every stage gets: the config, the run dir, the LLM client, usage, the console."""
+"""What every stage gets: the config, the run dir, the LLM client, usage and spend, the console."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from rich.console import Console
 
 from synth.config import RunConfig
+from synth.core.budget import BudgetReached, Ledger
 from synth.core.hashing import content_hash, derive_seed
 from synth.core.llm import LLM
 from synth.core.store import RunStore
@@ -29,6 +31,11 @@ class Context:
     stats: dict[str, StageStats] = field(default_factory=dict)
     on_unit: Callable[[bool], None] | None = None  # told after each unit (done or failed): rollout workers report
     on_start: Callable[[], None] | None = None  # told when a stage's units start, after its warm-up (benchmarks)
+    ledger: Ledger | None = None  # the run's spend and budget, shared by every client and worker process
+    unit_limit: int | None = None  # at most this many units per stage: the pilot of `synth run --estimate`
+    stopped: BudgetReached | None = None  # the budget that stopped this invocation, if one did
+    usage_base: dict[str, dict] = field(default_factory=dict)  # manifest usage when the run opened (cumulative)
+    started: float = field(default_factory=time.monotonic)
 
     def sandbox_labels(self, **extra: str) -> dict[str, str]:
         """Labels of this run's sandboxes: its name (for `synth sandboxes gc --run NAME`) and the id of

@@ -3,7 +3,9 @@
 It reads its job (config, endpoint, units) as one JSON line on stdin, starts its pool and tool
 hosts, says `ready`, waits for `go`, runs the rollout stage on its units (appending to the shared
 run dir through a `shared` store) and reports each unit and then its counts and usage as JSON
-lines on stdout. It exits at once when its stdin closes: the parent is gone.
+lines on stdout, with the budget that stopped it if the run's ledger reached one (its episodes in
+flight are then abandoned: not done, redone on resume). It exits at once when its stdin closes:
+the parent is gone.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import threading
 from dataclasses import asdict
 from typing import Any, Callable
 
+from pathlib import Path
+
 from synth.config import RunConfig
+from synth.core.budget import LEDGER_FILE, BudgetReached, Ledger
 from synth.context import Context
 from synth.core.llm import LLM
 from synth.core.llm_cache import ResponseCache
 from synth.core.store import RunStore
+from synth.core.units import StageStats
 from synth.core.usage import UsageMeter
 from synth.stages.rollout import make_rollouts
 from synth.workers import COUNTS, Job
@@ -57,17 +63,25 @@ async def _work(job: Job, lines) -> None:
                      daemon=True).start()
     store = RunStore(cfg.run_dir, shared=True)
     meter = UsageMeter()
-    async with LLM(cfg.llm, base_url=job.base_url, meter=meter, cache=ResponseCache(store.root / "cache")) as llm:
-        ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, quiet=True,
+    ledger = Ledger(store.root / LEDGER_FILE, cfg.llm.budget, cfg.llm.prices)  # the parent made it
+    stop: BudgetReached | None = None
+    async with LLM(cfg.llm, base_url=job.base_url, meter=meter, cache=ResponseCache(Path(job.cache)),
+                   ledger=ledger) as llm:
+        ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, quiet=True, ledger=ledger,
                       on_unit=lambda ok: _emit({"event": "unit", "ok": ok}))
 
         async def ready() -> None:
             _emit({"event": "ready"})
             await started.wait()
 
-        stats = await make_rollouts(ctx, only=set(job.units), ready=ready)
+        try:
+            stats = await make_rollouts(ctx, only=set(job.units), ready=ready)
+        except BudgetReached as reached:
+            stop, stats = reached, ctx.stats.get("rollout") or StageStats("rollout")
+    ledger.close()
+    budget = stop and {"which": stop.which, "limit": stop.limit, "tokens": stop.spent.tokens, "cost": stop.spent.cost}
     _emit({"event": "done", "stats": {k: v for k, v in asdict(stats).items() if k in COUNTS},
-           "usage": {stage: usage.model_dump() for stage, usage in meter.by_stage().items()}})
+           "usage": {stage: usage.model_dump() for stage, usage in meter.by_stage().items()}, "budget": budget})
 
 
 def main() -> None:

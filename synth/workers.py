@@ -11,7 +11,10 @@ hands each worker its share as one JSON line on stdin. Then:
 - it advances the progress bar on each worker's `unit` line;
 - it adds each worker's counts and usage (its `done` line) to its own.
 A worker whose stdin closes (its parent died, even by kill -9) exits at once (synth/rollout_worker.py
-is the worker's side). A failed worker fails
+is the worker's side). The run's budget is shared through its ledger file (synth/core/budget.py),
+which every worker charges: when it is reached, each worker abandons its episodes in flight at
+their next request and says so in its `done` line, and the parent raises BudgetReached once all
+have finished. A failed worker fails
 the stage with the end of its log (`workers/rollout-<i>.log` in the run dir) after the others finish:
 their episodes are kept and a rerun does the rest.
 """
@@ -29,6 +32,7 @@ from pydantic import BaseModel
 
 from synth.config import RunConfig
 from synth.context import Context
+from synth.core.budget import BudgetReached, Spent
 from synth.core.errors import WorkerError
 from synth.core.units import StageStats, Unit, pending, progress
 from synth.core.usage import Usage
@@ -43,6 +47,8 @@ class Job(BaseModel):
     base_url: str
     units: list[str]
     index: int
+    cache: str
+    """The response cache directory (the run dir's, or the real run's for an --estimate pilot)."""
 
 
 def worker_config(cfg: RunConfig, index: int, workers: int) -> dict[str, Any]:
@@ -74,7 +80,8 @@ async def run_in_workers(ctx: Context, stage: str, out_kind: str, units: Sequenc
             for worker in workers:
                 job_cfg = ctx.cfg.model_copy(update={"llm": ctx.llm.cfg})  # with the model name the run sends
                 job = Job(config=worker_config(job_cfg, worker.index, count), base_url=base_url,
-                          units=[u.id for u in todo[worker.index::count]], index=worker.index)
+                          units=[u.id for u in todo[worker.index::count]], index=worker.index,
+                          cache=str(ctx.llm.cache.root if ctx.llm.cache else ctx.store.root / "cache"))
                 await worker.start(job)
             await asyncio.gather(*(w.until_ready() for w in workers))
             started = time.monotonic()
@@ -96,6 +103,9 @@ async def run_in_workers(ctx: Context, stage: str, out_kind: str, units: Sequenc
                 ctx.meter.record(stage=stage_name, **Usage.model_validate(usage).model_dump())
     if failed := [r for r in results if isinstance(r, BaseException)]:
         raise failed[0]
+    if stops := [r["budget"] for r in results if r.get("budget")]:
+        stop = stops[0]
+        raise BudgetReached(stop["which"], stop["limit"], Spent(stop["tokens"], stop["cost"]))
     return stats
 
 

@@ -142,14 +142,14 @@ def test_usage_shows_cost_columns_and_unknown_manifest_sections_when_the_manifes
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["usage"]["rollout"]["cost"] = 1.25
     manifest["usage"]["judge"]["cost"] = 0.5
-    manifest["budget"] = {"tokens": 1000, "stopped_by": "tokens"}
+    manifest["some_new_section"] = {"written_by": "a later version"}
     (root / "manifest.json").write_text(json.dumps(manifest))
     files = read_run_dir(root)
     html = render_overview(files, summarize(Run(files)))
     usage = html[html.index('id="card-usage"'):]
     usage = usage[:usage.index("</section>")]
     assert "<th>cost</th>" in usage and "<td>1.25</td>" in usage and "<td>1.75</td>" in usage  # total row
-    assert 'id="card-manifest-extra"' in html and "stopped_by" in html
+    assert 'id="card-manifest-extra"' in html and "written_by" in html
 
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs" / "resume"

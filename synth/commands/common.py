@@ -10,9 +10,11 @@ import typer
 from rich.console import Console
 
 from synth.config import RunConfig, load_config
+from synth.core.budget import BudgetReached
 from synth.core.errors import ConfigError, SynthError
 
 DEFAULT_CONFIG = Path("examples/quickstart.yaml")
+BUDGET_EXIT_CODE = 3  # stopped by llm.budget (synth/core/budget.py): not an error, not done either
 console = Console(stderr=True)
 
 
@@ -35,6 +37,10 @@ def exit_on_errors(resume_hint: str | None = None) -> Iterator[None]:
     except SynthError as exc:
         console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
         raise typer.Exit(1) from None
+    except BudgetReached as exc:
+        console.print(f"[yellow]stopped:[/yellow] {exc}; everything finished is on disk: rerun with a higher "
+                      f"llm.budget.{exc.which} to resume")
+        raise typer.Exit(BUDGET_EXIT_CODE) from None
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]{f': {resume_hint}' if resume_hint else ''}")
         raise typer.Exit(130) from None

@@ -22,15 +22,25 @@ ShardOpt = Annotated[Optional[str], typer.Option(
     help="Run shard I (0-based) of N: only rollouts whose unit id hashes to I (judging follows). "
     "Give each shard its own --name; combine them with `synth merge`.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars: plain logs for batch jobs.")]
+EstimateOpt = Annotated[bool, typer.Option(
+    "--estimate", help="Run a small pilot (--pilot-units per stage, in a scratch dir, through this run's response "
+    "cache, so the real run reuses its answers) and print the projected requests, tokens, cost and wall time "
+    "of the full config. Writes no records to the run dir.")]
+PilotUnitsOpt = Annotated[int, typer.Option("--pilot-units", min=1, help="Units per stage in the --estimate pilot.")]
 
 
 def run_pipeline(cfg: RunConfig, stages: list[str], *, quiet: bool, shard: tuple[int, int] | None = None) -> None:
     """Run these stages on the run dir of `cfg` and print the summary table."""
+    from synth.core.budget import BudgetReached
     from synth.run import open_run, run_stages, summary_table
 
     async def main() -> None:
         async with open_run(cfg, quiet=quiet, console=console, shard=shard) as ctx:
-            await run_stages(ctx, stages)
+            try:
+                await run_stages(ctx, stages)
+            except BudgetReached:
+                console.print(summary_table(ctx))  # what was done, and which budget stopped it
+                raise
             console.print(summary_table(ctx))
 
     with exit_on_errors(resume_hint=f"rerun the same command to resume {cfg.run_dir}"):
@@ -49,12 +59,15 @@ def stage_command(stage: str, help_text: str) -> Callable[..., None]:
 
 
 def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
-        shard: ShardOpt = None) -> None:
+        shard: ShardOpt = None, estimate: EstimateOpt = False, pilot_units: PilotUnitsOpt = 2) -> None:
     """Run every stage (tools, implement if tools.implement is on, agents, tasks, rollout, judge) and export the datasets.
 
     With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
     starts and stops with the run. A killed run resumes when the same command is run again.
     A shard (--shard) does not export: merge the shards, then export the merged run.
+    With llm.budget set, the run stops sending requests when its spend reaches the budget, keeps
+    what it finished, says which budget stopped it and exits with code 3; rerun with a higher
+    budget to resume. --estimate projects the run's requests, tokens, cost and time from a pilot.
     """
     from synth.core.shard import parse_shard
     from synth.run import pipeline_stages
@@ -62,7 +75,20 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     with exit_on_errors():
         parsed = parse_shard(shard) if shard else None
     cfg = run_config(config, name, runs_dir)
-    run_pipeline(cfg, pipeline_stages(cfg, parsed), quiet=quiet, shard=parsed)
+    if estimate:
+        run_estimate(cfg, pilot_units, quiet=quiet, shard=parsed)
+    else:
+        run_pipeline(cfg, pipeline_stages(cfg, parsed), quiet=quiet, shard=parsed)
+
+
+def run_estimate(cfg: RunConfig, units: int, *, quiet: bool, shard: tuple[int, int] | None = None) -> None:
+    from synth.estimate import estimate, estimate_table
+
+    async def main() -> None:
+        console.print(estimate_table(cfg, await estimate(cfg, units, quiet=quiet, console=console, shard=shard)))
+
+    with exit_on_errors(resume_hint="the pilot's answers so far are cached: rerun to go on"):
+        asyncio.run(main())
 
 
 def merge(

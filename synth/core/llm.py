@@ -28,8 +28,10 @@ from typing import Awaitable, Callable, Literal, TypeVar
 
 import aiohttp
 from openai.lib._pydantic import to_strict_json_schema
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from synth.core.budget import BudgetConfig, Ledger
+from synth.core.cost import Price
 from synth.core.errors import ConfigError, ParseError, ProviderError
 from synth.core.llm_cache import ResponseCache, digest, request_bytes
 from synth.core.usage import UsageMeter
@@ -64,6 +66,24 @@ class LLMConfig(BaseModel, extra="forbid"):
         description="How structured() asks for JSON. auto: try response_format json_schema, then "
         "llama.cpp's json_object+schema, then a schema in the prompt; remember what works.",
     )
+    prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="Price per million input and output tokens, per model name requests send, e.g. "
+        "{gpt-4o-mini: {input: 0.15, output: 0.6}}: the summary, manifest, card and view show cost. "
+        "Operational: not in the config hash.",
+    )
+    budget: BudgetConfig | None = Field(
+        None, description="A hard budget for the run dir, {tokens: N, cost: X} (either or both): no new request "
+        "is sent once the run's spend reaches it; the run stops cleanly and exits with code 3; rerun with a "
+        "higher budget to resume. Operational: not in the config hash.",
+    )
+
+    @model_validator(mode="after")
+    def _cost_budget_needs_prices(self) -> "LLMConfig":
+        if self.budget and self.budget.cost is not None and not self.prices:
+            raise ValueError("budget.cost needs llm.prices (price per million input/output tokens per model) "
+                             "to know what a request costs; add llm.prices or use budget.tokens")
+        return self
 
 
 class ChatResult(BaseModel):
@@ -104,10 +124,15 @@ class LLM:
     backoff_max_s = 30.0
 
     def __init__(self, cfg: LLMConfig, *, base_url: str | None = None, meter: UsageMeter | None = None,
-                 cache: ResponseCache | None = None, start_endpoint: Callable[[], Awaitable[str]] | None = None):
+                 cache: ResponseCache | None = None, start_endpoint: Callable[[], Awaitable[str]] | None = None,
+                 ledger: Ledger | None = None):
         """`start_endpoint` starts a server on the first request that the cache cannot answer and
-        returns its URL: a rerun of a finished run then never starts the embedded model."""
-        self.cfg, self.meter, self.cache = cfg, meter or UsageMeter(), cache
+        returns its URL: a rerun of a finished run then never starts the embedded model. `ledger`:
+        the run's spend, charged per answered request and checked against the budget before each
+        request is sent (synth/core/budget.py); shared by every client of the run."""
+        self.cfg, self.meter, self.cache, self.ledger = cfg, meter or UsageMeter(), cache, ledger
+        if ledger is not None:
+            ledger.price(cfg.model)  # an unpriced model in a price table fails here, before any request
         self._api_key = os.environ.get(cfg.api_key_env) or "sk-no-key"
         self._sem = asyncio.Semaphore(cfg.concurrency)
         self._mode: StructuredMode | None = None if cfg.structured_mode == "auto" else cfg.structured_mode
@@ -194,21 +219,26 @@ class LLM:
         data = request_bytes(body)
         key = digest(data) if self.cache else None
         if key and (hit := self.cache.get(key)) is not None:
-            self.meter.record(cached=1)
-            return _result(hit, cached=True)
+            result = _result(hit, cached=True)
+            cost = self.ledger.cost(self.cfg.model, result.prompt_tokens, result.completion_tokens) if self.ledger else 0.0
+            self.meter.record(cached=1, cached_tokens=result.prompt_tokens + result.completion_tokens, cached_cost=cost)
+            return result
         payload = await self._post_with_retries(data, probe)
         try:
             result = _result(payload, cached=False)
         except ValueError as err:
             self.meter.record(failures=1)
             raise ProviderError(f"malformed chat completion response: {err}") from None
-        self.meter.record(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        cost = self.ledger.charge(self.cfg.model, result.prompt_tokens, result.completion_tokens) if self.ledger else 0.0
+        self.meter.record(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, cost=cost)
         if key:
             self.cache.put(key, payload)  # one append: cheaper here than a thread hop
         return result
 
     async def _post_with_retries(self, data: bytes, probe: bool) -> dict:
         for attempt in range(self.cfg.max_retries + 1):
+            if self.ledger is not None:
+                self.ledger.check()  # BudgetReached: not sent, and never recorded as the unit's failure
             try:
                 return await self._post(data)
             except _HTTPFailure as failure:

@@ -24,6 +24,12 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     seconds: float = 0.0
     """Wall time spent in HTTP requests."""
+    cost: float = 0.0
+    """Cost of the tokens sent and answered, by llm.prices (0 when unpriced)."""
+    cached_tokens: int = 0
+    """Tokens of the calls the cache answered: what they cost the run that first sent them."""
+    cached_cost: float = 0.0
+    """What the cached calls would have cost at today's prices (`synth run --estimate` projects with it)."""
 
     def add(self, other: "Usage") -> None:
         for name in Usage.model_fields:
@@ -49,13 +55,17 @@ class UsageMeter:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         seconds: float = 0.0,
+        cost: float = 0.0,
+        cached_tokens: int = 0,
+        cached_cost: float = 0.0,
         stage: str | None = None,
     ) -> None:
         stage = stage or current_stage.get()
         counts = self._stages.get(stage)
         if counts is None:
             counts = self._stages[stage] = [0] * len(self._FIELDS)
-        for i, value in enumerate((requests, cached, retries, failures, prompt_tokens, completion_tokens, seconds)):
+        for i, value in enumerate((requests, cached, retries, failures, prompt_tokens, completion_tokens, seconds,
+                                        cost, cached_tokens, cached_cost)):
             counts[i] += value
 
     def by_stage(self) -> dict[str, Usage]:

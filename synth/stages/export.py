@@ -28,6 +28,7 @@ from sandboxes import backend_of
 from synth.chat_rows import FORMAT_VERSION, has_parallel_calls, trainer_message, trainer_messages
 from synth.config import RunConfig
 from synth.context import Context
+from synth.core.cost import money
 from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
 from synth.core.prompts import render
@@ -368,6 +369,7 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], datasets: dict[str, Data
         reasons="\n".join(f"| {k} | {v} |" for k, v in report["drop_reasons"].items()) or "| (none) | 0 |",
         errors="\n".join(f"| {s} | {t} | {n} |" for (s, t), n in errors.most_common()) or "| (none) | | 0 |",
         stats=_stats(kept, verdicts), usage=json.dumps(manifest.get("usage", {}), indent=2, sort_keys=True),
+        cost=_cost(manifest),
         train_with_it=train_with_it(),
     )
 
@@ -395,6 +397,26 @@ def _agreement(verdicts: list[Verdict]) -> str:
         return ""
     return (f"; its samples agree on {a.criteria_unanimous:.0%} of criteria and on the keep decision "
             f"for {a.keep_identical:.0%} of {a.trajectories} trajectories")
+
+
+def _cost(manifest: dict[str, Any]) -> str:
+    """The card's cost table: per stage, in total and per kept trajectory (manifest `cost`, from llm.prices)."""
+    cost = manifest.get("cost")
+    if not cost:
+        return "No price table (`llm.prices`) was configured: usage is in requests and tokens only."
+    usage = manifest.get("usage", {})
+    lines = ["| stage | requests | tokens | cost |", "|---|---|---|---|"]
+    for stage, amount in cost["by_stage"].items():
+        row = usage.get(stage, {})
+        lines.append(f"| {stage} | {row.get('requests', 0)} | {row.get('prompt_tokens', 0) + row.get('completion_tokens', 0)} "
+                     f"| {money(amount)} |")
+    per_kept = cost.get("per_kept_trajectory")
+    lines += ["", f"Total {money(cost['total'])}"
+              + (f", {money(per_kept)} per kept trajectory ({cost['kept_trajectories']} kept)." if per_kept is not None
+                 else "; no trajectory was kept."),
+              "Prices per million input / output tokens: "
+              + ", ".join(f"`{m}` {p['input']} / {p['output']}" for m, p in cost.get("prices", {}).items()) + "."]
+    return "\n".join(lines)
 
 
 def _per_split(data: DatasetDict) -> str:

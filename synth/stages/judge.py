@@ -32,7 +32,8 @@ async def run(ctx: Context) -> StageStats:
         checks = run_checks(Subject(trajectory, task, decoys.get(trajectory.agent_id, frozenset())))
         return [verdict(cfg, task, trajectory, outcome, checks, unit=unit.id)]
 
-    stats = await run_units(ctx, "judge", "verdicts", units, work, ctx.cfg.concurrency)
+    stats = await run_units(ctx, "judge", "verdicts", units, work, ctx.cfg.concurrency,
+                            kept=lambda records: any(v.keep for v in records))
     verdicts = ctx.store.read("verdicts")
     stats.manifest["judge_agreement"] = self_agreement(verdicts).model_dump()
     stats.manifest["pass_k"] = pass_report(ctx.store.read("trajectories"), verdicts)

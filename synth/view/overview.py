@@ -7,12 +7,13 @@ from typing import Any
 
 from synth.view.charts import bars, esc, histogram, pct, stacked, table
 from synth.view.rundir import RunFiles
+from synth.view.spend import cost_card, stopped_banner
 from synth.view.summary import Summary, Yield, usage_rows
 
 RUNTIME_CLASSES = {"real": "rt-real", "executable": "rt-exec", "simulated": "rt-sim"}
 # manifest sections shown in their own cards; the rest are shown as JSON, so new sections are never hidden
 SHOWN_SECTIONS = {"counts", "funnel", "usage", "last_invocation", "user_flags", "pass_k", "judge_agreement",
-                  "created", "config_hash", "stages", "cost"}
+                  "created", "config_hash", "stages", "cost", "budget"}
 
 
 def render_overview(files: RunFiles, summary: Summary) -> str:
@@ -27,6 +28,7 @@ def render_overview(files: RunFiles, summary: Summary) -> str:
         card("User-simulator flags", user_flags(summary), "flags"),
         card("Tool runtime mix", runtime_mix(summary), "runtime"),
         card("LLM usage", usage(files.manifest), "usage"),
+        card("Cost and budget", cost_card(files.manifest, dict(summary.funnel).get("kept", 0)), "cost"),
         card("Tool coverage", coverage(summary), "coverage", wide=True),
         card("Yield by toolset", yield_bars(summary.yields["toolset"], "toolset"), "yield-toolset"),
         card("Judge agreement and pass@k", judging(files), "judging"),
@@ -34,7 +36,7 @@ def render_overview(files: RunFiles, summary: Summary) -> str:
     extra = {k: v for k, v in files.manifest.items() if k not in SHOWN_SECTIONS}
     if extra:
         cards.append(card("Other manifest sections", json_block(extra), "manifest-extra", wide=True))
-    return f'<div class="cards">{"".join(cards)}</div>'
+    return f'{stopped_banner(files.manifest)}<div class="cards">{"".join(cards)}</div>'
 
 
 def card(title: str, body: str, key: str, wide: bool = False) -> str:
@@ -128,8 +130,6 @@ def usage(manifest: dict[str, Any]) -> str:
     body = [[stage] + [_cell(row.get(c)) for c in columns + extra] for stage, row in rows]
     totals = ["total"] + [_cell(_sum(row.get(c) for _, row in rows)) for c in columns + extra]
     html = table(head, body + [totals], cls="usage")
-    if isinstance(manifest.get("cost"), (dict, list, int, float)):
-        html += "<h4>cost</h4>" + json_block(manifest["cost"])
     return f'<div class="scroll">{html}</div>'
 
 
