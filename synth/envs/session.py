@@ -37,7 +37,8 @@ class EnvironmentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     llm: LLMConfig | None = Field(
-        None, description="Endpoint of the user simulator (and of the tool simulator and judge when used). "
+        None, description="Endpoint of the user simulator (and of the tool simulator and judge when used; "
+        "`roles` give each its own model or endpoint, as in the run config). "
         "None: env OPENAI_BASE_URL if set; else the user's opening is the task goal itself, and only "
         "executable toolsets (which need no LLM) can run.")
     sandbox: SandboxConfig | None = Field(None, description="Overrides the row's env_spec.sandbox (e.g. local on a trainer host).")
@@ -108,11 +109,11 @@ class EpisodeSession:
             impl = Implementation(toolset_id="", toolset="", tool_ids=[], module=spec["module"], passed=True) \
                 if spec.get("module") else None
             self._runtime = await stack.enter_async_context(
-                tool_runtime(specs, sandbox, impl=impl, llm=self.llm, seed=seed))
+                tool_runtime(specs, sandbox, impl=impl, llm=self.llm and self.llm.role("tool_simulator"), seed=seed))
             await self._runtime.reset(self.task.initial_state)
             system = next((m["content"] for m in row["prompt"] if m["role"] == "system"), "")
             if self.llm is not None:
-                self.user = UserSimulator(self.llm, self.task, seed=seed)
+                self.user = UserSimulator(self.llm.role("user"), self.task, seed=seed)
                 opening = await self.user.opening()
             else:
                 opening = self.task.goal
@@ -178,7 +179,7 @@ class EpisodeSession:
         if self.options.judge:
             if self.llm is None:
                 raise ConfigError("the rubric judge needs an LLM: give EnvironmentOptions(llm=...) or set OPENAI_BASE_URL")
-            outcome = await judge(self.llm, self.options.judge_config, self.task, trajectory,
+            outcome = await judge(self.llm.role("judge"), self.options.judge_config, self.task, trajectory,
                                   seed=int(content_hash(["judge", trajectory.id], 8), 16))
         return episode_reward(self.options.judge_config, subject, outcome, sees_text=messages is not None)
 
