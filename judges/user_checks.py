@@ -52,20 +52,32 @@ _ROLE_BREAK = [re.compile(p, re.IGNORECASE) for p in (
     # speaking as an AI
     r"\bas an? (?:ai|artificial intelligence)\b(?:[,.;:!]| (?:language )?model| assistant| chat ?bot| system)",
     r"\bas an? (?:large )?language model\b",
+    r"\bas an? (?:chat ?bot|virtual assistant|digital assistant|ai assistant)\b",
     r"\bi(?:'m| am) (?:just |only |simply )?an? (?:ai|artificial intelligence|(?:large )?language model|chat ?bot|"
     r"virtual assistant|digital assistant|bot|computer program)\b(?! " + _JOBS + ")",
     r"\bi(?:'m| am) (?:just |only )?an? (?:helpful |friendly )?assistant\b(?! " + _JOBS + r"| to\b)",
     r"\bmy (?:training data|knowledge cut-?off)\b",
     r"\bi (?:do not|don't) have (?:personal (?:experiences|opinions|feelings)|a physical body|real-time access)\b",
     r"\bi can only (?:assist|help) with text\b",
+    r"\bi (?:do not|don't) have (?:the ability to access|access to) (?:personal|real-time|your personal|the internet)",
     # speaking as the assistant: offering help instead of asking for it
-    r"\bhow (?:can|may|could|might) i (?:help|assist) you(?: today| with (?:that|this|anything|something))?\s*[?.!,]",
+    r"\bhow (?:can|may|could|might) i (?:help|assist)(?: you)?(?: today| with (?:that|this|anything|something))?\s*[?.!,]",
     r"\bhow (?:can|may) i be of (?:help|assistance|service)\b",
-    r"\bwhat can i (?:do for you|help you with)\b",
+    r"\bwhat can i (?:do for you|help (?:you )?with)\b",
     r"\b(?:is there )?anything (?:else )?i can (?:help|assist) you with\b",
-    r"\bi(?:'m| am) here to (?:help|assist)(?: you)?\b",
-    r"\b(?:i'd|i would|i'll|i will) be (?:happy|glad) to (?:help|assist) you\b",
-    r"\bfeel free to (?:ask|share|let me know)\b.*\bi(?:'ll| will| can)\b",
+    r"\bwhat brings you here\b",
+    r"\bwhat(?:'s| is) on your mind\b",
+    r"\bi(?:'m| am) (?:here|ready|available) to (?:help|assist)\b",
+    r"\bi(?:'m| am) glad you(?:'re| are) here\b",
+    r"\b(?:i'd|i would|i'll|i will|i'm|i am) (?:be )?(?:happy|glad|delighted) to (?:help|assist)\b",
+    r"\bi(?:'d| would) love to help\b",
+    r"\bi(?:'ll| will) do my best to (?:help|assist)\b",
+    r"\b(?:provide|offer) (?:you )?(?:with )?(?:any )?(?:the )?assistance you need\b",
+    r"\b(?:don't|do not) hesitate to (?:ask|reach out|contact)\b",
+    r"\bfeel free to (?:ask|reach out|let me know)\b",
+    r"\bi can (?:help|assist) you with\b",
+    r"\b(?:unable|not able) to (?:help|assist) you\b",
+    r"\byou can ask me anything\b",
 )]
 
 

@@ -75,6 +75,17 @@ def test_a_clean_conversation_with_its_closing_turn_passes_every_check():
     "What can I do for you today?",
     "I'd be happy to help you with that.",
     "I don't have personal experiences, but here is my order.",
+    # seen in the quickstart's kept rows (SmolLM2-135M as the user)
+    "I'm glad you're here. What can I help with today?",
+    "I'll do my best to assist you, and I'll be happy to provide any assistance you need.",
+    "If there are issues in your life that need attention, do not hesitate to ask for guidance.",
+    "I'm here to help with whatever you're looking for. What brings you here today?",
+    "I'd love to help out. What's the project about?",
+    "I'd love to help, and I'd love to help. What's on your mind?",
+    "Hello. How can I help today?",
+    "I'm sorry, but as a chatbot, I don't have the ability to access personal data.",
+    "I can help you with your order, but to get started, please find the details.",
+    "I'm sorry, but I'm unable to assist you with your order.",
 ])
 def test_role_break_is_found(text):
     assert role_breaks(text)
@@ -88,6 +99,11 @@ def test_role_break_is_found(text):
     "How can I help you find it? It's A-1234.",  # the user helping the agent find it
     "Thanks, that is all I needed.",
     "I need an AI-generated summary of my bookings.",
+    "I would love your help with my order, please.",
+    "Please feel free to call me back on that number.",
+    "I'm glad it worked, thank you!",
+    "I'm unable to log in, can you help me?",
+    "I don't have access to my email right now.",
 ])
 def test_role_break_lets_a_user_be_a_user(text):
     assert role_breaks(text) == []
