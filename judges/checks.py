@@ -13,7 +13,7 @@ id passed to a tool that nobody gave (judges/text_checks.py). User checks are th
 simulator's self-checks (judges/user_checks.py); the keep rules drop on those whose flag is in
 `judge.drop_user_flags`. Task checks apply when the task has final-state assertions
 (judges/assertions.py: evaluated on the trajectory's final state) or the agent has decoy tools
-(none may be called); `rubric_valid` (judges/rubric_rules.py) whenever there is a task.
+(none may be called); `rubric_valid` (judges/rubric_fit.py) whenever there is a task.
 
 Besides those there are two reward-hack checks, deliberately simple heuristics:
 - a claimed action: an assistant sentence says something was created / updated / booked /
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from judges.assertions import assertion_failures
-from judges.rubric_rules import rubric_problems
+from judges.rubric_fit import grading_problems
 from judges.text_checks import calls_in_text, prompt_echoes
 from judges.user_checks import (BROKE_ROLE, EMPTY_MESSAGE, FACT_LEAKED, INVENTED_FACT, PREMATURE_STOP, empty_user_turns,
                                 first_word, invented_fact_turns, leaked_fact_turns, role_break_turns, stopped_early)
@@ -63,7 +63,7 @@ def distractor_tools_unused(s: Subject) -> bool | None:
 
 
 def rubric_valid(s: Subject) -> bool | None:
-    return None if s.task is None else not rubric_problems(s.task)
+    return None if s.task is None else not grading_problems(s.task)
 
 
 def _with_task(check: Callable[[Trajectory, Task], bool]) -> Check:

@@ -9,7 +9,7 @@ from judges.checks import (CHECKS, USER, USER_FLAG_OF, Subject, ends_with_reply,
                            truncated_turns, ungrounded_call_ids)
 from judges.config import JudgeConfig
 from judges.filters import drop_reasons
-from judges.rubric_rules import rubric_problems
+from judges.rubric_fit import grading_problems
 from judges.text_checks import calls_in_text, echoed, prompt_echoes, simulator_prompt_shingles
 from judges.user_checks import (invented_fact_turns, invented_values, leaked_fact_turns, role_breaks, stated_values,
                                 stopped_early)
@@ -284,12 +284,12 @@ def test_ids_from_earlier_results_dates_and_creators_arguments_are_fine():
 # -- rubric validation ---------------------------------------------------------------------------
 
 def test_a_rubric_without_an_essential_criterion_is_invalid():
-    assert rubric_problems(TASK) == []
+    assert grading_problems(TASK) == []
     thin = Task(agent_id="a", goal="g", persona="p", rubric=[Criterion(text="This task requires a lot of effort.")])
-    assert rubric_problems(thin) == ["no essential criterion"]
+    assert grading_problems(thin) == ["no essential criterion"]
     twice = Task(agent_id="a", goal="g", persona="p", rubric=[Criterion(text="Done.", kind="essential"),
                                                               Criterion(text="done. ", kind="important")])
-    assert rubric_problems(twice) == ["a repeated criterion"]
+    assert grading_problems(twice) == ["a repeated criterion"]
     assert "rubric_valid" in failed(trajectory(), thin)
 
 

@@ -1,10 +1,10 @@
-"""Is a rubric fit to grade with? `rubric_problems(task)` names what is wrong; the check `rubric_valid`
+"""Can a rubric grade at all? `grading_problems(task)` names what is wrong; the check `rubric_valid`
 (judges/checks.py) drops trajectories of tasks whose rubric has any problem.
 
-Interim rules until the rubric step's own validation (issue #13 part 3) replaces them: a rubric
-must hold at least one essential criterion (else nothing can fail the judge but the threshold)
-and one positive criterion (else the score is 0 whatever happens), and no criterion may be empty or
-repeat another.
+The floor under any rubric, also one written before the rubric step's own validation (issue #13
+part 3, which records its problems on the task): at least one essential criterion (else nothing
+can fail the judge but the threshold) and one positive criterion (else the score is 0 whatever
+happens), and no criterion empty or repeating another.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from synth.core.records import Task
 
 
-def rubric_problems(task: Task) -> list[str]:
+def grading_problems(task: Task) -> list[str]:
     problems = []
     kinds = [c.kind for c in task.rubric]
     if "essential" not in kinds:
