@@ -8,7 +8,8 @@
 - A tool result that repeats the tool simulator's own instructions: it shares a run of `ECHO_N`
   words with the literal text of the simulator's prompt templates (tools/prompts/simulator*.md;
   runs that cross a `$placeholder` do not count, nor runs the offered tools' own descriptions
-  contain). The quickstart kept rows whose "results" were the prompt's words ("a short JSON-like
+  contain; a literal piece of 4-5 words between placeholders counts whole: "the tool was called
+  with"). The quickstart kept rows whose "results" were the prompt's words ("a short JSON-like
   text with concrete values, consistent with the state").
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ECHO_N = 6  # words in a run shared with the simulator's prompt; 6 common words in a row are rare by chance
+SHORT_RUN = 4  # a literal piece of the prompt this long, between placeholders, counts whole
 
 _CALL_AS_TEXT = [re.compile(p, re.IGNORECASE) for p in (
     r"\bfunctions\.[A-Za-z_][\w.-]*\s*[:({]",
@@ -51,20 +53,28 @@ def shingles(text: str, n: int = ECHO_N) -> set[tuple[str, ...]]:
 
 @functools.cache
 def simulator_prompt_shingles(n: int = ECHO_N) -> frozenset[tuple[str, ...]]:
-    """Runs of n words of the simulator prompts' literal text (between placeholders)."""
+    """Runs of n words of the simulator prompts' literal text (between placeholders), and each literal
+    piece of SHORT_RUN..n-1 words whole ("The tool was called with: $arguments" holds no run of n)."""
     spec = importlib.util.find_spec("tools.simulator")  # where its prompts are, without importing it
     prompts = Path(spec.origin).parent / "prompts"  # type: ignore[union-attr, arg-type]
     out: set[tuple[str, ...]] = set()
     for path in sorted(prompts.glob("simulator*.md")):
         for literal in re.split(r"\$\{?\w+\}?", path.read_text(encoding="utf-8")):
-            out |= shingles(literal, n)
+            words = tuple(_words(literal))
+            out |= shingles(literal, n) if len(words) >= n else {words} if len(words) >= SHORT_RUN else set()
     return frozenset(out)
 
 
 def echoed(text: str, prompt: frozenset[tuple[str, ...]], exempt: set[tuple[str, ...]] = frozenset(),
            n: int = ECHO_N) -> list[str]:
     """The runs of `text` that are the prompt's words (those also in `exempt` do not count)."""
-    return [" ".join(s) for s in sorted(shingles(text, n) & prompt - exempt)]
+    found = shingles(text, n) & prompt - exempt
+    short = [run for run in prompt if len(run) < n]
+    if short:
+        joined, shielded = f" {' '.join(_words(text))} ", {" ".join(e) for e in exempt}
+        found |= {run for run in short if f" {' '.join(run)} " in joined
+                  and not any(" ".join(run) in e for e in shielded)}
+    return [" ".join(s) for s in sorted(found)]
 
 
 def prompt_echoes(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[str]:

@@ -223,7 +223,8 @@ def test_call_as_text_fails_its_check():
 
 def test_the_simulator_prompt_is_read_from_its_template():
     grams = simulator_prompt_shingles()
-    assert grams and all(len(g) == 6 for g in grams)
+    assert grams and all(4 <= len(g) <= 6 for g in grams)
+    assert ("the", "tool", "was", "called", "with") in grams  # a short piece between placeholders, whole
     assert ("json", "like", "text", "with", "concrete", "values") in grams  # literal template words
     assert not any("$" in w or w == "arguments" for g in grams for w in g if w == "$arguments")
 
@@ -236,10 +237,17 @@ def test_a_result_in_the_simulators_words_is_an_echo():
     assert prompt_echoes(messages, [ORDER, CANCEL]) and "tool_results_not_prompt_echo" in failed(trajectory(messages))
 
 
+def test_a_result_that_repeats_a_short_piece_of_the_prompt_is_an_echo():
+    # seen in the quickstart (SmolLM2-135M as the tool simulator)
+    text = "The tool was called with a function that returns an empty list."
+    assert echoed(text, simulator_prompt_shingles()) == ["the tool was called with"]
+
+
 def test_an_ordinary_result_is_no_echo():
     for text in ('{"status": "cancelled", "order_id": "A-1234", "refund": 12.5}',
                  "Order A-1234 was cancelled; the refund of 12.50 EUR goes back to the card in 3 days.",
-                 "Error: order A-9 not found"):
+                 "Error: order A-9 not found",
+                 "The tool was called.", "Called with care: the tool works with the state."):
         assert echoed(text, simulator_prompt_shingles()) == []
 
 
