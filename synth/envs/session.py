@@ -121,7 +121,7 @@ class EpisodeSession:
             await self.close()
             raise
         self.messages = [{"role": "system", "content": system}, {"role": "user", "content": opening}]
-        self.traces, self.final_state = [], None
+        self.traces, self.final_state, self.user_stopped = [], None, False
         return opening
 
     def _llm(self) -> LLM | None:
@@ -146,8 +146,11 @@ class EpisodeSession:
         """The user simulator's next message and whether it ends the conversation. Without an LLM the
         user has nothing to add: the conversation ends."""
         if self.user is None:
+            self.user_stopped = True
             return "", True
-        return await self.user.reply(conversation[1:])
+        text, stopped = await self.user.reply(conversation[1:])
+        self.user_stopped = stopped  # its closing message may then follow the last answer
+        return text, stopped
 
     async def finish(self) -> dict[str, Any]:
         if self.final_state is None:
@@ -166,7 +169,8 @@ class EpisodeSession:
                     {"id": trace.call_id, "type": "function", "function": {"name": trace.name, "arguments": trace.arguments}}]})
                 messages.append({"role": "tool", "tool_call_id": trace.call_id, "name": trace.name, "content": trace.result})
         return Trajectory(task_id=self.row["task_id"], agent_id="", messages=messages, tools=list(self.row["tools"]),
-                          tool_calls=list(self.traces), final_state=self.final_state or {})
+                          tool_calls=list(self.traces), final_state=self.final_state or {},
+                          user_stopped=self.user_stopped)
 
     async def reward(self, messages: list[dict[str, Any]] | None = None) -> Reward:
         """judges/reward.py on this episode. Without `messages` (TRL), checks of the assistant's text
