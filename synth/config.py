@@ -129,6 +129,10 @@ class RunConfig(_Strict):
         sandbox = data.get("rollout", {}).get("sandbox", {})
         for key in limits:
             sandbox.pop(key, None)
+        if sandbox == {} and "sandbox" in data.get("rollout", {}) and self.rollout.sandbox.type == "local":
+            # Nothing but limits on the default backend: hashed as before they were settings (an
+            # empty dict stays for another backend: it is what tells that backend apart).
+            data["rollout"].pop("sandbox")
         for key in ("concurrency", "tool_process"):
             data.get("rollout", {}).pop(key, None)
         for section in ("llm", "rollout"):
