@@ -1,14 +1,23 @@
 """Calibration of the LLM judge against verifiable checks, and its stability across seeds.
 
-- Agreement: on trajectories that have verifiable checks, the judge's keep decision (essential
-  criteria + threshold, checks left out) against the checks' decision (all pass). Keep is the
-  positive class; every one of the k judge calls counts as one decision.
+- Agreement: the judge's keep decision (essential criteria, pitfalls, threshold; checks left out)
+  against the checks' decision (the keep rules over every check of judges/checks.py: structure,
+  junk, the user simulator's flags that drop, the task's state checks). Keep is the positive
+  class; every one of the k judge calls counts as one decision.
+- State agreement: the same over trajectories whose task has a state check (final-state
+  assertions, a gold final state), against those state checks alone: the judge's word on what
+  was done against what the state shows.
+- Per criterion kind: for each kind (essential, important, optional, pitfall), the judge's "every
+  criterion of this kind passed" (pitfall: "none happened") against the checks' decision, over
+  trajectories whose rubric has that kind: which kind of criterion the judge gets right.
 - Stability: the same trajectory judged k times with different seeds: the fraction whose keep
   decision is identical across the k calls, and the mean per-criterion pairwise agreement.
   Judge samples stored on the run's verdicts (`judge.samples` >= k, same mode) stand in for the k
   calls, so a run judged with several samples is calibrated without new LLM calls.
 - Self-agreement (`self_agreement`): the same figures over the samples stored by the judge stage,
   for the manifest; no LLM call at all.
+- Planted defects (`--planted`, judges/planted.py): known defects planted in copies of kept
+  trajectories, run through the whole filter; recall per defect kind.
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ from typing import Iterable, Sequence
 
 from pydantic import BaseModel
 
-from judges.checks import STRUCTURAL, Subject, run_checks
+from judges.checks import Subject, run_checks
 from judges.config import JudgeConfig
 from judges.filters import judge_reasons
+from judges.reward import reward
 from judges.judge import SINGLE_INDEX, judge_once, sample_seeds
 from synth.core.errors import boundary
 from synth.core.hashing import derive_seed
@@ -49,6 +59,10 @@ class Stability(BaseModel):
     criterion_agreement: float
 
 
+STATE_CHECKS = ("final_state_assertions", "final_state_matches_gold")
+KINDS = ("essential", "important", "optional", "pitfall")
+
+
 class CalibrationReport(BaseModel):
     k: int
     mode: str
@@ -56,6 +70,9 @@ class CalibrationReport(BaseModel):
     failed: int
     reused: int = 0  # trajectories whose k calls were the judge stage's stored samples
     agreement: Agreement
+    state_checked: int = 0  # trajectories whose task has a state check (STATE_CHECKS)
+    state_agreement: Agreement | None = None  # judge keep vs the state checks alone, over those
+    by_kind: dict[str, Agreement] = {}  # judge's per-kind verdict vs the checks' decision
     stability: Stability
 
 
@@ -145,21 +162,44 @@ def stored_calls(verdict: Verdict | None, task: Task, cfg: JudgeConfig,
     return [(s.results, s.score) for s in samples]
 
 
+def agent_decoys(store: RunStore) -> dict[str, frozenset[str]]:
+    """agent id -> names of its decoy tools (for `distractor_tools_unused`)."""
+    names = {t.id: t.name for t in store.read("tools")}
+    return {a.id: frozenset(names[i] for i in a.distractor_tool_ids if i in names) for a in store.read("agents")}
+
+
+def kind_passed(task: Task, results: list[CriterionResult], kind: str) -> bool:
+    """Every criterion of this kind passed; for pitfalls: none happened."""
+    passed = {r.index: r.passed for r in results}
+    verdicts = [bool(passed.get(i)) for i, c in enumerate(task.rubric) if c.kind == kind]
+    return not any(verdicts) if kind == "pitfall" else all(verdicts)
+
+
+def write_section(root, **sections) -> dict:
+    """Update calibration.json's sections (agreement, planted), keeping the others."""
+    path = root / "calibration.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(sections)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
 async def calibrate(llm: LLM, store: RunStore, cfg: JudgeConfig, *, run_seed: int, concurrency: int, k: int = 3,
                     limit: int | None = None, reuse: bool = True) -> CalibrationReport:
-    """Judge each trajectory (with checks) k times with different seeds; save calibration.json in the run dir.
+    """Judge each trajectory k times with different seeds; save calibration.json in the run dir.
 
     With `reuse`, a verdict's stored judge samples stand in for the k calls when there are enough.
     """
     tasks = {t.id: t for t in store.read("tasks")}
+    decoys = agent_decoys(store)
     trajectories = [t for t in store.read("trajectories") if t.task_id in tasks][:limit]
     verdicts = {v.trajectory_id: v for v in store.read("verdicts")} if reuse else {}
     gate = asyncio.Semaphore(concurrency)
 
     async def one(trajectory):
-        task, checks = tasks[trajectory.task_id], run_checks(Subject(trajectory), STRUCTURAL)
-        if not checks:
-            return None
+        task = tasks[trajectory.task_id]
+        subject = Subject(trajectory, task, decoys.get(trajectory.agent_id, frozenset()))
+        checks = run_checks(subject)
         calls = stored_calls(verdicts.get(trajectory.id), task, cfg, k)
         reused = calls is not None
         if calls is None:
@@ -172,15 +212,29 @@ async def calibrate(llm: LLM, store: RunStore, cfg: JudgeConfig, *, run_seed: in
                     store.failure("calibrate", trajectory.id, boundary(exc))  # a bug raises
                     return "failed"
         keeps = [not judge_reasons(cfg, task, results, score) for results, score in calls]
-        return keeps, [_passed(results) for results, _ in calls], all(checks.values()), reused
+        state = [checks[name] for name in STATE_CHECKS if name in checks]
+        kinds = {kind: [kind_passed(task, results, kind) for results, _ in calls]
+                 for kind in KINDS if cfg.mode == "rubric" and any(c.kind == kind for c in task.rubric)}
+        truth = reward(cfg, subject, checks).keep
+        return keeps, [_passed(results) for results, _ in calls], truth, reused, (all(state) if state else None), kinds
 
     outcomes = await asyncio.gather(*(one(t) for t in trajectories))
     done = [o for o in outcomes if isinstance(o, tuple)]
     judge_keep = [keep for keeps, *_ in done for keep in keeps]
-    check_keep = [ok for keeps, _, ok, _ in done for _ in keeps]
+    check_keep = [truth for keeps, _, truth, *_ in done for _ in keeps]
+    stated = [(keeps, state) for keeps, _, _, _, state, _ in done if state is not None]
+    by_kind = {}
+    for kind in KINDS:
+        pairs = [(v, truth) for _, _, truth, _, _, kinds in done for v in kinds.get(kind, [])]
+        if pairs:
+            by_kind[kind] = agreement([v for v, _ in pairs], [t for _, t in pairs])
     report = CalibrationReport(
         k=k, mode=cfg.mode, judged=len(done), failed=sum(o == "failed" for o in outcomes),
-        reused=sum(reused for *_, reused in done), agreement=agreement(judge_keep, check_keep),
+        reused=sum(o[3] for o in done), agreement=agreement(judge_keep, check_keep),
+        state_checked=len(stated),
+        state_agreement=agreement([j for keeps, _ in stated for j in keeps],
+                                  [state for keeps, state in stated for _ in keeps]) if stated else None,
+        by_kind=by_kind,
         stability=stability([keeps for keeps, *_ in done], [passed for _, passed, *_ in done]))
-    (store.root / "calibration.json").write_text(json.dumps(report.model_dump(), indent=2) + "\n")
+    write_section(store.root, **report.model_dump())
     return report

@@ -2,16 +2,20 @@
 
 Checks compose: each is a function of a `Subject` (the trajectory, its task, the agent's decoy tool
 names) returning passed or failed, or None when it does not apply to that subject; a group is a
-dict of them by name (`STRUCTURAL`, `TASK`, both in `CHECKS`) and `run_checks` runs one. A new
-check is one function and one entry. The order of the entries is the order of a verdict's checks
-and of its drop reasons.
+dict of them by name (`STRUCTURAL`, `JUNK`, `USER`, `TASK`, `RUBRIC`, all in `CHECKS`) and `run_checks`
+runs one. A new check is one function and one entry. The order of the entries is the order of a
+verdict's checks and of its drop reasons; a failed check is the drop reason `check failed: <name>`.
 
 Structural checks hold for every trajectory; a trainer can rely on every kept row passing them.
-Task checks apply when the task has final-state assertions (judges/assertions.py: evaluated on the
-trajectory's final state) or the agent has decoy tools (none may be called), so verdicts of tasks
-without them keep the same checks.
+Junk checks catch what a small (or careless) model writes instead of doing the work: a tool call
+written as text, a tool result that repeats the simulator's prompt, a turn cut at max_tokens, an
+id passed to a tool that nobody gave (judges/text_checks.py). User checks are the user
+simulator's self-checks (judges/user_checks.py); the keep rules drop on those whose flag is in
+`judge.drop_user_flags`. Task checks apply when the task has final-state assertions
+(judges/assertions.py: evaluated on the trajectory's final state) or the agent has decoy tools
+(none may be called); `rubric_valid` (judges/rubric_fit.py) whenever there is a task.
 
-Besides structural checks there are two reward-hack checks, deliberately simple heuristics:
+Besides those there are two reward-hack checks, deliberately simple heuristics:
 - a claimed action: an assistant sentence says something was created / updated / booked /
   cancelled / deleted / sent, but no tool call whose name carries such a verb succeeded;
 - an ungrounded id: the assistant quotes an id-like token that no tool result, user message or
@@ -26,7 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from judges.assertions import assertion_failures
-from synth.core.records import Task, Trajectory
+from judges.rubric_fit import grading_problems
+from judges.text_checks import calls_in_text, prompt_echoes
+from judges.user_checks import (BROKE_ROLE, EMPTY_MESSAGE, FACT_LEAKED, INVENTED_FACT, PREMATURE_STOP, empty_user_turns,
+                                first_word, invented_fact_turns, leaked_fact_turns, role_break_turns, stopped_early)
+from synth.core.records import TRUNCATED, Task, Trajectory
 from tools.spec import validate_arguments
 
 
@@ -54,19 +62,47 @@ def distractor_tools_unused(s: Subject) -> bool | None:
     return not any(c["function"]["name"] in s.decoys for c in _calls(s.trajectory.messages))
 
 
+def rubric_valid(s: Subject) -> bool | None:
+    return None if s.task is None else not grading_problems(s.task)
+
+
+def _with_task(check: Callable[[Trajectory, Task], bool]) -> Check:
+    return lambda s: None if s.task is None else check(s.trajectory, s.task)
+
+
 STRUCTURAL: dict[str, Check] = {
     "tool_calls_name_offered_tools": lambda s: not unknown_tools(s.trajectory),
     "tool_arguments_valid": lambda s: not invalid_arguments(s.trajectory),
     "tool_calls_answered": lambda s: calls_answered(s.trajectory.messages),
-    "ends_with_assistant_reply": lambda s: ends_with_reply(s.trajectory.messages),
+    "ends_with_assistant_reply": lambda s: ends_with_reply(s.trajectory.messages, s.trajectory.user_stopped),
     "claims_backed_by_tool_calls": lambda s: not unbacked_claims(s.trajectory),
     "stated_ids_grounded": lambda s: not ungrounded_ids(s.trajectory),
+}
+JUNK: dict[str, Check] = {
+    "no_tool_calls_in_text": lambda s: not text_calls(s.trajectory),
+    "tool_results_not_prompt_echo": lambda s: not prompt_echoes(s.trajectory.messages, s.trajectory.tools),
+    "agent_turns_complete": lambda s: not truncated_turns(s.trajectory.messages),
+    "call_ids_grounded": lambda s: not ungrounded_call_ids(s.trajectory),
+}
+# name -> the user-simulator flag it stands for (judge.drop_user_flags decides which of them drop).
+USER_FLAG_OF: dict[str, str] = {
+    "user_stays_in_role": BROKE_ROLE, "user_states_only_known_facts": INVENTED_FACT,
+    "user_gives_facts_only_when_asked": FACT_LEAKED, "user_does_not_stop_early": PREMATURE_STOP,
+    "user_messages_not_empty": EMPTY_MESSAGE,
+}
+USER: dict[str, Check] = {
+    "user_stays_in_role": lambda s: not role_break_turns(s.trajectory.messages),
+    "user_states_only_known_facts": _with_task(lambda t, task: not invented_fact_turns(t.messages, task)),
+    "user_gives_facts_only_when_asked": _with_task(lambda t, task: not leaked_fact_turns(t.messages, task)),
+    "user_does_not_stop_early": _with_task(lambda t, task: not stopped_early(t, task)),
+    "user_messages_not_empty": lambda s: not empty_user_turns(s.trajectory.messages),
 }
 TASK: dict[str, Check] = {
     "final_state_assertions": final_state_assertions,
     "distractor_tools_unused": distractor_tools_unused,
 }
-CHECKS: dict[str, Check] = {**STRUCTURAL, **TASK}
+RUBRIC: dict[str, Check] = {"rubric_valid": rubric_valid}
+CHECKS: dict[str, Check] = {**STRUCTURAL, **JUNK, **USER, **TASK, **RUBRIC}
 
 
 def run_checks(subject: Subject, checks: dict[str, Check] = CHECKS) -> dict[str, bool]:
@@ -118,9 +154,24 @@ def calls_answered(messages: list[dict[str, Any]]) -> bool:
     return not pending
 
 
-def ends_with_reply(messages: list[dict[str, Any]]) -> bool:
+def ends_with_reply(messages: list[dict[str, Any]], user_stopped: bool = False) -> bool:
+    """The last message is an assistant's text answer; when the user ended the conversation, its
+    closing message (kept in the trajectory, answered by nobody) may follow it."""
+    if user_stopped and messages and messages[-1].get("role") == "user":
+        messages = messages[:-1]
     last = messages[-1] if messages else {}
     return last.get("role") == "assistant" and bool((last.get("content") or "").strip()) and not last.get("tool_calls")
+
+
+def text_calls(trajectory: Trajectory) -> list[str]:
+    """Tool calls the assistant wrote as text instead of making them."""
+    names = [t["function"]["name"] for t in trajectory.tools]
+    return [found for text in _assistant_texts(trajectory.messages) for found in calls_in_text(text, names)]
+
+
+def truncated_turns(messages: list[dict[str, Any]]) -> list[int]:
+    """Indexes of assistant messages the model cut at max_tokens (twice: the rollout asks again once)."""
+    return [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get(TRUNCATED)]
 
 
 # -- reward-hack checks ----------------------------------------------------------------------
@@ -194,3 +245,47 @@ def ungrounded_ids(trajectory: Trajectory) -> list[str]:
             if bare.lower() not in given and token not in found:
                 found.append(token)
     return found
+
+
+# Creators describe a new entity: their arguments may carry values the agent made up for it.
+_CREATE = ("create", "add", "new", "insert", "register", "make", "open", "post", "upload", "write")
+
+
+def id_like(value: str) -> bool:
+    """A value that names one entity: no spaces, 4+ characters, letters and digits or '#digits';
+    not a date, a time or a plain number (amounts and counts are not ids)."""
+    value = value.strip()
+    if " " in value or len(value) < 4 or _DATE.search(value) or re.fullmatch(r"[\d.:,-]+", value):
+        return False
+    return any(ch.isdigit() for ch in value) and (any(ch.isalpha() for ch in value) or value.startswith("#"))
+
+
+def string_values(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from string_values(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from string_values(v)
+
+
+def ungrounded_call_ids(trajectory: Trajectory) -> list[str]:
+    """Id-like argument values of tool calls (creators' aside) that neither the user, the system
+    prompt nor an earlier tool result gave: the agent made up which entity to act on."""
+    given, found = [], []
+    for message in trajectory.messages:
+        if message["role"] in ("user", "system", "tool"):
+            given.append(str(message.get("content") or "").lower())
+            continue
+        for call in message.get("tool_calls") or [] if message["role"] == "assistant" else []:
+            if first_word(call["function"]["name"]) in _CREATE:
+                continue
+            try:
+                arguments = json.loads(call["function"]["arguments"] or "{}")
+            except (TypeError, ValueError):
+                continue  # tool_arguments_valid reports it
+            text = "\n".join(given)
+            found += [v for v in string_values(arguments) if id_like(v) and v.strip().lstrip("#").lower() not in text]
+    return list(dict.fromkeys(found))

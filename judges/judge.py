@@ -3,16 +3,24 @@
 Two modes (`judge.mode`): "rubric" asks for one verdict per criterion; "single" asks for one
 holistic 0-10 score with a reason. With `judge.samples` > 1 the judge is asked several times with
 different seeds and the samples are combined: a per-criterion majority (ties fail), or the mean score.
+
+The judge is informed (judges/judge_context.py): it reads the agent's system prompt, the user's goal
+and hidden facts, the offered tools' schemas and what the episode changed in the state, beside the
+conversation. It runs on the `judge` role's model (`llm.roles.judge`), which may be another model
+than the agent's. The criteria come in an order shuffled per sample (seeded by the sample's seed,
+so a rerun repeats it) and the results are mapped back to the rubric's order: a position bias of
+the judge then spreads over the criteria instead of always favouring the first ones.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+import random
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from judges.config import JudgeConfig
+from judges.judge_context import state_report, system_prompt, tool_schemas, transcript, user_knowledge
 from synth.core.hashing import content_hash
 from synth.core.llm import LLM
 from synth.core.prompts import render
@@ -54,23 +62,42 @@ def sample_seeds(seed: int, count: int) -> list[int]:
     return [seed] + [int(content_hash([seed, i], 8), 16) for i in range(1, count)]
 
 
-def _criteria(task: Task) -> str:
-    return "\n".join(f"{i + 1}. [{c.kind}] {c.text}" for i, c in enumerate(task.rubric))
+def criteria_order(count: int, seed: int) -> list[int]:
+    """The rubric indexes in the order one judge sample sees them: a permutation seeded by its seed."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def _criteria(task: Task, order: list[int]) -> str:
+    return "\n".join(f"{n}. [{task.rubric[i].kind}] {task.rubric[i].text}" for n, i in enumerate(order, 1))
+
+
+def judge_prompt(prompt: str, task: Task, trajectory: Trajectory, order: list[int]) -> str:
+    """The judge's prompt (judge.md or single.md) over what it reads, criteria in `order`."""
+    return render(__file__, prompt, system=system_prompt(trajectory), user=user_knowledge(task),
+                  tools=tool_schemas(trajectory), state=state_report(task, trajectory),
+                  transcript=transcript(trajectory.messages, trajectory.user_stopped), criteria=_criteria(task, order))
 
 
 async def judge_trajectory(llm: LLM, task: Task, trajectory: Trajectory, *, seed: int,
                            temperature: float = 0.0) -> list[CriterionResult]:
-    prompt = render(__file__, "judge", goal=task.goal, transcript=transcript(trajectory.messages), criteria=_criteria(task))
+    """One verdict per criterion, asked in a seeded order and returned in the rubric's order."""
+    order = criteria_order(len(task.rubric), seed)
+    prompt = judge_prompt("judge", task, trajectory, order)
     reply = await llm.structured([{"role": "user", "content": prompt}], judgment_model(len(task.rubric)),
-                                 seed=seed, temperature=temperature)
-    return [CriterionResult(index=i, passed=r.passed, reason=r.reason, turn=r.turn) for i, r in enumerate(reply.results)]
+                                 seed=seed, temperature=temperature, call="judge")
+    results = [CriterionResult(index=i, passed=r.passed, reason=r.reason, turn=r.turn)
+               for i, r in zip(order, reply.results, strict=True)]
+    return sorted(results, key=lambda r: r.index)
 
 
 async def judge_single(llm: LLM, task: Task, trajectory: Trajectory, *, seed: int,
                        temperature: float = 0.0) -> tuple[float, str]:
     """One holistic score in [0, 1] (the 0-10 reply divided by 10) and its reason."""
-    prompt = render(__file__, "single", goal=task.goal, transcript=transcript(trajectory.messages), criteria=_criteria(task))
-    reply = await llm.structured([{"role": "user", "content": prompt}], SingleJudgment, seed=seed, temperature=temperature)
+    prompt = judge_prompt("single", task, trajectory, criteria_order(len(task.rubric), seed))
+    reply = await llm.structured([{"role": "user", "content": prompt}], SingleJudgment, seed=seed,
+                                 temperature=temperature, call="judge")
     return reply.score / 10, reply.reason
 
 
@@ -139,23 +166,3 @@ def rubric_score(rubric: list[Criterion], results: list[CriterionResult]) -> flo
     gained = sum(c.weight for i, c in enumerate(rubric) if c.kind != "pitfall" and passed.get(i))
     lost = sum(c.weight for i, c in enumerate(rubric) if c.kind == "pitfall" and passed.get(i))
     return max(0.0, min(1.0, (gained - lost) / positive))
-
-
-def transcript(messages: list[dict[str, Any]]) -> str:
-    lines, turn = [], 0
-    for message in messages:
-        role = message["role"]
-        if role == "system":
-            continue
-        if role == "user":
-            turn += 1
-            lines.append(f"[turn {turn}] USER: {message['content']}")
-        elif role == "assistant":
-            if message.get("content"):
-                lines.append(f"[turn {turn}] ASSISTANT: {message['content']}")
-            for call in message.get("tool_calls") or []:
-                fn = call["function"]
-                lines.append(f"[turn {turn}] ASSISTANT CALLS {fn['name']}({fn['arguments']})")
-        elif role == "tool":
-            lines.append(f"[turn {turn}] TOOL RESULT ({message.get('name', '')}): {message['content']}")
-    return "\n".join(lines) if lines else json.dumps(messages)

@@ -16,7 +16,7 @@ from sandboxes import SandboxConfig
 from sandboxes.local import LocalConfig
 from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
-from synth.core.llm import LLMConfig
+from synth.core.llm_config import LLMConfig, hashed_llm_section
 from synth.core.local_llm import EmbeddedConfig
 from tools.config import ToolsConfig
 
@@ -121,17 +121,21 @@ class RunConfig(_Strict):
         data = self.model_dump(mode="json", exclude_defaults=True)
         for key in ("name", "runs_dir", "embedded", "concurrency", "export"):
             data.pop(key, None)
+        if "llm" in data:
+            data["llm"] = hashed_llm_section(data["llm"])  # without its endpoint keys, roles' included
         # How the work runs, not what it makes: the tool process mode and the sandbox's resource limits
         # (whose defaults changed: a run dir written with `memory_mb: null` must keep its hash).
         limits = ("memory_mb", "cpu_s", "max_processes", "file_mb", "pids_limit", "cpus", "exec_timeout_s")
         sandbox = data.get("rollout", {}).get("sandbox", {})
         for key in limits:
             sandbox.pop(key, None)
-        for section, keys in (("llm", ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "prices",
-                                       "budget")),
-                              ("rollout", ("concurrency", "tool_process"))):
-            for key in keys:
-                data.get(section, {}).pop(key, None)
+        if sandbox == {} and "sandbox" in data.get("rollout", {}) and self.rollout.sandbox.type == "local":
+            # Nothing but limits on the default backend: hashed as before they were settings (an
+            # empty dict stays for another backend: it is what tells that backend apart).
+            data["rollout"].pop("sandbox")
+        for key in ("concurrency", "tool_process"):
+            data.get("rollout", {}).pop(key, None)
+        for section in ("llm", "rollout"):
             if data.get(section) == {}:
                 data.pop(section)
         return content_hash(data)

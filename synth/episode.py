@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from sandboxes import provision
 from synth.config import RolloutConfig
-from synth.core.llm import LLM
-from synth.core.records import Agent, Implementation, Task, ToolCallTrace, ToolSpec, Trajectory
+from synth.core.llm import LLM, ChatResult
+from synth.core.records import TRUNCATED, Agent, Implementation, Task, ToolCallTrace, ToolSpec, Trajectory
 from synth.user_sim import PREMATURE_STOP, UserSimulator, count_usage, premature_stop
 from tools.runtime import ToolRuntime, call_tool
 from tools.serving import tool_runtime
@@ -43,19 +43,23 @@ async def run_episode(llm: LLM, cfg: RolloutConfig, task: Task, agent: Agent, sp
     started = time.monotonic()
     async with asyncio.timeout(cfg.episode_timeout_s):
         async with (provision(cfg.sandbox, labels=labels, pool=pool) as sandbox,
-                    tool_runtime(specs, sandbox, impl=impl, llm=llm, seed=seed, fault_rate=cfg.fault_rate,
-                                 process=cfg.tool_process, max_result_chars=cfg.tool_result_max_chars) as runtime):
+                    tool_runtime(specs, sandbox, impl=impl, llm=llm.role("tool_simulator"), seed=seed,
+                                 fault_rate=cfg.fault_rate, process=cfg.tool_process,
+                                 max_result_chars=cfg.tool_result_max_chars) as runtime):
             await runtime.reset(task.initial_state)
-            agent_side = AgentSide(llm, cfg, agent, specs, runtime, seed, usage)
-            user = UserSimulator(llm, task, seed=seed, usage=usage)
+            agent_side = AgentSide(llm.role("agent"), cfg, agent, specs, runtime, seed, usage)
+            user = UserSimulator(llm.role("user"), task, seed=seed, usage=usage)
             agent_side.messages.append({"role": "user", "content": await user.opening()})
             stopped, turns = False, 0
             while turns < cfg.max_turns:
                 turns += 1
                 await agent_side.turn(turns)
                 text, stopped = await user.reply(agent_side.messages[1:])
+                if stopped and text:
+                    # The closing turn (thanks, or a complaint) is data the filter reads; nothing answers it.
+                    agent_side.messages.append({"role": "user", "content": text})
                 if stopped or turns == cfg.max_turns:
-                    break  # the closing user message is not kept: nothing answers it
+                    break  # cut off by max_turns: the user's unanswered next request is not kept
                 agent_side.messages.append({"role": "user", "content": text})
             final_state = await runtime.finish()
     flags = list(user.flags)
@@ -102,12 +106,24 @@ class AgentSide:
         """One agent reply. An empty one (no text, no call: small models do this when offered tools)
         is asked again once without tools, so the conversation gets an answer it can go on from."""
         for tools in (offer, None) if offer else (None,):
-            reply = await self.llm.chat(self.messages, tools=tools, seed=self.seed + len(self.messages))
-            count_usage(self.usage, reply, "agent_calls")
+            reply = await self._reply(tools)
             message = self._assistant_message(reply.message)
+            if reply.finish_reason == "length":
+                message[TRUNCATED] = True  # never kept silently: the check agent_turns_complete drops it
             if message["content"].strip() or message.get("tool_calls"):
                 break
         return message
+
+    async def _reply(self, tools: list[dict[str, Any]] | None) -> ChatResult:
+        """The agent model's reply; one cut at max_tokens (finish_reason "length": a reasoning model
+        that thought too long, a call cut mid-arguments) is asked again once with twice the room."""
+        seed = self.seed + len(self.messages)
+        reply = await self.llm.chat(self.messages, tools=tools, seed=seed)
+        count_usage(self.usage, reply, "agent_calls")
+        if reply.finish_reason == "length":
+            reply = await self.llm.chat(self.messages, tools=tools, seed=seed, max_tokens=2 * self.llm.cfg.max_tokens)
+            count_usage(self.usage, reply, "agent_calls")
+        return reply
 
     def _assistant_message(self, raw: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": raw.get("content") or ""}

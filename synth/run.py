@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.parse
 from collections import Counter
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from synth.core.budget import LEDGER_FILE, BudgetReached, Ledger, Spent
 from synth.core.cost import COST_DIGITS, cost_section, money
 from synth.core.errors import ConfigError
 from synth.core.llm import LLM, LLMConfig
+from synth.core.llm_config import ROLES
 from synth.core.llm_cache import ResponseCache
 from synth.core.local_llm import embedded_server
 from synth.core.store import RunStore
@@ -99,6 +101,7 @@ async def open_run(cfg: RunConfig, *, quiet: bool = False, console: Console | No
         llm = LLM(embedded_llm_config(cfg) if not base_url else cfg.llm, base_url=base_url, meter=meter,
                   cache=ResponseCache(cache_dir or store.root / "cache"), start_endpoint=start_embedded, ledger=ledger)
         stack.push_async_callback(llm.aclose)
+        store.update_manifest(models=model_provenance(cfg, llm, base_url))
         ctx = Context(cfg=cfg, store=store, llm=llm, meter=meter, console=console, quiet=quiet, shard=shard,
                       ledger=ledger, usage_base=usage_base)
         try:
@@ -113,6 +116,24 @@ def embedded_llm_config(cfg: RunConfig) -> LLMConfig:
     if "model" in cfg.llm.model_fields_set:
         return cfg.llm
     return cfg.llm.model_copy(update={"model": cfg.embedded.served_alias()})
+
+
+def model_provenance(cfg: RunConfig, llm: LLM, base_url: str | None) -> dict[str, dict[str, str]]:
+    """Which model and endpoint each role used ("default": tools, agents, tasks), for the manifest and
+    the dataset card. Endpoints are shown without credentials, query or fragment."""
+    shared = public_url(base_url) if base_url else f"embedded {cfg.embedded.model or cfg.embedded.model_file or 'SmolLM2-135M'}"
+    out = {"default": {"model": llm.cfg.model, "endpoint": shared}}
+    for role in ROLES:
+        own = cfg.llm.roles.get(role)
+        out[role] = {"model": llm.role(role).cfg.model,
+                     "endpoint": public_url(own.base_url) if own and own.base_url else shared}
+    return out
+
+
+def public_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 async def run_stages(ctx: Context, names: list[str]) -> None:

@@ -1,43 +1,32 @@
 """The LLM user simulator: a persona with a hidden goal and facts, driving the agent turn by turn.
 
-tau2-bench found the user simulator behind up to 30% of failures, so ours checks itself with
-cheap deterministic rules and records flags on the trajectory (`Trajectory.user_flags`); the
-manifest counts them (`user_flag_counts`). A flag measures simulator error; it is not a drop rule.
+tau2-bench found the user simulator behind up to 30% of failures, so ours checks itself with the
+deterministic rules of judges/user_checks.py and records their flags on the trajectory
+(`Trajectory.user_flags`: user_broke_role, user_invented_fact, fact_leaked_unasked,
+premature_stop, empty_user_message); the manifest counts them (`user_flag_counts`), a measure of
+simulator error. The judge runs the same rules again over the messages (judges/checks.py `USER`),
+where a failed one drops the trajectory (`judge.drop_user_flags`).
 
-- `fact_leaked_unasked`: a user message contains a hidden fact's distinctive value (see
-  `fact_value`) that the agent's preceding message did not ask about: that message has no '?', or
-  shares no content word with the fact. Values already in the goal or said before do not count.
-- `premature_stop`: the user ended the conversation before any tool call succeeded, although the
-  task needs tools (its rubric names a tool, or the toolset has a write tool; see `needs_tools`).
-- `empty_user_message`: the simulator said nothing (and did not stop).
+It sees the conversation from the user's side only: roles swapped, tool traffic hidden, and only
+what the agent said (`content`), never its reasoning.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any, Iterable
 
+from judges.user_checks import (BROKE_ROLE, EMPTY_MESSAGE, FACT_LEAKED, INVENTED_FACT, PREMATURE_STOP,
+                                asked_about, content_words, fact_value, invented_values, is_write_tool,
+                                leaked_facts, needs_tools as needs_tools_of, role_breaks)
 from synth.core.llm import LLM, ChatResult
 from synth.core.prompts import render
 from synth.core.records import Task, ToolCallTrace, ToolSpec, Trajectory
 
 STOP = "###STOP###"
-FACT_LEAKED = "fact_leaked_unasked"
-PREMATURE_STOP = "premature_stop"
-EMPTY_MESSAGE = "empty_user_message"
-
-_STOPWORDS = frozenset(
-    "the and for you your yours are was were with that this have has had what which when where who whom "
-    "how can could would should will shall may might must our ours their there then than them they its "
-    "it's from into onto about please just also any all some one not but can't don't i'm i've is be".split()
-)
-# First word of a tool name that changes state, for tools without an MCP readOnlyHint annotation.
-_WRITE_VERBS = frozenset(
-    "add assign book cancel change close create delete edit insert issue make modify move open order pay "
-    "place post put refund remove rename reschedule reserve reset schedule send set submit transfer update "
-    "upload upsert write".split()
-)
+__all__ = ["STOP", "BROKE_ROLE", "EMPTY_MESSAGE", "FACT_LEAKED", "INVENTED_FACT", "PREMATURE_STOP", "UserSimulator",
+           "asked_about", "content_words", "count_usage", "fact_value", "is_write_tool", "leaked_facts",
+           "needs_tools", "premature_stop", "user_flag_counts"]
 
 
 class UserSimulator:
@@ -81,9 +70,15 @@ class UserSimulator:
         if not text and not stopped:
             self._flag(EMPTY_MESSAGE)
         said = [m["content"] for m in conversation if m["role"] == "user"]
-        agent = next((m["content"] for m in reversed(conversation) if m["role"] == "assistant" and m.get("content")), "")
+        agent_said = [m["content"] for m in conversation if m["role"] == "assistant" and m.get("content")]
+        agent = agent_said[-1] if agent_said else ""
         if leaked_facts(self.task.user_facts, agent, text, known=" ".join([self.task.goal, *said])):
             self._flag(FACT_LEAKED)
+        if role_breaks(text):
+            self._flag(BROKE_ROLE)
+        known = "\n".join([*self.task.user_facts, self.task.goal, self.task.persona, *agent_said, *said])
+        if invented_values(text, known):
+            self._flag(INVENTED_FACT)
 
     def _flag(self, flag: str) -> None:
         if flag not in self.flags:
@@ -98,52 +93,8 @@ def count_usage(usage: Counter[str], result: ChatResult, calls_key: str) -> None
     usage["cached_calls"] += int(result.cached)
 
 
-def fact_value(fact: str) -> str:
-    """The distinctive part of a fact: after its first ':' ("Order id: A-17"), else after its last
-    ' is '/' are ' ("My name is Ann Lee"), else the whole fact; outer punctuation stripped."""
-    if ":" in fact:
-        value = fact.split(":", 1)[1]
-    else:
-        parts = re.split(r"\s(?:is|are|was|=)\s", fact)
-        value = parts[-1]
-    return value.strip().strip(".,;!?\"'`()[] ")
-
-
-def content_words(text: str) -> set[str]:
-    """Lowercase words of 3+ letters minus stopwords, with a plural 's' dropped (crude, on purpose)."""
-    words = re.findall(r"[a-z0-9][a-z0-9'@.-]*[a-z0-9]|[a-z0-9]", text.lower())
-    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words if len(w) >= 3 and w not in _STOPWORDS}
-
-
-def asked_about(agent_message: str, fact: str) -> bool:
-    return "?" in agent_message and bool(content_words(agent_message) & content_words(fact))
-
-
-def leaked_facts(facts: Iterable[str], agent_message: str, user_message: str, *, known: str = "") -> list[str]:
-    """Hidden facts whose value `user_message` gives although `agent_message` did not ask for them."""
-    said, known = user_message.lower(), known.lower()
-    leaked = []
-    for fact in facts:
-        value = fact_value(fact).lower()
-        if len(value) < 3 or value not in said or value in known:
-            continue
-        if not asked_about(agent_message, fact):
-            leaked.append(fact)
-    return leaked
-
-
-def is_write_tool(spec: ToolSpec) -> bool:
-    """MCP's readOnlyHint when the spec has it, else whether the name starts with a write verb."""
-    hint = (spec.annotations or {}).get("readOnlyHint")
-    if isinstance(hint, bool):
-        return not hint
-    first = re.split(r"[_\-\s]|(?<=[a-z0-9])(?=[A-Z])", spec.name, maxsplit=1)[0].lower()
-    return first in _WRITE_VERBS
-
-
 def needs_tools(task: Task, specs: list[ToolSpec]) -> bool:
-    rubric = " ".join(c.text for c in task.rubric).lower()
-    return any(s.name.lower() in rubric for s in specs) or any(is_write_tool(s) for s in specs)
+    return needs_tools_of(task, [(s.name, is_write_tool(s)) for s in specs])
 
 
 def premature_stop(task: Task, specs: list[ToolSpec], traces: list[ToolCallTrace], stopped: bool) -> bool:
@@ -158,5 +109,8 @@ def user_flag_counts(trajectories: Iterable[Trajectory]) -> dict[str, int]:
     for trajectory in trajectories:
         total += 1
         counts.update(set(trajectory.user_flags))
-    return {"trajectories": total, **{flag: counts[flag] for flag in (FACT_LEAKED, PREMATURE_STOP, EMPTY_MESSAGE)},
-            **{flag: n for flag, n in sorted(counts.items()) if flag not in (FACT_LEAKED, PREMATURE_STOP, EMPTY_MESSAGE)}}
+    # The three flags of the first version are always listed (0 included), later ones when they occur,
+    # so the manifests of runs made before them stay as they were.
+    always = (FACT_LEAKED, PREMATURE_STOP, EMPTY_MESSAGE)
+    return {"trajectories": total, **{flag: counts[flag] for flag in always},
+            **{flag: n for flag, n in sorted(counts.items()) if flag not in always}}

@@ -61,7 +61,9 @@ def worker_config(cfg: RunConfig, index: int, workers: int) -> dict[str, Any]:
     if sandbox.pool_size:
         sandbox = sandbox.model_copy(update={"pool_size": share(sandbox.pool_size)})
     rollout = rollout.model_copy(update={"workers": 1, "concurrency": share(rollout.concurrency), "sandbox": sandbox})
-    llm = cfg.llm.model_copy(update={"concurrency": share(cfg.llm.concurrency)})
+    roles = {role: own.model_copy(update={"concurrency": share(own.concurrency)}) if own.concurrency else own
+             for role, own in cfg.llm.roles.items()}  # a role's own endpoint is shared out too
+    llm = cfg.llm.model_copy(update={"concurrency": share(cfg.llm.concurrency), "roles": roles})
     return cfg.model_copy(update={"rollout": rollout, "llm": llm}).model_dump(mode="json")
 
 

@@ -12,10 +12,11 @@ from synth.commands.judges import app
 from synth.config import RunConfig, dump_config
 from synth.context import Context
 from synth.core.llm import LLM
-from synth.core.records import Agent, Criterion, Task, Trajectory
+from synth.core.records import Agent, Criterion, StateAssertion, Task, Trajectory
 from synth.core.store import RunStore
 from synth.core.usage import UsageMeter
 from tests.fake_openai import FakeOpenAI, fake_openai_in_thread
+from tests.judge_replies import shown_texts
 
 # -- statistics ------------------------------------------------------------------------------
 
@@ -151,3 +152,42 @@ def test_calibrate_cli_prints_a_table_and_saves_json(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Cohen's kappa" in result.output and "-0.200" in result.output
     check_report(json.loads((cfg.run_dir / "calibration.json").read_text()))
+
+
+# -- truth with state checks, per criterion kind ------------------------------------------------
+
+async def test_calibration_truth_includes_the_state_checks_and_is_reported_per_kind(tmp_path):
+    """S1 set the state the task asks for, S2 did not; the judge (which always says yes) keeps both:
+    against the state checks it is right once and wrong once, and so are its essential verdicts."""
+    def always_yes(body):
+        text = body["messages"][0]["content"]
+        if "strict judge" not in text:
+            return None
+        return json.dumps({"results": [{"reason": "seen", "passed": "mistake" not in t, "turn": 1}
+                                       for t in shown_texts(text)]})
+
+    async with FakeOpenAI(handler=always_yes) as fake:
+        cfg = RunConfig(runs_dir=str(tmp_path), name="state", llm={"base_url": fake.base_url, "max_retries": 0})
+        store = RunStore(cfg.run_dir)
+        store.open(dump_config(cfg), cfg.content_hash())
+        agent = Agent(toolset_id="ts", toolset="weather", domain="weather", tool_ids=[], name="a", system_prompt="s")
+        task = Task(agent_id=agent.id, goal="weather", persona="p", initial_state={"city": ""},
+                    rubric=[Criterion(text="answers", kind="essential"), Criterion(text="a mistake", kind="pitfall")],
+                    assertions=[StateAssertion(path="city", op="equals", value='"Paris"')])
+        store.append("agents", [agent])
+        store.append("tasks", [task])
+        store.append("trajectories", [
+            Trajectory(task_id=task.id, agent_id=agent.id, tools=[WEATHER], messages=episode(case),
+                       final_state={"city": city}) for case, city in (("S1", "Paris"), ("S2", ""))])
+        async with LLM(cfg.llm, base_url=fake.base_url) as llm:
+            report = await calibrate(llm, store, cfg.judge, run_seed=0, concurrency=2, k=2)
+        store.close()
+    assert report.state_checked == 2
+    s = report.state_agreement
+    assert (s.n, s.tp, s.fp, s.fn, s.tn) == (4, 2, 2, 0, 0)
+    assert (report.agreement.tp, report.agreement.fp) == (2, 2)  # every check: the state check decides here
+    essential, pitfall = report.by_kind["essential"], report.by_kind["pitfall"]
+    assert (essential.tp, essential.fp) == (2, 2) and (pitfall.tp, pitfall.fp) == (2, 2)
+    assert set(report.by_kind) == {"essential", "pitfall"}  # kinds the rubric has
+    saved = json.loads((cfg.run_dir / "calibration.json").read_text())
+    assert saved["state_agreement"]["fp"] == 2 and "essential" in saved["by_kind"]

@@ -197,3 +197,13 @@ def test_requests_to_the_embedded_server_name_the_served_model():
     assert embedded_llm_config(RunConfig(embedded={"model_file": "weights.bin"})).model == "weights", "always a path"
     explicit = RunConfig(embedded={"model": "Qwen2.5-Coder-1.5B"}, llm={"model": "mine"})
     assert embedded_llm_config(explicit).model == "mine"
+
+
+def test_sandbox_limits_leave_the_hash_as_if_unset():
+    """A run dir written before the limits had defaults (`memory_mb: null` in its config.yaml) keeps
+    its hash: limits alone on the default backend hash like no sandbox section at all."""
+    plain = RunConfig(rollout={"samples_per_task": 3})
+    limited = RunConfig(rollout={"samples_per_task": 3, "sandbox": {"type": "local", "memory_mb": None, "cpu_s": None}})
+    assert limited.content_hash() == plain.content_hash()
+    docker = RunConfig(rollout={"samples_per_task": 3, "sandbox": {"type": "docker", "memory_mb": 1024}})
+    assert docker.content_hash() != plain.content_hash()

@@ -202,7 +202,9 @@ def test_verifiers_environment_runs_the_cards_snippet_with_the_same_reward(expor
     assert output["reward"] == expected, output.get("error")
     tool_results = [m for m in output["completion"] if m["role"] == "tool"]
     assert len(tool_results) == (2 if act else 0)
-    assert output["completion"][-1]["role"] == "assistant"  # the user's closing message is not kept
+    # The user's closing message stays, as in rollouts, after the assistant's last answer.
+    assert [m["role"] for m in output["completion"][-2:]] == ["assistant", "user"]
+    assert output["completion"][-1]["content"] == "Thanks."
 
 
 @pytest.mark.train

@@ -20,6 +20,7 @@ from synth.core.usage import UsageMeter
 from synth.run import run_stages
 from synth.stages.export import _agreement
 from tests.fake_openai import FakeOpenAI
+from tests.judge_replies import shown_order
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather.", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -56,8 +57,9 @@ def judge_handler(calls: Counter):
         case = re.search(r"case ([AB])", text).group(1)
         calls[case] += 1
         first = not (case == "B" and calls[case] == 2)
-        return json.dumps({"results": [{"reason": f"{case}{calls[case]} c0", "passed": first, "turn": 1},
-                                       {"reason": f"{case}{calls[case]} c1", "passed": True, "turn": 1}]})
+        by_index = [{"reason": f"{case}{calls[case]} c0", "passed": first, "turn": 1},
+                    {"reason": f"{case}{calls[case]} c1", "passed": True, "turn": 1}]
+        return json.dumps({"results": [by_index[i] for i in shown_order(text, ["answers", "polite"])]})
     return handler
 
 

@@ -10,8 +10,9 @@ from judges.checks import (STRUCTURAL, Subject, calls_answered, ends_with_reply,
                            unknown_tools)
 from judges.config import JudgeConfig
 from judges.filters import drop_reasons
-from judges.judge import judge_trajectory, judgment_model, rubric_score, transcript
+from judges.judge import criteria_order, judge_trajectory, judgment_model, rubric_score, transcript
 from synth.core.records import Criterion, CriterionResult, Task, Trajectory
+from tests.judge_replies import shown_order
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city.",
@@ -209,7 +210,9 @@ def test_require_user_stop():
 def test_every_reason_is_kept():
     found = reasons(cfg=JudgeConfig(require_user_stop=True), traj=trajectory(user_stopped=False),
                     res=results(False, False, True), checks={**OK_CHECKS, "tool_calls_answered": False}, score=0.0)
-    assert len(found) == 4
+    assert found == ["check failed: tool_calls_answered", "essential criterion failed: books the room",
+                     "pitfall happened: deletes data", "score 0.00 below threshold 0.50",
+                     "cut off by max_turns before the user ended the conversation"]
 
 
 # -- transcript and the LLM judge ------------------------------------------------------------
@@ -245,23 +248,26 @@ class FakeJudgeLLM:
             {"reason": f"because {i}", "passed": passed, "turn": i + 1} for i, passed in enumerate(self.verdicts)]})
 
 
-async def test_judge_trajectory_sends_criteria_and_maps_results_in_order():
-    llm = FakeJudgeLLM([True, False, True])
+async def test_judge_trajectory_sends_criteria_in_a_seeded_order_and_maps_results_back():
+    llm = FakeJudgeLLM([True, False, True])  # verdicts in the order the prompt lists the criteria
     found = await judge_trajectory(llm, TASK, trajectory(), seed=42)
 
     [(messages, schema, kw)] = llm.calls
     prompt = messages[0]["content"]
     assert messages[0]["role"] == "user" and len(messages) == 1
     assert "book a room" in prompt
-    assert "1. [essential] books the room\n2. [important] is polite\n3. [pitfall] deletes data" in prompt
+    order = criteria_order(3, 42)
+    assert order == [1, 0, 2]  # seed 42 shows criterion 2 first
+    assert "1. [important] is polite\n2. [essential] books the room\n3. [pitfall] deletes data" in prompt
     assert "[turn 1] USER: Weather in Paris?" in prompt
     assert "$" not in prompt  # every placeholder filled
-    assert kw["seed"] == 42 and kw["temperature"] == 0.0
+    assert kw["seed"] == 42 and kw["temperature"] == 0.0 and kw["call"] == "judge"
 
+    # The first verdict was about "is polite" (index 1): results come back in the rubric's order.
     assert [r.index for r in found] == [0, 1, 2]
-    assert [r.passed for r in found] == [True, False, True]
-    assert [r.reason for r in found] == ["because 0", "because 1", "because 2"]
-    assert [r.turn for r in found] == [1, 2, 3]
+    assert [r.passed for r in found] == [False, True, True]
+    assert [r.reason for r in found] == ["because 1", "because 0", "because 2"]
+    assert [r.turn for r in found] == [2, 1, 3]
     assert rubric_score(TASK.rubric, found) == pytest.approx(0.0)  # 1 of 2 positives, pitfall happened
 
 
@@ -285,7 +291,8 @@ from judges.metrics import funnel_report  # noqa: E402
 
 
 class SeededJudgeLLM:
-    """Answers by seed: `by_call[i]` are the verdicts of the i-th request (rubric) or its 0-10 score (single)."""
+    """Answers by call: `by_call[i]` are the verdicts of the i-th request in the rubric's order (they are
+    sent back in the order its prompt listed the criteria) or its 0-10 score (single)."""
 
     def __init__(self, by_call):
         self.by_call, self.calls = by_call, []
@@ -295,8 +302,9 @@ class SeededJudgeLLM:
         self.calls.append((messages, schema, kw))
         if isinstance(answer, int):
             return schema.model_validate({"reason": f"score {answer}", "score": answer})
+        order = shown_order(messages[0]["content"], [c.text for c in RUBRIC])
         return schema.model_validate({"results": [
-            {"reason": f"call {len(self.calls)}", "passed": p, "turn": 1} for p in answer]})
+            {"reason": f"call {len(self.calls)}", "passed": answer[i], "turn": 1} for i in order]})
 
 
 def test_majority_per_criterion_and_ties_fail():
@@ -405,7 +413,7 @@ def test_a_new_check_is_one_function_in_a_group_and_vetoes_like_the_others():
     traj = trajectory(user_stopped=True)
     checks = run_checks(Subject(traj), {**STRUCTURAL, "user_says_thanks": says_thanks})
     assert list(checks)[:-1] == list(STRUCTURAL) and checks["user_says_thanks"] is False
-    assert drop_reasons(JudgeConfig(), TASK, traj, results(True, True, True, False), checks, 1.0) == [
+    assert drop_reasons(JudgeConfig(), TASK, traj, results(True, True, False), checks, 1.0) == [
         "check failed: user_says_thanks"]
 
 

@@ -14,6 +14,7 @@ conversion for structured output.
 """
 
 import asyncio
+import copy
 import functools
 import json
 import logging
@@ -28,12 +29,12 @@ from typing import Awaitable, Callable, Literal, TypeVar
 
 import aiohttp
 from openai.lib._pydantic import to_strict_json_schema
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError
 
-from synth.core.budget import BudgetConfig, Ledger
-from synth.core.cost import Price
+from synth.core.budget import Ledger
 from synth.core.errors import ConfigError, ParseError, ProviderError
 from synth.core.llm_cache import ResponseCache, digest, request_bytes
+from synth.core.llm_config import ROLES, LLMConfig, Role
 from synth.core.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -42,48 +43,6 @@ T = TypeVar("T", bound=BaseModel)
 StructuredMode = Literal["json_schema", "json_object", "prompt"]
 RETRY_AFTER_CAP_S = 60.0
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-
-
-class LLMConfig(BaseModel, extra="forbid"):
-    base_url: str | None = Field(
-        None,
-        description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1. "
-        "Unset: env OPENAI_BASE_URL, else the embedded local server.",
-    )
-    model: str = Field("smollm2", description="Model name sent in every request.")
-    api_key_env: str = Field(
-        "OPENAI_API_KEY",
-        description="Name of the environment variable holding the API key (the key itself is never "
-        "stored or logged). Unset variable: a placeholder key, which local servers accept.",
-    )
-    temperature: float = Field(0.7, description="Default sampling temperature.")
-    max_tokens: int = Field(512, description="Default completion token limit per request.")
-    timeout_s: float = Field(120.0, description="Timeout of one HTTP request, in seconds.")
-    max_retries: int = Field(4, description="Retries on 429, 408, 5xx, timeouts and connection errors.")
-    concurrency: int = Field(8, ge=1, description="Maximum requests in flight for this client.")
-    structured_mode: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
-        "auto",
-        description="How structured() asks for JSON. auto: try response_format json_schema, then "
-        "llama.cpp's json_object+schema, then a schema in the prompt; remember what works.",
-    )
-    prices: dict[str, Price] = Field(
-        default_factory=dict,
-        description="Price per million input and output tokens, per model name requests send, e.g. "
-        "{gpt-4o-mini: {input: 0.15, output: 0.6}}: the summary, manifest, card and view show cost. "
-        "Operational: not in the config hash.",
-    )
-    budget: BudgetConfig | None = Field(
-        None, description="A hard budget for the run dir, {tokens: N, cost: X} (either or both): no new request "
-        "is sent once the run's spend reaches it; the run stops cleanly and exits with code 3; rerun with a "
-        "higher budget to resume. Operational: not in the config hash.",
-    )
-
-    @model_validator(mode="after")
-    def _cost_budget_needs_prices(self) -> "LLMConfig":
-        if self.budget and self.budget.cost is not None and not self.prices:
-            raise ValueError("budget.cost needs llm.prices (price per million input/output tokens per model) "
-                             "to know what a request costs; add llm.prices or use budget.tokens")
-        return self
 
 
 class ChatResult(BaseModel):
@@ -119,6 +78,26 @@ class _BadReply(Exception):
     """A structured reply that is not valid JSON for the schema (or was cut off)."""
 
 
+class _Endpoint:
+    """The connection side of a client: URL (started on first use when lazy), key, session, request limit.
+    A client's role views share it, so every role on one server counts against one `concurrency`."""
+
+    def __init__(self, cfg: LLMConfig, url: str | None, start: Callable[[], Awaitable[str]] | None):
+        self.cfg = cfg  # timeout_s, max_retries, concurrency of this connection
+        self.api_key = os.environ.get(cfg.api_key_env) or "sk-no-key"
+        self.sem = asyncio.Semaphore(cfg.concurrency)
+        self.start, self.starting = start, asyncio.Lock()
+        self.url: str | None = None
+        self.proxy: str | None = None
+        self.session: aiohttp.ClientSession | None = None  # opened on first use, in the running loop
+        if url:
+            self.use(url)
+
+    def use(self, url: str) -> None:
+        self.url = url.rstrip("/") + "/chat/completions"
+        self.proxy = _env_proxy(url)
+
+
 class LLM:
     backoff_base_s = 0.5  # first retry waits 0.25-0.5 s, doubling per retry; tests shrink it
     backoff_max_s = 30.0
@@ -129,21 +108,41 @@ class LLM:
         """`start_endpoint` starts a server on the first request that the cache cannot answer and
         returns its URL: a rerun of a finished run then never starts the embedded model. `ledger`:
         the run's spend, charged per answered request and checked against the budget before each
-        request is sent (synth/core/budget.py); shared by every client of the run."""
+        request is sent (synth/core/budget.py); shared by every client of the run and its role views."""
         self.cfg, self.meter, self.cache, self.ledger = cfg, meter or UsageMeter(), cache, ledger
         if ledger is not None:
             ledger.price(cfg.model)  # an unpriced model in a price table fails here, before any request
-        self._api_key = os.environ.get(cfg.api_key_env) or "sk-no-key"
-        self._sem = asyncio.Semaphore(cfg.concurrency)
         self._mode: StructuredMode | None = None if cfg.structured_mode == "auto" else cfg.structured_mode
-        self._start_endpoint, self._starting = start_endpoint, asyncio.Lock()
-        self._url = self._proxy = None
-        url = base_url or cfg.base_url or os.environ.get("OPENAI_BASE_URL")
-        if url:
-            self._use_endpoint(url)
-        elif start_endpoint is None:
+        url = base_url or cfg.base_url or (None if start_endpoint else os.environ.get("OPENAI_BASE_URL"))
+        if not url and start_endpoint is None:
             raise ConfigError("no LLM endpoint: set `llm.base_url` in the config or env OPENAI_BASE_URL")
-        self._session: aiohttp.ClientSession | None = None  # opened on first use, in the running loop
+        self._ep = _Endpoint(cfg, url, start_endpoint)
+        self._root: LLM | None = None  # set on role views: the client whose endpoint they share
+        self._roles: dict[Role, LLM] = {}
+
+    def role(self, role: Role) -> "LLM":
+        """The client of one role (llm.roles): a view on this client's endpoint with the role's model,
+        sampling and max_tokens, or a client of its own when the role names its own endpoint settings."""
+        root = self._root or self
+        if role not in root._roles:
+            cfg = root.cfg.for_role(role)
+            if root.cfg.has_own_endpoint(role):
+                own = root.cfg.roles[role].base_url
+                root._roles[role] = LLM(cfg.model_copy(update={"base_url": own}), meter=root.meter, cache=root.cache,
+                                        start_endpoint=None if own else root.endpoint, ledger=root.ledger)
+            else:
+                if root.ledger is not None:
+                    root.ledger.price(cfg.model)  # the role's model must be priced too
+                view = copy.copy(root)
+                view.cfg, view._root, view._roles = cfg, root, {}
+                view._mode = None if cfg.structured_mode == "auto" else cfg.structured_mode
+                root._roles[role] = view
+        return root._roles[role]
+
+    def models(self) -> dict[str, str]:
+        """The model name each role's requests send ("default": tools, agents and tasks), for provenance."""
+        root = self._root or self
+        return {"default": root.cfg.model, **{role: root.role(role).cfg.model for role in ROLES}}
 
     async def __aenter__(self) -> "LLM":
         return self
@@ -152,23 +151,32 @@ class LLM:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the connection (a role view closes nothing: its client does) and roles' own clients."""
+        if self._root is not None:
+            return
+        for client in self._roles.values():
+            if client._root is None:
+                await client.aclose()
+        if self._ep.session is not None:
+            await self._ep.session.close()
+            self._ep.session = None
         if self.cache is not None:
             self.cache.close()  # reopened on the next use: an LLM may be used again after aclose
 
     async def chat(self, messages: list[dict], *, tools: list[dict] | None = None, seed: int | None = None,
-                   max_tokens: int | None = None, temperature: float | None = None) -> ChatResult:
-        body = self._body(messages, seed, max_tokens, temperature)
+                   max_tokens: int | None = None, temperature: float | None = None,
+                   call: str | None = None) -> ChatResult:
+        """One chat completion. `call` names a call type (llm.call_max_tokens) when max_tokens is not given."""
+        body = self._body(messages, seed, self._limit(max_tokens, call), temperature)
         if tools:
             body["tools"], body["tool_choice"] = tools, "auto"
         return await self._complete(body)
 
     async def structured(self, messages: list[dict], schema: type[T], *, seed: int | None = None,
-                         max_tokens: int | None = None, temperature: float | None = None) -> T:
+                         max_tokens: int | None = None, temperature: float | None = None,
+                         call: str | None = None) -> T:
         """Ask for JSON matching `schema`; one repair round on a bad reply, then ParseError."""
-        convo = list(messages)
+        convo, max_tokens = list(messages), self._limit(max_tokens, call)
         for _ in range(2):
             result = await self._structured_call(convo, schema, seed, max_tokens, temperature)
             raw = result.message.get("content") or ""
@@ -196,6 +204,11 @@ class LLM:
             self._mode = mode
             return result
         raise AssertionError("unreachable: the last mode is never probed")
+
+    def _limit(self, max_tokens: int | None, call: str | None) -> int | None:
+        if max_tokens is None and call is not None:
+            return self.cfg.tokens_for(call)
+        return max_tokens
 
     def _structured_body(self, convo: list[dict], schema: type[BaseModel], mode: StructuredMode, *params) -> dict:
         if mode == "prompt":
@@ -236,7 +249,8 @@ class LLM:
         return result
 
     async def _post_with_retries(self, data: bytes, probe: bool) -> dict:
-        for attempt in range(self.cfg.max_retries + 1):
+        retries = self._ep.cfg.max_retries
+        for attempt in range(retries + 1):
             if self.ledger is not None:
                 self.ledger.check()  # BudgetReached: not sent, and never recorded as the unit's failure
             try:
@@ -244,7 +258,7 @@ class LLM:
             except _HTTPFailure as failure:
                 if probe and failure.status and failure.rejects_format():
                     raise _FormatRejected(str(failure)) from None
-                if not failure.retryable() or attempt == self.cfg.max_retries:
+                if not failure.retryable() or attempt == retries:
                     self.meter.record(failures=1)
                     tries = f" after {attempt + 1} attempts" if failure.retryable() else ""
                     raise ProviderError(f"LLM request failed{tries}: {failure}") from None
@@ -254,33 +268,31 @@ class LLM:
 
     async def endpoint(self) -> str:
         """The base URL requests go to, starting the lazy endpoint if it has not started yet."""
-        if self._url is None:
+        if self._ep.url is None:
             await self._endpoint_ready()
-        return self._url.removesuffix("/chat/completions")  # type: ignore[union-attr]
-
-    def _use_endpoint(self, url: str) -> None:
-        self._url = url.rstrip("/") + "/chat/completions"
-        self._proxy = _env_proxy(url)
+        return self._ep.url.removesuffix("/chat/completions")  # type: ignore[union-attr]
 
     async def _endpoint_ready(self) -> None:
-        async with self._starting:  # concurrent first requests wait for one start
-            if self._url is None:
-                self._use_endpoint(await self._start_endpoint())  # type: ignore[misc]
+        ep = self._ep
+        async with ep.starting:  # concurrent first requests wait for one start
+            if ep.url is None:
+                ep.use(await ep.start())  # type: ignore[misc]
 
     async def _post(self, data: bytes) -> dict:
-        if self._url is None:
+        ep = self._ep
+        if ep.url is None:
             await self._endpoint_ready()
-        async with self._sem:
+        async with ep.sem:
             start = time.perf_counter()
             try:
-                async with self._open_session().post(self._url, data=data, proxy=self._proxy) as response:
+                async with self._open_session().post(ep.url, data=data, proxy=ep.proxy) as response:
                     raw = await response.read()
                     if response.status >= 300:  # redirects were followed: what is left is a failure
                         text = self._redact(raw[:1000].decode(errors="replace"))
                         raise _HTTPFailure(response.status, text, _retry_after(response.headers))
                 return json.loads(raw)
             except TimeoutError:  # aiohttp's timeouts subclass it
-                raise _HTTPFailure(None, f"TimeoutError: no complete response within {self.cfg.timeout_s:g} s") from None
+                raise _HTTPFailure(None, f"TimeoutError: no complete response within {ep.cfg.timeout_s:g} s") from None
             except aiohttp.ClientError as err:  # connection refused/reset, server disconnected, bad payload
                 raise _HTTPFailure(None, self._redact(f"{type(err).__name__}: {err}")) from None
             except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
@@ -289,16 +301,17 @@ class LLM:
                 self.meter.record(requests=1, seconds=time.perf_counter() - start)
 
     def _open_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
+        ep = self._ep
+        if ep.session is None or ep.session.closed:
+            ep.session = aiohttp.ClientSession(
                 # `concurrency` bounds the requests in flight; the pool never needs more connections.
-                connector=aiohttp.TCPConnector(limit=self.cfg.concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s),
-                headers={"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json",
+                connector=aiohttp.TCPConnector(limit=ep.cfg.concurrency),
+                timeout=aiohttp.ClientTimeout(total=ep.cfg.timeout_s),
+                headers={"Authorization": f"Bearer {ep.api_key}", "Content-Type": "application/json",
                          "Accept": "application/json"},
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
-        return self._session
+        return ep.session
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -308,7 +321,8 @@ class LLM:
 
     def _redact(self, text: str) -> str:
         # Servers may quote a bad key back in their error text; too short a key cannot be told from text.
-        return text.replace(self._api_key, "<api-key>") if len(self._api_key) >= 8 else text
+        key = self._ep.api_key
+        return text.replace(key, "<api-key>") if len(key) >= 8 else text
 
 
 def _env_proxy(url: str) -> str | None:
@@ -343,9 +357,15 @@ def _result(payload: dict, cached: bool) -> ChatResult:
         raise ValueError(f"{type(err).__name__}: {err}") from None
     if not isinstance(raw, dict) or not (finish_reason is None or isinstance(finish_reason, str)):
         raise ValueError("choices[0] needs a message object and a string or null finish_reason")
-    message = {"role": "assistant", "content": raw.get("content")}
+    content = raw.get("content")
     reasoning = raw.get("reasoning_content") or raw.get("reasoning")  # vLLM/SGLang name it either way
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning if isinstance(reasoning, str) else ""
+    if isinstance(content, str) and (inline := split_thinking(content)) is not None:
+        # No reasoning parser on the server: the thinking came inside the content.
+        thought, content = inline
+        reasoning = f"{reasoning}\n{thought}".strip() if reasoning else thought
+    message = {"role": "assistant", "content": content}
+    if reasoning:
         message["reasoning_content"] = reasoning
     if raw.get("tool_calls"):
         message["tool_calls"] = raw["tool_calls"]
@@ -353,10 +373,34 @@ def _result(payload: dict, cached: bool) -> ChatResult:
                                       completion_tokens=completion_tokens, cached=cached)
 
 
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+# The keys a chat message may carry in a request; others (reasoning_content, the episode's own marks
+# such as `truncated`) stay in the record: strict endpoints reject unknown message keys.
+_SENT_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name"})
+
+
+def split_thinking(text: str) -> tuple[str, str] | None:
+    """(thinking, answer) of a reply that thinks inline, or None when it does not: a leading
+    `<think>...</think>` block, a reply cut inside one (all thinking, no answer), or one that only
+    closes a block its chat template opened in the prompt (`...</think>answer`, as Qwen3's and
+    DeepSeek-R1's templates do)."""
+    head = text.lstrip()
+    if head.startswith(_THINK_OPEN):
+        body = head[len(_THINK_OPEN):]
+        if _THINK_CLOSE not in body:
+            return body.strip(), ""
+        thought, answer = body.split(_THINK_CLOSE, 1)
+    elif _THINK_CLOSE in text and _THINK_OPEN not in text.split(_THINK_CLOSE, 1)[0]:
+        thought, answer = text.split(_THINK_CLOSE, 1)
+    else:
+        return None
+    return thought.strip(), answer.strip()
+
+
 def _outgoing(message: dict) -> dict:
-    # Reasoning is kept for the dataset, not sent back: strict endpoints reject unknown message keys.
-    if "reasoning_content" in message:
-        message = {k: v for k, v in message.items() if k != "reasoning_content"}
+    # Reasoning is kept for the dataset, not sent back; so are the episode's own marks on a message.
+    if message.keys() - _SENT_KEYS:
+        message = {k: v for k, v in message.items() if k in _SENT_KEYS}
     # llama-cpp's chatml-function-calling template answers 500 when content is missing here.
     if message.get("role") == "assistant" and message.get("tool_calls") and message.get("content") is None:
         return {**message, "content": ""}

@@ -136,6 +136,11 @@ class Task(Record):
         return self._identity_without_defaults(("gold_actions", "assertions", "validated"))
 
 
+# Set on an assistant message the model cut at max_tokens even after a second try; the LLM client never
+# sends it back, the export leaves it out, and the check `agent_turns_complete` drops the trajectory.
+TRUNCATED = "truncated"
+
+
 class ToolCallTrace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

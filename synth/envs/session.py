@@ -37,7 +37,8 @@ class EnvironmentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     llm: LLMConfig | None = Field(
-        None, description="Endpoint of the user simulator (and of the tool simulator and judge when used). "
+        None, description="Endpoint of the user simulator (and of the tool simulator and judge when used; "
+        "`roles` give each its own model or endpoint, as in the run config). "
         "None: env OPENAI_BASE_URL if set; else the user's opening is the task goal itself, and only "
         "executable toolsets (which need no LLM) can run.")
     sandbox: SandboxConfig | None = Field(None, description="Overrides the row's env_spec.sandbox (e.g. local on a trainer host).")
@@ -108,11 +109,11 @@ class EpisodeSession:
             impl = Implementation(toolset_id="", toolset="", tool_ids=[], module=spec["module"], passed=True) \
                 if spec.get("module") else None
             self._runtime = await stack.enter_async_context(
-                tool_runtime(specs, sandbox, impl=impl, llm=self.llm, seed=seed))
+                tool_runtime(specs, sandbox, impl=impl, llm=self.llm and self.llm.role("tool_simulator"), seed=seed))
             await self._runtime.reset(self.task.initial_state)
             system = next((m["content"] for m in row["prompt"] if m["role"] == "system"), "")
             if self.llm is not None:
-                self.user = UserSimulator(self.llm, self.task, seed=seed)
+                self.user = UserSimulator(self.llm.role("user"), self.task, seed=seed)
                 opening = await self.user.opening()
             else:
                 opening = self.task.goal
@@ -120,7 +121,7 @@ class EpisodeSession:
             await self.close()
             raise
         self.messages = [{"role": "system", "content": system}, {"role": "user", "content": opening}]
-        self.traces, self.final_state = [], None
+        self.traces, self.final_state, self.user_stopped = [], None, False
         return opening
 
     def _llm(self) -> LLM | None:
@@ -145,8 +146,11 @@ class EpisodeSession:
         """The user simulator's next message and whether it ends the conversation. Without an LLM the
         user has nothing to add: the conversation ends."""
         if self.user is None:
+            self.user_stopped = True
             return "", True
-        return await self.user.reply(conversation[1:])
+        text, stopped = await self.user.reply(conversation[1:])
+        self.user_stopped = stopped  # its closing message may then follow the last answer
+        return text, stopped
 
     async def finish(self) -> dict[str, Any]:
         if self.final_state is None:
@@ -165,7 +169,8 @@ class EpisodeSession:
                     {"id": trace.call_id, "type": "function", "function": {"name": trace.name, "arguments": trace.arguments}}]})
                 messages.append({"role": "tool", "tool_call_id": trace.call_id, "name": trace.name, "content": trace.result})
         return Trajectory(task_id=self.row["task_id"], agent_id="", messages=messages, tools=list(self.row["tools"]),
-                          tool_calls=list(self.traces), final_state=self.final_state or {})
+                          tool_calls=list(self.traces), final_state=self.final_state or {},
+                          user_stopped=self.user_stopped)
 
     async def reward(self, messages: list[dict[str, Any]] | None = None) -> Reward:
         """judges/reward.py on this episode. Without `messages` (TRL), checks of the assistant's text
@@ -178,7 +183,7 @@ class EpisodeSession:
         if self.options.judge:
             if self.llm is None:
                 raise ConfigError("the rubric judge needs an LLM: give EnvironmentOptions(llm=...) or set OPENAI_BASE_URL")
-            outcome = await judge(self.llm, self.options.judge_config, self.task, trajectory,
+            outcome = await judge(self.llm.role("judge"), self.options.judge_config, self.task, trajectory,
                                   seed=int(content_hash(["judge", trajectory.id], 8), 16))
         return episode_reward(self.options.judge_config, subject, outcome, sees_text=messages is not None)
 

@@ -77,7 +77,9 @@ class SynthToolEnv(vf.MultiTurnEnv):
         state["tool_defs"], state["tool_steps"] = state["offered_tools"], 0
         text, stopped = await session.user_reply([as_dict(m) for m in messages])
         if stopped:
-            state["final_env_response"] = []  # the closing user message is not kept: nothing answers it
+            # The closing user message ends the episode and, as in rollouts, stays in the conversation
+            # the reward reads (verifiers appends a final env response to the completion).
+            state["final_env_response"] = _normalize([{"role": "user", "content": text}]) if text else []
             return []
         return _normalize([{"role": "user", "content": text}])
 

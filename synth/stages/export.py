@@ -23,6 +23,7 @@ import yaml
 from datasets import Dataset, DatasetDict, Features, Json, List, Value, disable_progress_bars
 
 from judges.calibration import self_agreement
+from judges.calibration_card import calibration_markdown
 from judges.metrics import funnel_report, pass_report
 from sandboxes import backend_of
 from synth.chat_rows import FORMAT_VERSION, has_parallel_calls, trainer_message, trainer_messages
@@ -73,9 +74,26 @@ RL_FEATURES = Features({
 })
 
 
-def model_name(ctx: Context) -> str:
-    """The model the run's requests named (for the embedded server: the preset's alias)."""
-    return ctx.llm.cfg.model if ctx.llm is not None else ctx.cfg.llm.model
+def model_name(ctx: Context, role: str = "agent") -> str:
+    """The model a role's requests named (for the embedded server: the preset's alias); SFT rows name
+    the agent's, whose turns they are."""
+    if ctx.llm is not None:
+        return ctx.llm.role(role).cfg.model  # type: ignore[arg-type]
+    return ctx.cfg.llm.for_role(role).model  # type: ignore[arg-type]
+
+
+def models_line(ctx: Context) -> str:
+    """The card's line of models by role (manifest.json `models`, else the config's)."""
+    models = ctx.store.manifest().get("models") or {}
+    names = {"default": "tools, agents and tasks", "agent": "agent", "user": "user simulator",
+             "tool_simulator": "tool simulator", "judge": "judge"}
+    parts = []
+    for role, label in names.items():
+        entry = models.get(role) or {"model": model_name(ctx, role) if role != "default" else ctx.cfg.llm.model,
+                                     "endpoint": ""}
+        where = f" at {entry['endpoint']}" if entry.get("endpoint") else ""
+        parts.append(f"{label}: `{entry['model']}`{where}")
+    return "; ".join(parts)
 
 
 def sandbox_provenance(ctx: Context) -> tuple[str, str]:
@@ -356,7 +374,7 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], datasets: dict[str, Data
         license=ctx.cfg.export.license, sft_rows=_per_split(sft), rl_rows=_per_split(rl),
         all_rows=_per_split(datasets["all"]), dpo_rows=_per_split(datasets["dpo"]), format_version=FORMAT_VERSION,
         privileged=f"format {ctx.cfg.export.privileged.format}, parts {', '.join(ctx.cfg.export.privileged.include)}",
-        model=model_name(ctx), config_hash=manifest.get("config_hash", ""), seed=ctx.cfg.seed,
+        model=models_line(ctx), config_hash=manifest.get("config_hash", ""), seed=ctx.cfg.seed,
         sandbox=f"{isolation_statement(ctx.cfg)}{f' (image `{image}`)' if image else ''}",
         judge=f"mode {judge.mode}, {judge.samples} sample(s), keep threshold {judge.keep_threshold}"
               f"{_agreement(verdicts)}",
@@ -370,7 +388,7 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], datasets: dict[str, Data
         errors="\n".join(f"| {s} | {t} | {n} |" for (s, t), n in errors.most_common()) or "| (none) | | 0 |",
         stats=_stats(kept, verdicts), usage=json.dumps(manifest.get("usage", {}), indent=2, sort_keys=True),
         cost=_cost(manifest),
-        train_with_it=train_with_it(),
+        train_with_it=train_with_it(), calibration=calibration_markdown(ctx.store.root),
     )
 
 

@@ -1,5 +1,5 @@
-"""The judge stage (`synth judge`): score each trajectory against its task's rubric, run the checks,
-keep or drop (judges/verdict.py).
+"""The judge stage (`synth judge`): score each trajectory against its task's rubric (on the `judge`
+role's model), run the checks, keep or drop (judges/verdict.py).
 
 With several judge samples each one is stored on the verdict (results, score, seed, its own keep
 decision). Its manifest sections, over every verdict of the run (resumed ones included): the
@@ -28,7 +28,7 @@ async def run(ctx: Context) -> StageStats:
     async def work(unit: Unit[Trajectory]) -> list[Verdict]:
         trajectory = unit.payload
         task = tasks[trajectory.task_id]
-        outcome = await judge(ctx.llm, cfg, task, trajectory, seed=ctx.seed_for("judge", trajectory.id))
+        outcome = await judge(ctx.llm.role("judge"), cfg, task, trajectory, seed=ctx.seed_for("judge", trajectory.id))
         checks = run_checks(Subject(trajectory, task, decoys.get(trajectory.agent_id, frozenset())))
         return [verdict(cfg, task, trajectory, outcome, checks, unit=unit.id)]
 

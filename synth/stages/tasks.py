@@ -92,7 +92,7 @@ async def draft_tasks(ctx: Context, unit: Unit[Agent], serving: Serving) -> list
     prompt = render(__file__, "tasks_gold" if impl else "tasks", **values)
     reply = await ctx.llm.structured([{"role": "user", "content": prompt}],
                                      task_list_model(cfg.per_agent, gold=impl is not None),
-                                     seed=ctx.seed_for("tasks", unit.id))
+                                     seed=ctx.seed_for("tasks", unit.id), call="tasks")
     drafts = reply.tasks[: cfg.per_agent]
     tasks = [_task(unit.id, agent, draft, cfg.rubric_items) for draft in drafts]
     if impl is None:

@@ -14,6 +14,7 @@ from synth.view.joins import Row, Run
 
 CHECK_FAILED = "check failed: "
 ESSENTIAL_FAILED = "essential criterion failed"
+PITFALL_HAPPENED = "pitfall happened"
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -23,8 +24,9 @@ def reason_kind(reason: str) -> str:
     numbers masked, so a reason added later still groups."""
     if reason.startswith(CHECK_FAILED):
         return reason
-    if reason.startswith(ESSENTIAL_FAILED):
-        return ESSENTIAL_FAILED
+    for prefix in (ESSENTIAL_FAILED, PITFALL_HAPPENED):
+        if reason.startswith(prefix):
+            return prefix
     if reason.startswith("score ") and " below threshold " in reason:
         return "score below threshold"
     return _NUMBER.sub("N", reason)[:120]
