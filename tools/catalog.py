@@ -138,3 +138,14 @@ def catalog_sources(servers: list[CatalogServer] | None = None, root: Path | Non
                                     ro_paths=[str(root)], catalog=s.label, environment=s.environment,
                                     launch=s.launch()))
     return sources
+
+
+async def configured_sources(entries: list[str | dict]) -> list[ServerSource]:
+    """`tools.servers` as sources: a catalog label (installed first, once), a stdio command line, or a
+    servers-file entry."""
+    labels = [e for e in entries if isinstance(e, str) and by_label(e.strip())]
+    servers = [by_label(label.strip()) for label in labels]
+    root = await ensure_installed(servers) if servers else cache_dir()  # type: ignore[arg-type]
+    catalog = dict(zip(labels, catalog_sources(servers, root=root)))  # type: ignore[arg-type]
+    return [catalog[e] if e in catalog else ServerSource.model_validate(e) if isinstance(e, dict)
+            else ServerSource(stdio=e) for e in entries]

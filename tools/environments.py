@@ -119,6 +119,7 @@ class Environment(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Server environment; {data} is the data path.")
     note: str = Field(description="What the agent is told about where its data is; {data} is the path it sees.")
     example: dict[str, Any] = Field(description="A seed shown to task writers.")
+    state_doc: str = Field(description="The snapshot's shape, shown to task writers for their assertions.")
     reusable: bool = Field(description="A running server may serve the next episode after the data is replaced: "
                            "it keeps no state of its own that a tool could show.")
 
@@ -170,17 +171,25 @@ ENVIRONMENTS: dict[str, Environment] = {e.name: e for e in [
                              {"message": "Add parser", "files": {"src/parse.py": "def parse(s):\n    return s\n"},
                               "branch": "feature"}],
                  "head": "main", "changes": {"README.md": "# Demo\nWIP\n"}, "staged": []},
+        state_doc='{"head": "main", "branches": {"main": {"log": [{"sha": "...", "message": "Initial commit", '
+                  '"author": "Seed"}]}, "feature": {"log": [...]}}, "log": [the checked-out branch\'s commits, newest '
+                  'first], "status": {"staged": ["path"], "unstaged": ["README.md"], "untracked": []}, "files": '
+                  '[{"path": "README.md", "size": 12, "sha256": "...", "text": "# Demo\\nWIP\\n"}], "dirs": ["src"]}',
         reusable=True),
     Environment(
         name="filesystem", seed_model=FilesystemSeed, data="files",
         note="The files you work on are under {data} (use absolute paths there).",
         example={"files": {"notes/todo.txt": "buy milk\n", "report.md": "# Q3\n"}, "dirs": ["archive"]},
+        state_doc='{"files": [{"path": "notes/todo.txt", "size": 9, "sha256": "...", "text": "buy milk\\n"}], '
+                  '"dirs": ["archive", "notes"]}',
         reusable=True),
     Environment(
         name="memory", seed_model=MemorySeed, data="memory.jsonl", env={"MEMORY_FILE_PATH": "{data}"},
         note="Your knowledge graph memory is kept for you; read it before you answer from memory.",
         example={"entities": [{"name": "Alice", "entityType": "person", "observations": ["likes tea"]}],
                  "relations": [{"from": "Alice", "to": "Acme", "relationType": "works_at"}]},
+        state_doc='{"entities": [{"name": "Alice", "entityType": "person", "observations": ["likes tea"]}], '
+                  '"relations": [{"from": "Alice", "to": "Acme", "relationType": "works_at"}]}',
         reusable=True),
     Environment(
         name="sqlite", seed_model=SqliteSeed, data="db.sqlite",
@@ -188,6 +197,8 @@ ENVIRONMENTS: dict[str, Environment] = {e.name: e for e in [
         example={"tables": [{"name": "orders", "columns": [{"name": "id", "type": "INTEGER PRIMARY KEY"},
                                                            {"name": "item", "type": "TEXT"}],
                              "rows": [[1, "lamp"], [2, "desk"]]}]},
+        state_doc='{"tables": {"orders": {"columns": [{"name": "id", "type": "INTEGER"}, {"name": "item", "type": '
+                  '"TEXT"}], "rows": [{"id": 1, "item": "lamp"}, {"id": 2, "item": "desk"}]}}}',
         # mcp-server-sqlite keeps its insights memo (append_insight) in the process.
         reusable=False),
 ]}

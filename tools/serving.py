@@ -85,6 +85,16 @@ def passed_implementations(store: RunStore) -> dict[str, Implementation]:
     return {i.toolset_id: i for i in store.read("implementations") if i.passed}
 
 
+def environment_notes(specs: list[ToolSpec]) -> list[str]:
+    """What an agent over these tools is told about its real servers' data (where the repository is)."""
+    notes = []
+    for part in real_parts(specs)[0]:
+        kind = part.launch.kind
+        if kind is not None:
+            notes.append(kind.note.format(data=kind.data_path()))
+    return notes
+
+
 class Serving:
     """The runtime choice for one stage's agents, with the composites it derived (made once per set
     of parts: ids are content hashes, so equal keys mean equal compositions; never stored)."""

@@ -1,0 +1,92 @@
+"""Tasks over a real MCP server (mcp-server-git): the task writer's seed, gold actions and assertions;
+a task whose gold replays against the real server is kept, one whose gold fails and one whose seed
+does not fit are dropped with their reasons; rollouts on the kept task are judged on the snapshot."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from judges.checks import TASK, Subject, run_checks
+from synth.config import RunConfig
+from synth.core.records import Agent
+from synth.run import open_run, run_stages
+from tests.fake_openai import FakeOpenAI
+from tests.test_real_servers import catalog_tools, scripted_agent  # noqa: F401  (the module fixture)
+
+pytestmark = pytest.mark.mcp
+
+SEED = {"commits": [{"message": "Initial commit", "files": {"README.md": "# Demo\n"}},
+                    {"message": "Add parser", "files": {"src/parse.py": "x = 1\n"}}]}
+
+
+def draft(goal: str, seed, gold: list[tuple[str, dict]], assertions: list[tuple[str, str, object]]) -> dict:
+    return {"goal": goal, "persona": "A developer in a hurry.", "user_facts": ["The branch is release-1"],
+            "difficulty": "easy", "rubric": [{"text": "Creates the branch.", "kind": "essential", "weight": 3}],
+            "initial_state": json.dumps(seed),
+            "gold_actions": [{"tool": t, "arguments": json.dumps(a)} for t, a in gold],
+            "assertions": [{"path": p, "op": op, "value": "" if v is None else json.dumps(v)} for p, op, v in assertions]}
+
+
+REPO = {"repo_path": "/workspace/repo"}
+DRAFTS = [
+    draft("Create a release-1 branch from main.", SEED, [("git_create_branch", {**REPO, "branch_name": "release-1"})],
+          [("branches.release-1.log.0.message", "equals", "Add parser"), ("branches.release-1", "exists", None)]),
+    draft("Switch to the hotfix branch.", SEED, [("git_checkout", {**REPO, "branch_name": "hotfix"})],
+          [("head", "equals", "hotfix")]),
+    draft("Look at my history.", {"commits": [{"files": {"a": "b"}}]}, [("git_log", REPO)],
+          [("log.0.message", "equals", "x")]),
+]
+
+
+def writer(body: dict):
+    prompt = str(body["messages"][-1]["content"])
+    if body.get("response_format") and "whose tools are real MCP servers" in prompt:
+        assert "/workspace/repo" in prompt and "seed example" in prompt  # the kind's note and seed format
+        return json.dumps({"tasks": DRAFTS})
+    return None
+
+
+async def test_real_tasks_keep_the_gold_that_replays_and_drop_the_rest(tmp_path, catalog_tools):  # noqa: F811
+    git = catalog_tools["git"]
+    cfg = RunConfig.model_validate({
+        "name": "rt", "runs_dir": str(tmp_path), "llm": {"base_url": "", "model": "fake", "max_retries": 0},
+        "tasks": {"per_agent": 3}, "rollout": {"max_turns": 1, "max_tool_steps": 3, "sandbox": {"type": "local"}}})
+    async with FakeOpenAI(handler=writer) as fake:
+        cfg.llm.base_url = fake.base_url
+        async with open_run(cfg, quiet=True) as ctx:
+            agent = Agent(toolset_id=git[0].toolset_id, toolset=git[0].toolset, domain="git",
+                          tool_ids=[s.id for s in git], name="gitbot", system_prompt="You manage git repositories.")
+            ctx.store.append("tools", git)
+            ctx.store.append("agents", [agent])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                await run_stages(ctx, ["tasks"])
+            [task] = ctx.store.read("tasks")
+            errors = [e.message for e in ctx.store.read("errors")]
+    assert task.validated and task.goal.startswith("Create a release-1")
+    assert task.initial_state["commits"][1]["message"] == "Add parser" and task.initial_state["head"] == "main"
+    assert len(errors) == 2, errors
+    assert any("task 2" in e and "gold action 1 git_checkout" in e and "failed" in e for e in errors), errors
+    assert any("task 3" in e and "git seed: commits.0.message" in e for e in errors), errors
+
+    # Rollouts on the kept task: one that does the work passes the snapshot's assertions, one that does not fails.
+    doing = [("git_create_branch", {**REPO, "branch_name": "release-1"})]
+    for calls, expected in ((doing, True), ([("git_log", REPO)], False)):
+        cfg = cfg.model_copy(update={"name": f"rt-{expected}"})
+        async with FakeOpenAI(handler=scripted_agent(calls)) as fake:
+            cfg.llm.base_url = fake.base_url
+            async with open_run(cfg, quiet=True) as ctx:
+                ctx.store.append("tools", git)
+                ctx.store.append("agents", [agent])
+                ctx.store.append("tasks", [task])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    await run_stages(ctx, ["rollout"])
+                [trajectory] = ctx.store.read("trajectories")
+                manifest = ctx.store.manifest()
+        assert run_checks(Subject(trajectory, task, frozenset()), TASK)["final_state_assertions"] is expected
+        assert manifest["tool_runtimes"]["calls"] == {"real": 1}
+
