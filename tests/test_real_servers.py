@@ -1,6 +1,7 @@
 """Real MCP servers in rollouts, for real: the catalog's reference servers (mcp-server-git from PyPI,
-@modelcontextprotocol/server-memory from npm, ...) started inside local sandboxes (bubblewrap when it
-works), seeded per task, driven by the rollout loop with a scripted agent, snapshotted at the end."""
+@modelcontextprotocol/server-memory from npm, ...) started inside sandboxes, local (bubblewrap when
+it works) and docker (the `mcp` image variant, which carries the same servers), seeded per task,
+driven by the rollout loop with a scripted agent, snapshotted at the end."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from judges.assertions import assertion_failures
-from sandboxes import provision
+from sandboxes import provision, sandbox_config
 from sandboxes.local import LocalConfig
 from synth.config import RunConfig
 from synth.core.errors import ToolError
@@ -37,6 +38,23 @@ GIT_SEED = {"commits": [{"message": "Initial commit", "files": {"README.md": "# 
                         {"message": "Add parser module", "files": {"src/parse.py": "def parse(s):\n    return s\n"}},
                         {"message": "Try a faster parser", "files": {"src/fast.py": "x = 1\n"}, "branch": "speedup"}],
             "head": "main", "changes": {"README.md": "# Demo\nWIP\n"}}
+
+
+@pytest.fixture(scope="session")
+def mcp_image(docker_image) -> str:
+    """The `mcp` variant of the sandbox image (git + the catalog's servers), built once."""
+    from sandboxes.image.build import build_image
+
+    return build_image(variant="mcp", progress=lambda line: print(line, flush=True))
+
+
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
+def sandbox(request) -> dict:
+    """The rollout's sandbox config, per backend."""
+    if request.param == "docker":
+        request.getfixturevalue("mcp_image")
+        return {"type": "docker", "variant": "mcp"}
+    return {"type": "local"}
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +91,12 @@ def scripted_agent(calls: list[tuple[str, dict]]):
     return handler
 
 
-async def rollout(tmp_path, fake, specs, tasks, *, impl=None, pool_size=0, samples=1, agent_specs=None):
+async def rollout(tmp_path, fake, specs, tasks, *, sandbox, impl=None, pool_size=0, samples=1, agent_specs=None):
     cfg = RunConfig.model_validate({
         "name": "real", "runs_dir": str(tmp_path),
         "llm": {"base_url": fake.base_url, "model": "fake", "max_retries": 0},
         "rollout": {"max_turns": 1, "max_tool_steps": 6, "samples_per_task": samples,
-                    "sandbox": {"type": "local", "pool_size": pool_size}}})
+                    "sandbox": {**sandbox, "pool_size": pool_size}}})
     async with open_run(cfg, quiet=True) as ctx:
         agent_specs = agent_specs or specs
         agent = Agent(toolset_id=agent_specs[0].toolset_id, toolset=agent_specs[0].toolset, domain="dev",
@@ -101,12 +119,12 @@ def task(seed: dict, goal: str = "Tell me what changed lately.") -> Task:
     return Task(agent_id="", goal=goal, persona="A developer.", initial_state=seed, rubric=[Criterion(text="Answers.")])
 
 
-async def test_a_rollout_over_mcp_server_git_sees_the_seeded_repository(tmp_path, catalog_tools):
+async def test_a_rollout_over_mcp_server_git_sees_the_seeded_repository(tmp_path, catalog_tools, sandbox):
     calls = [("git_log", {"repo_path": "/workspace/repo"}), ("git_status", {"repo_path": "/workspace/repo"}),
              ("git_checkout", {"repo_path": "/workspace/repo", "branch_name": "speedup"}),
              ("git_log", {"repo_path": "/workspace/repo", "max_count": 1})]
     async with FakeOpenAI(handler=scripted_agent(calls)) as fake:
-        [trajectory] = await rollout(tmp_path, fake, catalog_tools["git"], [task(GIT_SEED)])
+        [trajectory] = await rollout(tmp_path, fake, catalog_tools["git"], [task(GIT_SEED)], sandbox=sandbox)
     log, status, checkout, branch_log = trajectory.tool_calls
     assert {c.runtime for c in trajectory.tool_calls} == {"real"} and not any(c.is_error for c in trajectory.tool_calls)
     # The seeded commits come from the real server: fixed dates, so fixed SHAs.
@@ -124,20 +142,20 @@ async def test_a_rollout_over_mcp_server_git_sees_the_seeded_repository(tmp_path
     assert runtime_counts([trajectory]) == {"calls": {"real": 4}, "total": 4}
 
 
-async def test_a_rollout_over_the_npm_memory_server_changes_its_graph(tmp_path, catalog_tools):
+async def test_a_rollout_over_the_npm_memory_server_changes_its_graph(tmp_path, catalog_tools, sandbox):
     seed = {"entities": [{"name": "Alice", "entityType": "person", "observations": ["likes tea"]}]}
     calls = [("read_graph", {}),
              ("create_entities", {"entities": [{"name": "Bob", "entityType": "person", "observations": ["new hire"]}]}),
              ("create_relations", {"relations": [{"from": "Alice", "to": "Bob", "relationType": "mentors"}]})]
     async with FakeOpenAI(handler=scripted_agent(calls)) as fake:
-        [trajectory] = await rollout(tmp_path, fake, catalog_tools["memory"], [task(seed)])
+        [trajectory] = await rollout(tmp_path, fake, catalog_tools["memory"], [task(seed)], sandbox=sandbox)
     read, created, related = trajectory.tool_calls
     assert "likes tea" in read.result and "Bob" in created.result and not related.is_error
     assert [e["name"] for e in trajectory.final_state["entities"]] == ["Alice", "Bob"]
     assert trajectory.final_state["relations"] == [{"from": "Alice", "to": "Bob", "relationType": "mentors"}]
 
 
-async def test_a_mixed_agent_runs_a_real_and_an_executable_toolset_in_one_episode(tmp_path, catalog_tools):
+async def test_a_mixed_agent_runs_a_real_and_an_executable_toolset_in_one_episode(tmp_path, catalog_tools, sandbox):
     notes = [ToolSpec.model_validate({**t, "toolset": "notes", "toolset_id": "id_notes", "domain": "notes"})
              for t in json.loads((NOTES / "tools.json").read_text())]
     impl = Implementation(toolset_id="id_notes", toolset="notes", tool_ids=[s.id for s in notes],
@@ -147,7 +165,7 @@ async def test_a_mixed_agent_runs_a_real_and_an_executable_toolset_in_one_episod
     calls = [("git_log", {"repo_path": "/workspace/repo", "max_count": 1}),
              ("create_note", {"title": "Release", "body": "ship the parser"}), ("list_notes", {})]
     async with FakeOpenAI(handler=scripted_agent(calls)) as fake:
-        [trajectory] = await rollout(tmp_path, fake, git + notes, [task(seed)], impl=impl)
+        [trajectory] = await rollout(tmp_path, fake, git + notes, [task(seed)], impl=impl, sandbox=sandbox)
     runtimes = [c.runtime for c in trajectory.tool_calls]
     assert runtimes == ["real", "executable", "executable"], [(c.name, c.result[:200]) for c in trajectory.tool_calls]
     assert "Add parser module" in trajectory.tool_calls[0].result and "Release" in trajectory.tool_calls[2].result
@@ -157,7 +175,8 @@ async def test_a_mixed_agent_runs_a_real_and_an_executable_toolset_in_one_episod
     assert [n["title"] for n in state["notes"]["notes"].values()] == ["Release"]
 
 
-async def test_a_pooled_sandbox_keeps_its_server_and_reseeds_it_per_episode(tmp_path, catalog_tools, monkeypatch):
+async def test_a_pooled_sandbox_keeps_its_server_and_reseeds_it_per_episode(tmp_path, catalog_tools, monkeypatch,
+                                                                            sandbox):
     starts = []
     original = real_module.RealServer.start
 
@@ -172,7 +191,7 @@ async def test_a_pooled_sandbox_keeps_its_server_and_reseeds_it_per_episode(tmp_
              ("git_create_branch", {"repo_path": "/workspace/repo", "branch_name": "left-over"})]
     async with FakeOpenAI(handler=scripted_agent(calls)) as fake:
         trajectories = await rollout(tmp_path, fake, catalog_tools["git"], [task(first, "one"), task(second, "two")],
-                                     pool_size=1)
+                                     pool_size=1, sandbox=sandbox)
     assert starts == ["git"]  # warmed once; both episodes used the same resident server
     logs = [t.tool_calls[0].result for t in trajectories]
     assert len(logs) == 2
@@ -189,18 +208,18 @@ async def test_a_pooled_sandbox_keeps_its_server_and_reseeds_it_per_episode(tmp_
                                                           {"name": "item"}], "rows": [[1, "lamp"]]}]},
      ("write_query", {"query": "INSERT INTO orders (item) VALUES ('desk')"}), "affected_rows"),
 ])
-async def test_filesystem_and_sqlite_servers_work_on_their_seeds(catalog_tools, label, seed, call, expect):
+async def test_filesystem_and_sqlite_servers_work_on_their_seeds(catalog_tools, label, seed, call, expect, sandbox):
     specs = catalog_tools[label]
     parts, rest = real_parts(specs)
     assert not rest and parts[0].launch.environment == label
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        async with provision(with_binds(LocalConfig(), [parts[0].launch])) as sandbox:
+        async with provision(with_binds(sandbox_config(sandbox), [parts[0].launch])) as sandbox:
             async with tool_runtime(specs, sandbox, impl=None, llm=None, seed=0, real=parts) as runtime:
                 await runtime.reset(seed)
                 outcome = await runtime.call(*call)
                 state = await runtime.finish()
-    assert not outcome.is_error and expect in outcome.text and sandbox.workspace not in outcome.text
+    assert not outcome.is_error and expect in outcome.text and "/tmp/" not in outcome.text
     if label == "filesystem":
         assert state["files"] == [{"path": "notes/todo.txt", "sha256": state["files"][0]["sha256"], "size": 9,
                                    "text": "buy milk\n"}]

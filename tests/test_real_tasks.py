@@ -14,7 +14,7 @@ from synth.config import RunConfig
 from synth.core.records import Agent
 from synth.run import open_run, run_stages
 from tests.fake_openai import FakeOpenAI
-from tests.test_real_servers import catalog_tools, scripted_agent  # noqa: F401  (the module fixture)
+from tests.test_real_servers import catalog_tools, mcp_image, sandbox, scripted_agent  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.mcp
 
@@ -49,11 +49,11 @@ def writer(body: dict):
     return None
 
 
-async def test_real_tasks_keep_the_gold_that_replays_and_drop_the_rest(tmp_path, catalog_tools):  # noqa: F811
+async def test_real_tasks_keep_the_gold_that_replays_and_drop_the_rest(tmp_path, catalog_tools, sandbox):  # noqa: F811
     git = catalog_tools["git"]
     cfg = RunConfig.model_validate({
         "name": "rt", "runs_dir": str(tmp_path), "llm": {"base_url": "", "model": "fake", "max_retries": 0},
-        "tasks": {"per_agent": 3}, "rollout": {"max_turns": 1, "max_tool_steps": 3, "sandbox": {"type": "local"}}})
+        "tasks": {"per_agent": 3}, "rollout": {"max_turns": 1, "max_tool_steps": 3, "sandbox": sandbox}})
     async with FakeOpenAI(handler=writer) as fake:
         cfg.llm.base_url = fake.base_url
         async with open_run(cfg, quiet=True) as ctx:
