@@ -90,3 +90,44 @@ async def test_real_tasks_keep_the_gold_that_replays_and_drop_the_rest(tmp_path,
         assert run_checks(Subject(trajectory, task, frozenset()), TASK)["final_state_assertions"] is expected
         assert manifest["tool_runtimes"]["calls"] == {"real": 1}
 
+
+
+def test_the_rl_environment_of_a_real_server_task_runs_the_server_and_rewards_its_snapshot(
+        tmp_path, catalog_tools, monkeypatch):  # noqa: F811
+    from judges.gold import parse_arguments
+    from synth.config import dump_config
+    from synth.context import Context
+    from synth.core.records import GoldAction, StateAssertion, Task
+    from synth.core.store import RunStore
+    from synth.core.usage import UsageMeter
+    from synth.envs import trl_environments
+    from synth.stages.export import export_run
+    from tests.test_envs import rl_rows
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # no endpoint: the real server needs none
+    git = catalog_tools["git"]
+    cfg = RunConfig.model_validate({"name": "rl", "runs_dir": str(tmp_path), "rollout": {"sandbox": {"type": "local"}}})
+    store = RunStore(cfg.run_dir)
+    store.open(dump_config(cfg), cfg.content_hash())
+    agent = Agent(toolset_id=git[0].toolset_id, toolset=git[0].toolset, domain="git", tool_ids=[s.id for s in git],
+                  name="gitbot", system_prompt="You manage git repositories.")
+    gold = GoldAction(tool="git_create_branch", arguments=json.dumps({**REPO, "branch_name": "release-1"}))
+    task = Task(agent_id=agent.id, goal="Create a release-1 branch.", persona="A developer.", initial_state=SEED,
+                rubric=[], gold_actions=[gold], validated=True,
+                assertions=[StateAssertion(path="branches.release-1.log.0.message", op="equals", value='"Add parser"')])
+    store.append("tools", git)
+    store.append("agents", [agent])
+    store.append("tasks", [task])
+    export_run(Context(cfg=cfg, store=store, llm=None, meter=UsageMeter(), quiet=True))
+    store.close()
+    [row] = rl_rows(cfg.run_dir / "export")
+    assert row["env_spec"]["runtime"] == "real" and row["env_spec"]["servers"][0]["launch"]["catalog"] == "git"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        env = trl_environments([row])[row["environment"]]()
+        assert env.reset(**row) == task.goal
+        assert "release-1" in env.git_create_branch(**parse_arguments(gold))
+        assert env.get_reward() == 1.0
+        env.reset(**row)  # a fresh seed: the branch is gone, doing nothing fails the assertion
+        assert "release-1" not in env.git_branch(repo_path="/workspace/repo", branch_type="local")
+        assert env.get_reward() == 0.0

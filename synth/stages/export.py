@@ -201,8 +201,8 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
     for task in tasks:
         agent = agents[task.agent_id]
         specs = [tools[i] for i in agent.tool_ids if i in tools]
-        impl = serving.implementation(agent)
-        kinds = ["executable"] if impl else sorted({s.kind for s in specs})
+        parts = serving.real(agent)
+        impl = serving.rest_implementation(agent) if parts else serving.implementation(agent)
         outcome = passes.get(task.id, {})
         n, c = outcome.get("n", 0), outcome.get("c", 0)
         hint, source = privileged_hint(task, by_task.get(task.id, []), scores, ctx.cfg.export.privileged)
@@ -220,10 +220,14 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
             "env_spec": {
                 "sandbox": ctx.cfg.rollout.sandbox.model_dump(mode="json"), "image": image or None,
                 # how tools execute: simulated (LLM tool simulator), executable (generated module), real (MCP server)
-                "runtime": kinds[0] if len(kinds) == 1 else "mixed" if kinds else "none",
+                # as the rollout serves it: real / executable / simulated, or mixed (several of them)
+                "runtime": serving.runtime_of(agent) if specs else "none",
                 "toolsets": [{"kind": s.kind, "spec": s.to_mcp()} for s in specs],
                 # what an RL trainer needs to recreate an executable environment and check its end state
                 "module": impl.module if impl else None,
+                # real MCP servers: how each starts and which tools it serves (its seed is initial_state)
+                "servers": [{"key": p.key, "launch": p.launch.model_dump(mode="json", exclude_defaults=True),
+                             "tools": [s.name for s in p.specs]} for p in parts],
                 "gold_actions": [a.model_dump() for a in task.gold_actions],
                 "assertions": [a.model_dump() for a in task.assertions],
                 "distractor_tools": sorted(tools[i].name for i in agent.distractor_tool_ids if i in tools),
