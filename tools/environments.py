@@ -153,7 +153,7 @@ class Environment(BaseModel):
 
     async def _run(self, sandbox: Sandbox, *args: str) -> str:
         verb, *rest = args
-        result = await sandbox.exec(["python3", "-c", SEEDS_SOURCE, verb, self.name, *rest], timeout=60)
+        result = await sandbox.exec(["python3", "-I", "-S", "-c", SEEDS_SOURCE, verb, self.name, *rest], timeout=60)
         if result.exit_code != 0:
             raise ToolError(f"{verb} of the {self.name} environment failed in sandbox {sandbox.id} "
                             f"(exit {result.exit_code}): {result.stderr.strip()[-500:]}")
@@ -165,6 +165,8 @@ ENVIRONMENTS: dict[str, Environment] = {e.name: e for e in [
         name="git", seed_model=GitSeed, data="repo",
         # Commits the agent makes get a fixed date and identity: replaying the same calls gives the same SHAs.
         env={"GIT_AUTHOR_DATE": "@1717243200 +0000", "GIT_COMMITTER_DATE": "@1717243200 +0000",
+             "GIT_AUTHOR_NAME": "Assistant", "GIT_AUTHOR_EMAIL": "assistant@example.invalid",
+             "GIT_COMMITTER_NAME": "Assistant", "GIT_COMMITTER_EMAIL": "assistant@example.invalid",
              "GIT_CONFIG_NOSYSTEM": "1"},
         note="The git repository you work on is at {data} (pass it as repo_path).",
         example={"commits": [{"message": "Initial commit", "files": {"README.md": "# Demo\n"}},

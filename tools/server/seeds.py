@@ -14,13 +14,11 @@ graph file of @modelcontextprotocol/server-memory), sqlite (a database file).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import sqlite3
-import subprocess
 import sys
+
+# Each run is one short process (per episode, twice): modules beyond these are imported where used.
 
 MAX_FILES = 500  # entries a snapshot lists; more is reported as truncated
 MAX_TEXT = 4000  # bytes of a file shown as text (the hash covers all of it)
@@ -32,10 +30,17 @@ IDENTITY = {"GIT_AUTHOR_NAME": "Seed", "GIT_AUTHOR_EMAIL": "seed@example.invalid
 
 
 def _clear(path: str) -> None:
+    """Remove a file or a tree (symlinks removed, never followed); shutil costs more to import than this."""
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.isdir(path):
-        shutil.rmtree(path)
+        for top, dirs, files in os.walk(path, topdown=False):
+            for name in files:
+                os.unlink(os.path.join(top, name))
+            for name in dirs:
+                full = os.path.join(top, name)
+                os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+        os.rmdir(path)
 
 
 def _inside(root: str, rel: str) -> str:
@@ -59,6 +64,8 @@ def _write_files(root: str, files: dict) -> None:
 
 
 def _file_entry(root: str, full: str) -> dict:
+    import hashlib
+
     rel = os.path.relpath(full, root)
     if os.path.islink(full):
         return {"path": rel, "symlink": os.readlink(full)}
@@ -114,6 +121,8 @@ def snapshot_filesystem(path: str) -> dict:
 
 
 def _git(path: str, *args: str, env: dict | None = None) -> str:
+    import subprocess
+
     full_env = {**os.environ, **IDENTITY, "GIT_CONFIG_NOSYSTEM": "1", **(env or {})}
     done = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, env=full_env, timeout=60)
     if done.returncode:
@@ -125,8 +134,7 @@ def build_git(path: str, seed: dict) -> None:
     _clear(path)
     os.makedirs(path)
     _git(path, "init", "-q", "-b", "main")
-    for key, value in (("user.name", "Seed"), ("user.email", "seed@example.invalid"), ("commit.gpgsign", "false")):
-        _git(path, "config", key, value)
+    # The identity commits carry comes from the environment (IDENTITY here, the git kind's server env).
     branches = {"main"}
     for n, commit in enumerate(seed.get("commits", [])):
         branch = commit.get("branch") or "main"
@@ -227,6 +235,8 @@ def _quote(name: str) -> str:
 
 
 def build_sqlite(path: str, seed: dict) -> None:
+    import sqlite3
+
     _clear(path)
     with sqlite3.connect(path) as db:
         for table in seed.get("tables", []):
@@ -246,6 +256,8 @@ def _plain(value):
 
 
 def snapshot_sqlite(path: str) -> dict:
+    import sqlite3
+
     if not os.path.isfile(path) or os.path.islink(path):
         return {"exists": False, "tables": {}}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
