@@ -6,7 +6,7 @@ task's initial state, validated here with errors that name the field), a data pa
 workspace (the repository, the file tree, the graph file, the database), the server arguments and
 environment that point the server at it, and a note the agent is given ("the repository is at
 /workspace/repo"). Building the seed and snapshotting the state run inside the sandbox, in one
-exec each (tools/server/seeds.py), so they work alike under every backend.
+exec each (tools/seed_script.py), so they work alike under every backend.
 
 Paths the model sees are under WORKSPACE (/workspace), whatever the backend's real workspace path
 is: tools/real.py maps them, so trajectories and gold actions read the same everywhere.
@@ -26,7 +26,7 @@ from sandboxes.base import Sandbox
 from synth.core.errors import ToolError
 
 WORKSPACE = "/workspace"  # the workspace as tools and the model see it (mapped onto the sandbox's)
-SEEDS_SOURCE = (Path(__file__).resolve().parent / "server" / "seeds.py").read_text()
+SEEDS_SOURCE = (Path(__file__).resolve().parent / "seed_script.py").read_text()
 MAX_SEED_BYTES = 100_000  # one argv string; a seed this big is not a task's initial state
 MAX_SNAPSHOT_BYTES = 1 << 21
 

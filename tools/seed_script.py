@@ -1,10 +1,11 @@
 """Seeded environments of real MCP servers, built and snapshotted inside the sandbox (stdlib only).
 
-    python3 seeds.py build KIND PATH SEED_JSON     replace PATH with the seed (a repo, a file tree, ...)
-    python3 seeds.py snapshot KIND PATH            print the state at PATH as JSON
+    python3 seed_script.py build KIND PATH SEED_JSON   replace PATH with the seed (a repo, a file tree, ...)
+    python3 seed_script.py snapshot KIND PATH          print the state at PATH as JSON
 
-The harness runs it with `python3 -c <this file's source>` (one exec, nothing written first), so it
-works the same under every backend. Its input was validated by tools/environments.py; whatever is at
+The harness runs it with `python3 -I -S -c <this file's source>` (one exec, nothing written first),
+so it works the same under every backend; it is not part of the image (an edit here rebuilds
+nothing). It imports nothing of the project. Its input was validated by tools/environments.py; whatever is at
 PATH when it snapshots was written by third-party code driven by a model, so every read is bounded
 (files, bytes, rows) and symlinks are reported, never followed.
 
@@ -287,7 +288,7 @@ def main(argv: list[str]) -> int:
         elif len(argv) == 3 and argv[0] == "snapshot" and argv[1] in SNAPSHOT:
             print(json.dumps(SNAPSHOT[argv[1]](os.path.abspath(argv[2])), sort_keys=True))
         else:
-            print(f"usage: seeds.py build|snapshot {'|'.join(BUILD)} PATH [SEED_JSON]", file=sys.stderr)
+            print(f"usage: seed_script.py build|snapshot {'|'.join(BUILD)} PATH [SEED_JSON]", file=sys.stderr)
             return 2
     except Exception as e:  # one line the harness shows: the seed, the tree or git was not what was expected
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
