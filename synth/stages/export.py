@@ -34,7 +34,7 @@ from synth.core.prompts import render
 from synth.core.records import Task, Trajectory, Verdict
 from synth.core.units import StageStats
 from synth.privileged import privileged_hint
-from tools.serving import Serving
+from tools.serving import Serving, launch_of
 
 # Fixed-shape records stay structs: Json() values decode through pandas' ujson, which does not read
 # floats back bit for bit (0.6667 -> 0.6667000000000001); Json is for what varies between rows.
@@ -372,8 +372,37 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], datasets: dict[str, Data
         reasons="\n".join(f"| {k} | {v} |" for k, v in report["drop_reasons"].items()) or "| (none) | 0 |",
         errors="\n".join(f"| {s} | {t} | {n} |" for (s, t), n in errors.most_common()) or "| (none) | | 0 |",
         stats=_stats(kept, verdicts), usage=json.dumps(manifest.get("usage", {}), indent=2, sort_keys=True),
-        train_with_it=train_with_it(),
+        train_with_it=train_with_it(), tool_runtimes=tool_runtime_section(ctx, manifest),
     )
+
+
+def tool_runtime_section(ctx: Context, manifest: dict[str, Any]) -> str:
+    """Which runtime answered the tool calls, which real servers stayed simulated and why, and the
+    simulator's measured fidelity (`synth tools fidelity`)."""
+    counts = (manifest.get("tool_runtimes") or {}).get("calls") or {}
+    answered = ", ".join(f"{k}: {v}" for k, v in counts.items()) if counts else "none recorded"
+    lines = [f"Tool calls per runtime: {answered} (real: the MCP server itself in the sandbox; executable: a "
+             "generated implementation; simulated: the LLM tool simulator)."]
+    offline = sorted({t.toolset for t in ctx.store.read("tools")
+                      if (launch := launch_of(t)) is not None and not launch.runnable})
+    if offline:
+        lines.append(f"Real servers that need the network stay simulated (sandboxes have none): {', '.join(offline)}.")
+    fidelity = manifest.get("tool_fidelity") or {}
+    if not fidelity.get("calls"):
+        lines.append("Simulator fidelity: not measured (`synth tools fidelity` on a run with real servers).")
+        return "\n".join(lines)
+    o = fidelity["overall"]
+    value = "-" if o.get("value_agreement") is None else f"{o['value_agreement']:.0%} of {o['values_compared']}"
+    lines.append(f"Simulator fidelity (`synth tools fidelity`: {fidelity['calls']} calls to "
+                 f"{', '.join(fidelity.get('servers', []))} replayed from the same seed through the real server and "
+                 f"the simulator, model `{fidelity.get('simulator_model') or '?'}`): errors agree "
+                 f"{o['error_agreement']:.0%}, structure agrees {o['structural_agreement']:.0%}, values agree {value}. "
+                 "Read the simulated toolsets' data with that in mind.\n")
+    lines.append("| tool | calls | errors agree | structure agrees | values agree |\n|---|---|---|---|---|")
+    for tool, f in sorted(fidelity.get("tools", {}).items()):
+        v = "-" if f.get("value_agreement") is None else f"{f['value_agreement']:.0%}"
+        lines.append(f"| {tool} | {f['calls']} | {f['error_agreement']:.0%} | {f['structural_agreement']:.0%} | {v} |")
+    return "\n".join(lines)
 
 
 def train_with_it() -> str:
