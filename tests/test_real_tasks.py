@@ -131,3 +131,28 @@ def test_the_rl_environment_of_a_real_server_task_runs_the_server_and_rewards_it
         env.reset(**row)  # a fresh seed: the branch is gone, doing nothing fails the assertion
         assert "release-1" not in env.git_branch(repo_path="/workspace/repo", branch_type="local")
         assert env.get_reward() == 0.0
+
+
+async def test_synth_run_imports_tools_servers_once_and_agents_are_told_where_the_data_is(tmp_path):
+    """`tools.servers` with `tools.evolve: false`: the tools stage imports the catalog's git server (a
+    resumed run imports nothing again), and an agent over it learns where the repository is."""
+    cfg = RunConfig.model_validate({
+        "name": "servers", "runs_dir": str(tmp_path), "llm": {"base_url": "", "model": "fake", "max_retries": 0},
+        "tools": {"servers": ["git"], "evolve": False}, "agents": {"per_toolset": 1}})
+    async with FakeOpenAI() as fake:  # schema-valid replies: only the agents stage asks the LLM
+        cfg.llm.base_url = fake.base_url
+        counts = []
+        for _ in range(2):
+            async with open_run(cfg, quiet=True) as ctx:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    await run_stages(ctx, ["tools", "agents"])
+                tools, agents = ctx.store.read("tools"), ctx.store.read("agents")
+                counts.append(len(tools))
+        evolved = [r for r in fake.requests if "categor" in json.dumps(r.get("messages", "")).lower()]
+    assert tools and {t.kind for t in tools} == {"real"} and {"git_log", "git_status"} <= {t.name for t in tools}
+    assert all(t.provenance["launch"]["catalog"] == "git" for t in tools)
+    assert counts[0] == counts[1] == len({t.id for t in tools})  # the second run imported nothing again
+    assert not evolved  # tools.evolve: false planned no categories
+    [agent] = agents
+    assert set(agent.tool_ids) <= {t.id for t in tools} and "/workspace/repo" in agent.system_prompt
