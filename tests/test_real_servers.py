@@ -91,11 +91,12 @@ def scripted_agent(calls: list[tuple[str, dict]]):
     return handler
 
 
-async def rollout(tmp_path, fake, specs, tasks, *, sandbox, impl=None, pool_size=0, samples=1, agent_specs=None):
+async def rollout(tmp_path, fake, specs, tasks, *, sandbox, impl=None, pool_size=0, samples=1, agent_specs=None,
+                  tool_process="per_episode"):
     cfg = RunConfig.model_validate({
         "name": "real", "runs_dir": str(tmp_path),
         "llm": {"base_url": fake.base_url, "model": "fake", "max_retries": 0},
-        "rollout": {"max_turns": 1, "max_tool_steps": 6, "samples_per_task": samples,
+        "rollout": {"max_turns": 1, "max_tool_steps": 6, "samples_per_task": samples, "tool_process": tool_process,
                     "sandbox": {**sandbox, "pool_size": pool_size}}})
     async with open_run(cfg, quiet=True) as ctx:
         agent_specs = agent_specs or specs
@@ -175,8 +176,14 @@ async def test_a_mixed_agent_runs_a_real_and_an_executable_toolset_in_one_episod
     assert [n["title"] for n in state["notes"]["notes"].values()] == ["Release"]
 
 
+@pytest.mark.parametrize("tool_process", ["shared", "per_episode"])
 async def test_a_pooled_sandbox_keeps_its_server_and_reseeds_it_per_episode(tmp_path, catalog_tools, monkeypatch,
-                                                                            sandbox):
+                                                                            sandbox, tool_process):
+    """shared in docker: the server warmed with the pool serves both episodes. Locally (bwrap) the reset
+    keeps a resident only while its pid namespace holds nothing else (issue #18), and mcp-server-git
+    leaves git child processes behind, so it is replaced. per_episode (the default): each episode
+    starts its own. Either way each episode sees its own seed and nothing of the other's."""
+    starts_expected = 1 if tool_process == "shared" and sandbox["type"] == "docker" else 2
     starts = []
     original = real_module.RealServer.start
 
@@ -191,8 +198,8 @@ async def test_a_pooled_sandbox_keeps_its_server_and_reseeds_it_per_episode(tmp_
              ("git_create_branch", {"repo_path": "/workspace/repo", "branch_name": "left-over"})]
     async with FakeOpenAI(handler=scripted_agent(calls)) as fake:
         trajectories = await rollout(tmp_path, fake, catalog_tools["git"], [task(first, "one"), task(second, "two")],
-                                     pool_size=1, sandbox=sandbox)
-    assert starts == ["git"]  # warmed once; both episodes used the same resident server
+                                     pool_size=1, sandbox=sandbox, tool_process=tool_process)
+    assert starts == ["git"] * starts_expected
     logs = [t.tool_calls[0].result for t in trajectories]
     assert len(logs) == 2
     assert sum("First task's commit" in log and "Second" not in log for log in logs) == 1
