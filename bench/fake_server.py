@@ -16,13 +16,18 @@ import asyncio
 
 from tests.fake_openai import FakeOpenAI
 
-TOOL = "list_notes"  # the notes fixture's tool without arguments: the cheapest real tool call
+# The cheapest call of each toolset the bench runs: the notes fixture's list_notes (executable), and
+# the real servers' reads (bench/rollout.py --rows real).
+CALLS = {"list_notes": "{}", "git_status": '{"repo_path": "/workspace/repo"}', "read_graph": "{}"}
+TOOL = "list_notes"
 
 
 def handler(body: dict) -> dict | str:
     messages, tools = body.get("messages") or [], body.get("tools") or []
     if tools and (not messages or messages[-1].get("role") != "tool"):
-        call = {"id": "call_0", "type": "function", "function": {"name": TOOL, "arguments": "{}"}}
+        offered = {t["function"]["name"] for t in tools}
+        name = next((n for n in CALLS if n in offered), TOOL)
+        call = {"id": "call_0", "type": "function", "function": {"name": name, "arguments": CALLS[name]}}
         return {"content": "", "tool_calls": [call], "finish_reason": "tool_calls"}
     return "Sure, that is done: the notes are listed above."
 

@@ -13,7 +13,12 @@ back:
   tools/agents/tasks/implementations written directly: user simulator, agent, response cache,
   run store, and tools through ExecutableToolset over MCP (the notes fixture's passing
   Implementation, `tests/fixtures/toolsets/notes/`) in a local sandbox with isolation none,
-  optionally from a warm pool (`--pool-size`).
+  optionally from a warm pool (`--pool-size`);
+- `real`: the same stage over a real MCP server (`--real-server`: mcp-server-git, or the npm
+  memory server) imported from the catalog, each task seeding it (git: a repository with one
+  commit), the agent calling git_status / read_graph: RealToolset over the official client, the
+  servers resident in the pooled sandboxes (started while the pool warms), each episode
+  rebuilding its seed and snapshotting it (two short execs).
 
 An episode makes 10 LLM calls one after another (6 agent calls, 4 user-simulator calls; see
 bench/fake_server.py), so ideal = c / (10 x latency) episodes/s; ratio = measured / ideal.
@@ -52,6 +57,9 @@ from tests.fake_openai import FakeOpenAI
 NOTES = REPO / "tests" / "fixtures" / "toolsets" / "notes"
 MAX_TURNS, MAX_TOOL_STEPS = 3, 1  # 3 x (tool call + answer) = 6 agent calls; opening + 3 replies = 4 user calls
 SERVER_MB = 25  # RSS of one resident tool host (python + jsonschema; 13 MB of it anonymous), measured
+REAL_MB = {"git": 50, "memory": 30}  # anonymous memory of one resident real server (smaps_rollup), measured
+REAL_SEEDS = {"git": {"commits": [{"message": "Initial commit", "files": {"README.md": "# Bench\n"}}]},
+              "memory": {"entities": [{"name": "Bench", "entityType": "thing", "observations": ["seeded"]}]}}
 
 
 def tree_cpu(skip: int | None) -> tuple[float, float]:
@@ -93,6 +101,22 @@ def records(episodes: int, tag: str) -> tuple[list[ToolSpec], Agent, list[Task],
     return specs, agent, tasks, impl
 
 
+def real_records(episodes: int, tag: str, server: str) -> tuple[list[ToolSpec], Agent, list[Task]]:
+    """The catalog server's tools (imported for real), an agent over them, one seeded task per episode."""
+    from tools.catalog import by_label, catalog_sources, ensure_installed
+    from tools.mcp_import import import_tools
+
+    asyncio.run(ensure_installed([by_label(server)]))
+    [result] = asyncio.run(import_tools(catalog_sources([by_label(server)]), None))
+    specs = result.tools
+    agent = Agent(toolset_id=specs[0].toolset_id, toolset=specs[0].toolset, domain=server,
+                  tool_ids=[s.id for s in specs], name="Bench", system_prompt="You are a bench agent.")
+    tasks = [Task(agent_id=agent.id, goal=f"Check the state ({tag} #{i}).", persona="A busy developer.",
+                  initial_state=REAL_SEEDS[server], user_facts=[f"Request number: {tag}-{i}"],
+                  rubric=[Criterion(text="The assistant checks.")]) for i in range(episodes)]
+    return specs, agent, tasks
+
+
 def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int, workers: int = 1,
                tool_process: str | None = None, isolation: str = "none") -> RunConfig:
     return RunConfig.model_validate({
@@ -105,15 +129,25 @@ def run_config(base_url: str, runs_dir: str, concurrency: int, pool_size: int, w
 
 
 async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: int, latency_s: float,
-                    server_pid: int | None, workers: int, tool_process: str, isolation: str = "none") -> dict:
+                    server_pid: int | None, workers: int, tool_process: str, isolation: str = "none",
+                    real: dict | None = None) -> dict:
     """The rollout stage as `synth rollout` runs it. The clock starts when the episodes do (ctx.on_start:
-    after the pool, its tool hosts and the worker processes started: `warm s`), CPU is counted from there."""
+    after the pool, its tool hosts or real servers and the worker processes started: `warm s`), CPU is
+    counted from there. `real`: {"records": real_records(...)} for the real-server row."""
     tag = f"c{concurrency}-{time.time_ns()}"  # fresh tasks: nothing from an earlier row in any cache
+    kind_name = "real" if real else "synth"
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as runs_dir:
         cfg = run_config(base_url, runs_dir, concurrency, pool_size, workers, tool_process, isolation)
         async with open_run(cfg, quiet=True) as ctx:
-            specs, agent, tasks, impl = records(episodes, tag)
-            for kind, recs in (("tools", specs), ("agents", [agent]), ("tasks", tasks), ("implementations", [impl])):
+            if real:
+                specs, agent, base_tasks = real["records"]
+                tasks = [Task.model_validate({**t.model_dump(exclude={"id"}), "goal": f"{t.goal} {tag}"})
+                         for t in base_tasks[:episodes]]
+                recs_of = (("tools", specs), ("agents", [agent]), ("tasks", tasks))
+            else:
+                specs, agent, tasks, impl = records(episodes, tag)
+                recs_of = (("tools", specs), ("agents", [agent]), ("tasks", tasks), ("implementations", [impl]))
+            for kind, recs in recs_of:
                 ctx.store.append(kind, recs)
             mark: dict = {}
             ctx.on_start = lambda: mark.update(time=time.perf_counter(), cpu=tree_cpu(server_pid),
@@ -127,7 +161,7 @@ async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: i
             errors = ctx.store.read("errors")
     if stats.failed or len(trajectories) != episodes:  # reported in the table, the other rows still run
         why = errors[0].message.split(";")[0][-120:] if errors else "no trajectory"
-        return {"kind": "synth", "concurrency": concurrency, "episodes": episodes, "failed": stats.failed or episodes,
+        return {"kind": kind_name, "concurrency": concurrency, "episodes": episodes, "failed": stats.failed or episodes,
                 "why": f"{errors[0].error_type if errors else ''}: {why}", "seconds": seconds}
     calls = ctx.meter.total().requests
     agent_calls = sum(t.usage["agent_calls"] for t in trajectories)
@@ -135,7 +169,9 @@ async def synth_row(base_url: str, concurrency: int, episodes: int, pool_size: i
     tool_calls = sum(len(t.tool_calls) for t in trajectories)
     if any(t.usage["agent_calls"] != 6 for t in trajectories) or calls != agent_calls + user_calls:
         raise SystemExit(f"episodes are not shaped as planned: {agent_calls} agent, {user_calls} user, {calls} total")
-    return _row("synth", concurrency, episodes, seconds, calls, latency_s, own - mark["cpu"][0],
+    if real and any(c.runtime != "real" or c.is_error for t in trajectories for c in t.tool_calls):
+        raise SystemExit("the real row's tool calls did not all succeed on the real server")
+    return _row(kind_name, concurrency, episodes, seconds, calls, latency_s, own - mark["cpu"][0],
                 descendants - mark["cpu"][1],
                 server, agent=agent_calls / episodes, user=user_calls / episodes, tools=tool_calls / episodes,
                 warm_s=warm_s)
@@ -216,7 +252,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=200, help="the fake endpoint's latency per call")
     parser.add_argument("--pool-size", type=int, default=-1,
                         help="rollout.sandbox.pool_size (default -1: the row's concurrency; 0: no pool)")
-    parser.add_argument("--rows", nargs="+", choices=["floor", "synth"], default=["floor", "synth"])
+    parser.add_argument("--rows", nargs="+", choices=["floor", "synth", "real"], default=["floor", "synth"],
+                        help="floor: bare aiohttp; synth: executable toolset; real: a real MCP server (pooled)")
+    parser.add_argument("--real-server", choices=sorted(REAL_SEEDS), default="git",
+                        help="the catalog server of the real rows")
     parser.add_argument("--force", action="store_true",
                         help=f"run synth rows even when concurrency x {SERVER_MB} MB of tool hosts "
                         "exceeds 60%% of MemAvailable (skipped by default: the machine would swap or OOM)")
@@ -231,12 +270,16 @@ def main(argv: list[str] | None = None) -> None:
     if pin:
         os.sched_setaffinity(0, {0})
     bodies = asyncio.run(capture_bodies())
+    real_recs = None
+    if "real" in args.rows:
+        most = max(args.episodes or max(args.waves * c, args.min_episodes) for c in args.concurrency)
+        real_recs = real_records(most, "real", args.real_server)
     profile = cProfile.Profile(time.process_time) if args.profile else None  # CPU, not wall: syscalls that wake a tool process are not charged to us
     latency_s = args.latency_ms / 1000
     port = free_port()
     server = start_server("bench.fake_server", port, args.latency_ms, pin)
     base_url = f"http://127.0.0.1:{port}/v1"
-    rows, skipped = [], {}
+    rows, skipped, real_skipped = [], {}, {}
     try:
         for c in args.concurrency:
             episodes = args.episodes or max(args.waves * c, args.min_episodes)
@@ -272,6 +315,27 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append({**row, "mode": mode})
                     print(f"  synth {mode} at {c}: {row['ratio']:.0%}, {row['cpu_ms']:.2f} ms/call",
                           file=sys.stderr, flush=True)
+            if "real" in args.rows:
+                need, have = min(c, episodes) * REAL_MB[args.real_server], mem_available_mb()
+                if need > 0.6 * have and not args.force:
+                    for mode in args.tool_process:
+                        real_skipped[(c, mode)] = f"skipped: needs ~{need / 1024:.1f} GB for {min(c, episodes)} " \
+                                                  f"servers, {have / 1024:.0f} GB available (--force runs it)"
+                    print(f"  real at {c}: {real_skipped[(c, args.tool_process[0])]}", file=sys.stderr, flush=True)
+                    continue
+                pool = c if args.pool_size < 0 else args.pool_size
+                for mode in args.tool_process:
+                    if pin:
+                        os.sched_setaffinity(0, {0, 1} if args.workers > 1 else {0})
+                    row = asyncio.run(synth_row(base_url, c, episodes, pool, latency_s, server.pid, args.workers,
+                                                mode, args.isolation, real={"records": real_recs}))
+                    if row.get("failed"):
+                        real_skipped[(c, mode)] = f"{row['failed']} of {episodes} episodes failed ({row['why']})"
+                        print(f"  real {mode} at {c}: FAILED: {real_skipped[(c, mode)]}", file=sys.stderr, flush=True)
+                        continue
+                    rows.append({**row, "mode": mode})
+                    print(f"  real {mode} at {c}: {row['ratio']:.0%}, {row['cpu_ms']:.2f} ms/call",
+                          file=sys.stderr, flush=True)
     finally:
         server.terminate()
         server.wait()
@@ -291,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     for c in args.concurrency:
         f = next((r for r in rows if r["concurrency"] == c and r["kind"] == "floor"), None)
         for mode in args.tool_process if "synth" in args.rows else ["-"]:
-            s = next((r for r in rows if r["concurrency"] == c and r.get("mode") == mode), None)
+            s = next((r for r in rows if r["concurrency"] == c and r["kind"] == "synth" and r.get("mode") == mode),
+                     None)
             any_row = f or s
             line = f"{c:>5} {any_row['episodes'] if any_row else '':>8} | "
             line += f"{f['eps']:>11.2f} {f['ratio']:>6.0%} {f['cpu_ms']:>6.2f} | " if f else f"{'-':>11} {'':>6} {'':>6} | "
@@ -306,6 +371,26 @@ def main(argv: list[str] | None = None) -> None:
             print(line)
     for (c, mode), why in skipped.items():
         print(f"synth {mode} at {c}: {why}")
+    if "real" in args.rows:
+        print(f"real rows: mcp-server-{args.real_server if args.real_server == 'git' else 'memory (npm)'} over "
+              f"MCP (official client), local sandbox, {pool_text}; with tool_process shared the servers stay "
+              "resident in the pooled sandboxes, with per_episode each episode starts its own")
+        print(f"{'conc':>5} {'mode':>12} | {'real eps/s':>10} {'ratio':>6} {'cpu ms':>6} {'(tools)':>7} {'warm s':>6} | "
+              f"{'real/synth':>10} {'real/floor':>10}")
+        for c in args.concurrency:
+            f = next((r for r in rows if r["concurrency"] == c and r["kind"] == "floor"), None)
+            for mode in args.tool_process:
+                r, s = (next((x for x in rows if x["concurrency"] == c and x["kind"] == kind and x.get("mode") == mode),
+                             None) for kind in ("real", "synth"))
+                if r is None:
+                    print(f"{c:>5} {mode:>12} | {'not run':>10}")
+                    continue
+                print(f"{c:>5} {mode:>12} | {r['eps']:>10.2f} {r['ratio']:>6.0%} {r['cpu_ms']:>6.2f} "
+                      f"{r['children_ms']:>7.2f} {r['warm_s']:>6.1f} | "
+                      + (f"{r['eps'] / s['eps']:>10.2f} " if s else f"{'-':>10} ")
+                      + (f"{r['eps'] / f['eps']:>10.2f}" if f else f"{'-':>10}"))
+        for (c, mode), why in real_skipped.items():
+            print(f"real {mode} at {c}: {why}")
     server_ms = [r["server_ms"] for r in rows]
     print("ratio = eps/s / ideal; cpu ms = harness CPU (process + children) per LLM call; (tools) = the children's "
           f"share (MCP tool servers, sandbox helpers); fake server: {sum(server_ms) / max(len(server_ms), 1):.2f} "

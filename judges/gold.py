@@ -18,10 +18,11 @@ from judges.assertions import assertion_failures
 from sandboxes import backend_of, provision
 from sandboxes.pool import WarmPool
 from synth.core.errors import ToolError
+from synth.core.llm import LLM
 from synth.core.records import GoldAction, Implementation, Task, ToolSpec
 from tools.runtime import ToolRuntime
 from tools.server.wire import MAX_RESULT_CHARS
-from tools.serving import tool_runtime
+from tools.serving import RealPart, tool_runtime
 
 # ---------------------------------------------------------------- the module's state shape
 
@@ -81,11 +82,14 @@ async def replay_problems(runtime: ToolRuntime, task: Task, allowed: set[str]) -
 
 
 async def validate_tasks(sandbox_cfg: Any, labels: dict[str, str], tasks: list[Task], specs: list[ToolSpec],
-                         impl: Implementation, allowed: set[str], *, process: str = "per_episode",
-                         max_result_chars: int = MAX_RESULT_CHARS) -> list[tuple[Task, list[str]]]:
+                         impl: Implementation | None, allowed: set[str], *, process: str = "per_episode",
+                         max_result_chars: int = MAX_RESULT_CHARS, real: list[RealPart] | None = None,
+                         llm: LLM | None = None) -> list[tuple[Task, list[str]]]:
     """Replay every task's gold actions, one episode each, on a sandbox of `sandbox_cfg` from a pool
     of one (reset between tasks; a fresh sandbox per task where the backend does not pool), tools in
-    `process` mode (rollout.tool_process): (task, problems) in order. No faults: the solution must work."""
+    `process` mode (rollout.tool_process): (task, problems) in order. No faults: the solution must work.
+    `real`: the real servers serving some of the tools (tools/serving.py), whose seeded environment
+    each task's initial state sets."""
     out = []
     async with AsyncExitStack() as stack:
         pool = None
@@ -93,7 +97,7 @@ async def validate_tasks(sandbox_cfg: Any, labels: dict[str, str], tasks: list[T
             pool = await stack.enter_async_context(WarmPool(sandbox_cfg, size=1, labels=labels))
         for task in tasks:
             async with (provision(sandbox_cfg, labels=labels, pool=pool) as sandbox,
-                        tool_runtime(specs, sandbox, impl=impl, llm=None, seed=0, process=process,
-                                     max_result_chars=max_result_chars) as runtime):
+                        tool_runtime(specs, sandbox, impl=impl, llm=llm, seed=0, process=process,
+                                     max_result_chars=max_result_chars, real=real) as runtime):
                 out.append((task, await replay_problems(runtime, task, allowed)))
     return out

@@ -38,8 +38,11 @@ class DockerConfig(BackendConfig):
 
     type: Literal["docker"] = "docker"
     image: str | None = Field(
-        None, description="Image tag; None: the default tag built by `synth sandboxes build-image`."
+        None, description="Image tag; None: the tag of `variant` built by `synth sandboxes build-image`."
     )
+    variant: Literal["python", "node", "mcp"] = Field(
+        "python", description="The locally built image used when `image` is None: python, node (+ nodejs, npm) or "
+        "mcp (+ git and the catalog's reference MCP servers, for real servers in rollouts).")
     memory_mb: int = Field(512, gt=0, description="Memory limit of the container (swap disabled); tmpfs counts too.")
     pids_limit: int = Field(128, gt=0, description="Max processes/threads in the container (stops fork bombs).")
     cpus: float = Field(1.0, gt=0, description="CPU share of the container, in cores.")
@@ -270,7 +273,7 @@ class DockerSandbox:
         try:
             from sandboxes.image.build import image_tag
 
-            return "docker", cfg.image or image_tag()
+            return "docker", cfg.image or image_tag(cfg.variant)
         except Exception:  # the image build module is optional at export time; the config still names the tag
             return "docker", cfg.image or ""
 
@@ -293,7 +296,7 @@ class DockerSandbox:
     async def _start(self) -> None:
         from sandboxes.image.build import image_tag
 
-        image = self.cfg.image or image_tag()
+        image = self.cfg.image or image_tag(self.cfg.variant)
         async with _start_slot(self.cfg.start_concurrency):
             self._cid = await _run(self._create, image)
 
@@ -316,7 +319,8 @@ class DockerSandbox:
                 security_opt=["no-new-privileges"], detach=True,
             )  # fmt: skip
         except docker.errors.ImageNotFound as e:
-            msg = f"sandbox image {image} not found: build it with `synth sandboxes build-image` (no registry is used)"
+            build = "synth sandboxes build-image" + (f" --variant {self.cfg.variant}" if self.cfg.variant != "python" else "")
+            msg = f"sandbox image {image} not found: build it with `{build}` (no registry is used)"
             raise SandboxError(msg) from e
         except docker.errors.APIError as e:
             raise SandboxError(f"cannot create container {self.name} from {image}: {e.explanation or e}") from e

@@ -28,6 +28,7 @@ from tools.serving import tool_runtime
 
 if TYPE_CHECKING:
     from sandboxes.pool import WarmPool
+    from tools.serving import RealPart
 
 # Always present in Trajectory.usage. Tool-simulator calls go through LLM.structured, which does not
 # return token counts: they are in the stage's usage in manifest.json, not here.
@@ -36,16 +37,18 @@ USAGE_KEYS = ("agent_calls", "user_calls", "cached_calls", "prompt_tokens", "com
 
 async def run_episode(llm: LLM, cfg: RolloutConfig, task: Task, agent: Agent, specs: list[ToolSpec], *, seed: int,
                       labels: dict[str, str], unit_id: str = "", sample: int = 0,
-                      impl: Implementation | None = None, pool: WarmPool | None = None) -> Trajectory:
+                      impl: Implementation | None = None, pool: WarmPool | None = None,
+                      real: list[RealPart] | None = None) -> Trajectory:
     """The episode of `task` for `agent` over `specs`, in a sandbox of cfg.sandbox (borrowed from `pool`
-    when given) with `impl` served for real (else the tool simulator); `seed` seeds every request."""
+    when given) with `impl` served for real (else the tool simulator) and the tools of `real` parts
+    on their MCP servers; `seed` seeds every request."""
     usage: Counter[str] = Counter({key: 0 for key in USAGE_KEYS})
     started = time.monotonic()
     async with asyncio.timeout(cfg.episode_timeout_s):
         async with (provision(cfg.sandbox, labels=labels, pool=pool) as sandbox,
                     tool_runtime(specs, sandbox, impl=impl, llm=llm.role("tool_simulator"), seed=seed,
                                  fault_rate=cfg.fault_rate, process=cfg.tool_process,
-                                 max_result_chars=cfg.tool_result_max_chars) as runtime):
+                                 max_result_chars=cfg.tool_result_max_chars, real=real) as runtime):
             await runtime.reset(task.initial_state)
             agent_side = AgentSide(llm.role("agent"), cfg, agent, specs, runtime, seed, usage)
             user = UserSimulator(llm.role("user"), task, seed=seed, usage=usage)
@@ -153,5 +156,6 @@ class AgentSide:
                                   self.cfg.tool_result_max_chars)
         trace = ToolCallTrace(call_id=call["id"], name=name, arguments=raw_args, result=outcome.text,
                               is_error=outcome.is_error, fault=outcome.fault, truncated=outcome.truncated,
+                              runtime=outcome.runtime,
                               latency_s=round(time.monotonic() - started, 4), turn=turn)
         return {"role": "tool", "tool_call_id": call["id"], "name": name, "content": outcome.text}, trace

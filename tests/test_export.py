@@ -342,7 +342,8 @@ def test_rl_environment_names_image_and_runtime(run):
     run.verdicts(True, False)
     [row] = rl_rows(run.ctx, [run.task])
     environment = row["env_spec"]
-    assert environment["image"] is None and environment["runtime"] == "mixed"  # one simulated, one executable
+    # One simulated and one executable spec, but no passing implementation: the rollout simulates both.
+    assert environment["image"] is None and environment["runtime"] == "simulated"
     from sandboxes.docker import DockerConfig
 
     run.ctx.cfg.rollout.sandbox = DockerConfig(image="synth-sandbox:abc")
@@ -379,3 +380,37 @@ def test_push_to_hub_fails_clearly_without_token_or_network(run, monkeypatch, tm
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ProviderError, match="HF_HUB_OFFLINE"):
         push_to_hub(run.export, "me/data")
+
+
+def test_dataset_card_says_which_runtime_answered_and_how_faithful_the_simulator_is(run):
+    from tools.catalog import by_label
+    from tools.fidelity import FidelityReport, ToolFidelity
+
+    fetch = ToolSpec(name="fetch", description="Fetch a URL.", toolset="fetch", kind="real",
+                     inputSchema={"type": "object", "properties": {"url": {"type": "string"}}},
+                     provenance={"launch": by_label("fetch").launch().model_dump(mode="json")})
+    run.ctx.store.append("tools", [fetch])
+    run.verdicts(True, True)
+    git_log = ToolFidelity(calls=4, error_agreement=1.0, structural_agreement=0.5, value_agreement=0.25,
+                           values_compared=4, deterministic=4)
+    checkout = ToolFidelity(calls=2, error_agreement=0.5, structural_agreement=1.0, deterministic=0)
+    report = FidelityReport(servers=["git"], calls=6, simulator_model="tiny-sim", tools={
+        "git_log": git_log, "git_checkout": checkout}, overall=ToolFidelity(
+        calls=6, error_agreement=5 / 6, structural_agreement=4 / 6, value_agreement=0.25, values_compared=4))
+    run.ctx.store.update_manifest(tool_runtimes={"calls": {"real": 6, "simulated": 2}, "total": 8},
+                                  tool_fidelity=report.model_dump(mode="json"))
+    export_run(run.ctx)
+    card = (run.export / "README.md").read_text()
+    assert "Tool calls per runtime: real: 6, simulated: 2" in card
+    assert "need the network stay simulated (sandboxes have none): fetch." in card
+    assert "6 calls to git" in card and "model `tiny-sim`" in card
+    assert "errors agree 83%, structure agrees 67%, values agree 25% of 4" in card
+    assert "| git_checkout | 2 | 50% | 100% | - |" in card and "| git_log | 4 | 100% | 50% | 25% |" in card
+
+
+def test_dataset_card_without_real_servers_says_fidelity_was_not_measured(run):
+    run.verdicts(True, True)
+    export_run(run.ctx)
+    card = (run.export / "README.md").read_text()
+    assert "Tool calls per runtime: none recorded" in card and "Simulator fidelity: not measured" in card
+    assert "stay simulated" not in card

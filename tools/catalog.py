@@ -4,13 +4,17 @@ Every entry was checked to install and list its tools on this kind of machine (s
 tests/test_mcp_import.py). The PyPI servers are written for mcp 1.x, which mcp 2.x broke, so they
 live in their own venv pinned `mcp<2`; the npm ones in one `npm install --prefix` dir. Both sit in a
 cache dir (default ~/.cache/synth/mcp-servers, or $SYNTH_MCP_SERVERS) and are installed once:
-`ensure_installed()` is idempotent (a stamp file holds the hash of what was asked for).
+`ensure_installed()` is idempotent (a stamp file holds the hash of what was asked for). The
+docker image variant `mcp` carries the same layout at /opt/mcp-servers (sandboxes/image/build.py),
+so an entry's `launch()` (tools/launch.py) starts it in either place.
+
+`environment` names the seeded environment a server works on (tools/environments.py); `network`
+marks servers that need the network (fetch): sandboxes have none, so their tools stay simulated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -19,7 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from synth.core.errors import ConfigError
 from synth.core.hashing import content_hash
+from tools.launch import ServerLaunch, cache_dir
 from tools.mcp_import import ServerSource
+
+__all__ = ["CATALOG", "CatalogServer", "by_label", "cache_dir", "catalog_sources", "ensure_installed"]
 
 
 class CatalogServer(BaseModel):
@@ -29,20 +36,31 @@ class CatalogServer(BaseModel):
     ecosystem: Literal["pypi", "npm"]
     package: str
     version: str
-    argv: list[str] = Field(description="Command relative to the cache's bin dir; {workspace} is the sandbox's.")
+    argv: list[str] = Field(description="Command relative to the cache's bin dir; {workspace} is the sandbox's "
+                            "workspace, {data} the data path of its environment.")
+    environment: str | None = Field(None, description="Its seeded environment (tools/environments.py), if stateful.")
+    network: bool = Field(False, description="Needs the network: its tools stay simulated in rollouts.")
+
+    def launch(self) -> ServerLaunch:
+        """How rollouts start it: from the install root of the sandbox's view ({servers})."""
+        bin_dir = "venv/bin" if self.ecosystem == "pypi" else "npm/node_modules/.bin"
+        return ServerLaunch(argv=[f"{{servers}}/{bin_dir}/{self.argv[0]}", *self.argv[1:]], ro_paths=["{servers}"],
+                            catalog=self.label, environment=self.environment, network=self.network)
 
 
 CATALOG: list[CatalogServer] = [
     CatalogServer(label="time", ecosystem="pypi", package="mcp-server-time", version="2026.10.10",
                   argv=["mcp-server-time", "--local-timezone", "UTC"]),
     CatalogServer(label="fetch", ecosystem="pypi", package="mcp-server-fetch", version="2026.10.10",
-                  argv=["mcp-server-fetch"]),
+                  argv=["mcp-server-fetch"], network=True),
     CatalogServer(label="git", ecosystem="pypi", package="mcp-server-git", version="2026.10.10",
-                  argv=["mcp-server-git"]),
+                  argv=["mcp-server-git"], environment="git"),
+    CatalogServer(label="sqlite", ecosystem="pypi", package="mcp-server-sqlite", version="2025.4.25",
+                  argv=["mcp-server-sqlite", "--db-path", "{data}"], environment="sqlite"),
     CatalogServer(label="memory", ecosystem="npm", package="@modelcontextprotocol/server-memory",
-                  version="2026.8.31", argv=["mcp-server-memory"]),
+                  version="2026.8.31", argv=["mcp-server-memory"], environment="memory"),
     CatalogServer(label="filesystem", ecosystem="npm", package="@modelcontextprotocol/server-filesystem",
-                  version="2026.8.31", argv=["mcp-server-filesystem", "{workspace}"]),
+                  version="2026.8.31", argv=["mcp-server-filesystem", "{data}"], environment="filesystem"),
     CatalogServer(label="everything", ecosystem="npm", package="@modelcontextprotocol/server-everything",
                   version="2026.8.31", argv=["mcp-server-everything"]),
     CatalogServer(label="sequential-thinking", ecosystem="npm",
@@ -51,8 +69,8 @@ CATALOG: list[CatalogServer] = [
 ]  # fmt: skip
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SYNTH_MCP_SERVERS") or Path.home() / ".cache" / "synth" / "mcp-servers")
+def by_label(label: str) -> CatalogServer | None:
+    return next((s for s in CATALOG if s.label == label), None)
 
 
 def _bin_dir(root: Path, ecosystem: str) -> Path:
@@ -117,5 +135,17 @@ def catalog_sources(servers: list[CatalogServer] | None = None, root: Path | Non
         argv = [str(bin_dir / s.argv[0]), *s.argv[1:]]
         # bwrap only sees /usr, /etc, the Python prefix and the workspace: bind the cache read-only.
         sources.append(ServerSource(label=s.label, stdio=argv, package=f"{s.ecosystem}:{s.package}=={s.version}",
-                                    ro_paths=[str(root)]))
+                                    ro_paths=[str(root)], catalog=s.label, environment=s.environment,
+                                    launch=s.launch()))
     return sources
+
+
+async def configured_sources(entries: list[str | dict]) -> list[ServerSource]:
+    """`tools.servers` as sources: a catalog label (installed first, once), a stdio command line, or a
+    servers-file entry."""
+    labels = [e for e in entries if isinstance(e, str) and by_label(e.strip())]
+    servers = [by_label(label.strip()) for label in labels]
+    root = await ensure_installed(servers) if servers else cache_dir()  # type: ignore[arg-type]
+    catalog = dict(zip(labels, catalog_sources(servers, root=root)))  # type: ignore[arg-type]
+    return [catalog[e] if e in catalog else ServerSource.model_validate(e) if isinstance(e, dict)
+            else ServerSource(stdio=e) for e in entries]

@@ -1,10 +1,11 @@
-"""The `tools` section of the run config: how the tool pool is evolved (and implemented)."""
+"""The `tools` section of the run config: which real MCP servers are imported, how the tool pool is
+evolved (and implemented)."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ToolsConfig(BaseModel):
@@ -12,6 +13,15 @@ class ToolsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    servers: list[Union[str, dict[str, Any]]] = Field(
+        default_factory=list, description="Real MCP servers `synth run` imports before evolving (once; a resumed run "
+        "skips those already in tools.jsonl): catalog labels (git, filesystem, memory, sqlite, time, everything, "
+        "sequential-thinking, fetch; `synth tools import --catalog` lists them), stdio command lines "
+        "(\"/path/venv/bin/mcp-server-time\"; their install dirs are bound read-only into local sandboxes), or "
+        "entries of a servers file ({stdio, label, environment, env, ro_paths}). Their tools run on the real server "
+        "in rollouts (fetch, which needs the network, stays simulated).")
+    evolve: bool = Field(True, description="Evolve synthetic toolsets too; false: the run's tools are the imported "
+                         "servers' alone.")
     categories: int = Field(2, ge=1, le=200, description="How many tool categories to evolve.")
     domains_per_category: int = Field(1, ge=1, le=50, description="Application domains per category.")
     toolsets_per_domain: int = Field(1, ge=1, le=20, description="Toolsets (a shared state model + tools) per domain.")
@@ -28,3 +38,15 @@ class ToolsConfig(BaseModel):
         None, gt=0, le=1, description="Drop an evolved tool whose embedding has at least this cosine with a tool "
         "already in the pool (imported ones, earlier toolsets, earlier tools of its own toolset), recording "
         "which tool it duplicates. None keeps them all. Suggested: 0.9 with minilm, 0.8 with lexical.")
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, entries: list[Any]) -> list[Any]:
+        from tools.mcp_import import ServerSource  # validated here, so a bad entry fails before any work
+
+        for n, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                ServerSource.model_validate(entry)
+            elif not entry.strip():
+                raise ValueError(f"servers[{n}]: empty; give a catalog label or a command line")
+        return entries

@@ -141,6 +141,8 @@ async def warm_hosts(pool: "WarmPool", count: int) -> None:
 class ExecutableToolset:
     """Tool runtime for one episode: a toolset module served over MCP by the sandbox's tool host."""
 
+    runtime = "executable"
+
     def __init__(self, specs: list[ToolSpec], sandbox: Sandbox, *, module: str, seed: int = 0,
                  fault_rate: float = 0.0, init_timeout: float = 30.0, end_timeout: float = 10.0,
                  process: str = "per_episode", max_result_chars: int = MAX_RESULT_CHARS):

@@ -3,6 +3,12 @@
 Each source yields raw MCP tool dicts plus the server's identity; `normalize()` turns them into
 ToolSpecs (kind="real") and rejects what cannot be offered to a model, with the reason. A server
 that crashes, hangs or answers garbage is one rejection; the import goes on with the others.
+
+A stdio server's tools also record how to start it again (`provenance["launch"]`, a
+tools/launch.py ServerLaunch): rollouts run it for real from that. A `--stdio` command's
+executable and path arguments outside what a local sandbox sees (a venv under /tmp, a
+repository given with --repository) are bound read-only; one that does not exist is rejected
+with a message naming the path and the fix.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from sandboxes.local import LocalConfig
 from synth.core.hashing import content_hash
 from synth.core.records import ErrorRecord, ToolSpec
 from synth.core.store import RunStore
+from tools.environments import ENVIRONMENTS, environment_of_server
+from tools.launch import ServerLaunch, command, host_paths, stdio_binds
 from tools.mcp_pipe import mcp_session
 from tools.spec import schema_problems
 
@@ -44,6 +52,18 @@ class ServerSource(BaseModel):
     package: str | None = Field(None, description="Where the server comes from, e.g. pypi:mcp-server-time==1.0")
     ro_paths: list[str] = Field(default_factory=list, description="Host paths the sandbox may read (bwrap).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the stdio server.")
+    environment: str | None = Field(None, description="Its seeded environment in rollouts: git, filesystem, memory, "
+                                    "sqlite (default: git or memory when a bare command reports that server).")
+    catalog: str | None = Field(None, description="The catalog label (set by tools/catalog.py).")
+    launch: ServerLaunch | None = Field(None, description="How rollouts start it (set by tools/catalog.py; else "
+                                        "derived from stdio, env, ro_paths and environment).")
+
+    @field_validator("environment")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        if value is not None and value not in ENVIRONMENTS:
+            raise ValueError(f"environment {value!r}: use one of {', '.join(ENVIRONMENTS)}")
+        return value
 
     @field_validator("stdio", mode="before")
     @classmethod
@@ -97,21 +117,42 @@ def _identity(session: ClientSession) -> tuple[str, str]:
     return (info.name, info.version or "") if info else ("", "")
 
 
-async def _fetch_stdio(src: ServerSource, timeout: float) -> tuple[str, str, list[dict[str, Any]]]:
+def stdio_launch(src: ServerSource) -> ServerLaunch:
+    """How a stdio source starts: the catalog's launch, else its command with the host paths it needs
+    bound (a ConfigError names a command that cannot run here)."""
+    if src.launch is not None:
+        return src.launch
+    argv, binds = stdio_binds(src.stdio or [])
+    return ServerLaunch(argv=argv, env=src.env, ro_paths=list(dict.fromkeys([*src.ro_paths, *binds])),
+                        catalog=src.catalog, environment=src.environment)
+
+
+async def _fetch_stdio(src: ServerSource, timeout: float) -> tuple[str, str, list[dict[str, Any]], ServerLaunch]:
     # isolation "auto": bubblewrap (no network, read-only system, its own uid), or a SandboxError saying
-    # how to get it; ro_paths brings in the server's install dir. The server never sees the host's
-    # secrets (env not inherited).
-    cfg = LocalConfig(isolation="auto", ro_paths=src.ro_paths, env=src.env)
+    # how to get it; the launch's host paths (its install dir) are bound read-only. The server never
+    # sees the host's secrets (env not inherited; the launch's own env is set by `command`).
+    launch = stdio_launch(src)
+    cfg = LocalConfig(isolation="auto", ro_paths=host_paths(launch))
     async with provision(cfg, labels={"purpose": STAGE}) as sandbox:
-        argv = [a.replace("{workspace}", sandbox.workspace) for a in src.stdio or []]
+        if launch.kind is not None:
+            await launch.kind.build(sandbox, {})  # some servers check their data dir at start
+        argv = command(launch, sandbox)
         async with mcp_session(sandbox, argv, init_timeout=timeout, call_timeout=timeout) as session:
-            return (*_identity(session), await _list_all(session))
+            server, version = _identity(session)
+            tools = await _list_all(session)
+    if launch.environment is None and len(launch.argv) == 1:
+        # A bare git or memory server works on any seed (git takes repo_path per call, memory our
+        # MEMORY_FILE_PATH); servers given their own data paths keep them, so they stay stateless here.
+        kind = environment_of_server(server)
+        if kind in ("git", "memory"):
+            launch = launch.model_copy(update={"environment": kind})
+    return server, version, tools, launch
 
 
-async def _fetch_http(src: ServerSource, timeout: float) -> tuple[str, str, list[dict[str, Any]]]:
+async def _fetch_http(src: ServerSource, timeout: float) -> tuple[str, str, list[dict[str, Any]], None]:
     async with streamable_http_client(src.url or "") as (read, write), ClientSession(read, write) as session:
         await session.initialize()
-        return (*_identity(session), await _list_all(session))
+        return (*_identity(session), await _list_all(session), None)
 
 
 def _load_json(path: Path) -> tuple[str, str, list[Any]]:
@@ -172,10 +213,12 @@ def normalize(
     return specs, rejections
 
 
-def _provenance(src: ServerSource, file: Path | None = None) -> dict[str, Any]:
+def _provenance(src: ServerSource, file: Path | None = None, launch: ServerLaunch | None = None) -> dict[str, Any]:
     prov: dict[str, Any] = {"transport": src.transport}
     if src.package:
         prov["package"] = src.package
+    if launch is not None:
+        prov["launch"] = launch.model_dump(mode="json", exclude_defaults=True)
     if src.stdio:
         prov["command"] = src.target
     elif src.url:
@@ -207,7 +250,7 @@ async def import_source(src: ServerSource, timeout: float) -> list[ImportResult]
     fetch = _fetch_stdio if src.stdio else _fetch_http
     try:
         async with asyncio.timeout(timeout):
-            server, version, raw = await fetch(src, timeout)
+            server, version, raw, launch = await fetch(src, timeout)
     except Exception as exc:  # a third-party server can fail in any way; it is one rejection
         why = _describe(exc)
         if why == "timed out":
@@ -216,7 +259,7 @@ async def import_source(src: ServerSource, timeout: float) -> list[ImportResult]
         error = _reject(unit, f"server `{src.target}` ({src.transport}) rejected: {why}")
         return [ImportResult(source=src.target, rejections=[error], duration_s=time.monotonic() - start)]
     server = server or src.label or src.target
-    specs, rejections = normalize(raw, server, version, _provenance(src), src.label)
+    specs, rejections = normalize(raw, server, version, _provenance(src, launch=launch), src.label)
     return [ImportResult(source=src.target, server=server, version=version, tools=specs, rejections=rejections,
                          duration_s=time.monotonic() - start)]
 

@@ -8,6 +8,7 @@ per line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 from collections.abc import AsyncIterator
@@ -24,35 +25,51 @@ from synth.core.errors import ToolError
 log = logging.getLogger(__name__)
 
 
+class SessionWatch:
+    """What a holder of a long-lived session learns: `ended` (the server's stdout closed), its stderr."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        self.pipe: Pipe | None = None
+
+    def stderr(self) -> str:
+        return stderr_of(self.pipe) if self.pipe is not None else ""
+
+
 @asynccontextmanager
 async def mcp_session(
-    sandbox: Sandbox, argv: list[str], *, init_timeout: float = 30.0, call_timeout: float | None = None
+    sandbox: Sandbox, argv: list[str], *, init_timeout: float = 30.0, call_timeout: float | None = None,
+    resident: bool = False, watch: SessionWatch | None = None,
 ) -> AsyncIterator[ClientSession]:
     """An initialized MCP client session with `argv` running inside `sandbox`.
 
     A server that dies or closes its stdout ends every pending and later request at once with a
-    ToolError carrying the end of its stderr; the pipe is always closed on exit.
+    ToolError carrying the end of its stderr; the pipe is always closed on exit. `resident`: the
+    process survives the sandbox's reset (a server kept for the next episode); `watch` learns when
+    the server's stdout closes and can tell its stderr (for a holder that waits on something else).
     """
     command = shlex.join(argv)
-    pipe = await sandbox.spawn(argv)
+    pipe = await sandbox.spawn(argv, resident=resident)
+    if watch is not None:
+        watch.pipe = pipe
     try:
         async with (
-            _pipe_streams(pipe) as (read, write),
+            _pipe_streams(pipe, watch.ended if watch else None) as (read, write),
             ClientSession(read, write, read_timeout_seconds=call_timeout) as session,
         ):
             try:
                 with anyio.fail_after(init_timeout):
                     await session.initialize()
             except TimeoutError:
-                raise ToolError(f"MCP server `{command}` did not initialize within {init_timeout:g}s{_stderr(pipe)}")
+                raise ToolError(f"MCP server `{command}` did not initialize within {init_timeout:g}s{stderr_of(pipe)}")
             except MCPError as e:
-                raise ToolError(f"MCP server `{command}` failed to initialize: {e.error.message}{_stderr(pipe)}") from e
+                raise ToolError(f"MCP server `{command}` failed to initialize: {e.error.message}{stderr_of(pipe)}") from e
             try:
                 yield session
             except MCPError as e:
                 if e.code != mcp_types.CONNECTION_CLOSED:
                     raise
-                raise ToolError(f"MCP server `{command}` closed the connection{_stderr(pipe)}") from e
+                raise ToolError(f"MCP server `{command}` closed the connection{stderr_of(pipe)}") from e
     except BaseExceptionGroup as group:
         # anyio task groups (ours and ClientSession's) wrap whatever leaves them; callers match
         # ToolError and the like, so hand back the sole error itself.
@@ -72,13 +89,14 @@ def _sole(group: BaseExceptionGroup) -> BaseException:
     return error
 
 
-def _stderr(pipe: Pipe) -> str:
+def stderr_of(pipe: Pipe) -> str:
+    """'; its stderr ends with: ...' for error messages, or '' when there is none."""
     tail = pipe.stderr_tail().strip() if isinstance(pipe, HasStderr) else ""
     return f"; its stderr ends with:\n{tail}" if tail else ""
 
 
 @asynccontextmanager
-async def _pipe_streams(pipe: Pipe):
+async def _pipe_streams(pipe: Pipe, ended: asyncio.Event | None = None):
     """Two tasks bridge the pipe and the session's memory streams, as `stdio_client` does."""
     read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](0)
@@ -98,6 +116,9 @@ async def _pipe_streams(pipe: Pipe):
                 pass  # the session is gone
             except Exception:
                 log.exception("reading from the MCP server's pipe failed")
+            finally:
+                if ended is not None:
+                    ended.set()
 
     async def writer() -> None:
         async with write_recv:

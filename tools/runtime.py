@@ -1,8 +1,10 @@
 """What a tool runtime is, and what the model sees of a tool call.
 
 A runtime serves one episode's tools (tools/simulator.py: an LLM plays them; tools/executable.py:
-a generated module runs in the sandbox; tools/serving.py picks one) with the same shape, so the
-episode loop cannot tell them apart.
+a generated module runs in the sandbox; tools/real.py: a real MCP server runs in the sandbox;
+tools/routed.py: several of them for an agent whose toolsets differ; tools/serving.py picks) with
+the same shape, so the episode loop cannot tell them apart. Each names itself in `runtime`
+(real / executable / simulated), which every outcome carries into the trace.
 
 Every failure the model sees as a tool's answer is made by `tool_error`, here: an unknown tool,
 arguments that are not JSON or break the schema, an injected fault, a call that ran out of time,
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -31,15 +33,22 @@ FAULTS = {
 }
 
 
+RuntimeKind = Literal["real", "executable", "simulated"]
+
+
 class ToolOutcome(BaseModel):
     text: str
     is_error: bool = False
     fault: str | None = Field(None, description="The injected fault, when one was injected.")
     truncated: int | None = Field(None, description="The result's length before it was cut to the limit, if it was.")
+    runtime: RuntimeKind | None = Field(None, description="Which runtime answered (call_tool fills it in).")
 
 
 class ToolRuntime(Protocol):
-    """What the episode loop needs from a tool runtime: SimulatedToolset and ExecutableToolset both fit."""
+    """What the episode loop needs from a tool runtime: SimulatedToolset, ExecutableToolset, RealToolset
+    and RoutedToolset fit. `runtime` names the kind (a routed one: the kind of its first part)."""
+
+    runtime: RuntimeKind
 
     async def reset(self, initial_state: dict[str, Any]) -> None: ...
 
@@ -52,9 +61,9 @@ class ToolRuntime(Protocol):
         ...
 
 
-def tool_error(message: str, *, fault: str | None = None) -> ToolOutcome:
+def tool_error(message: str, *, fault: str | None = None, runtime: RuntimeKind | None = None) -> ToolOutcome:
     """A failed call as the model sees it: the one place that writes "Error: ..."."""
-    return ToolOutcome(text=f"Error: {message}", is_error=True, fault=fault)
+    return ToolOutcome(text=f"Error: {message}", is_error=True, fault=fault, runtime=runtime)
 
 
 def unknown_tool(name: str, available: Iterable[str]) -> ToolOutcome:
@@ -81,15 +90,16 @@ async def call_tool(runtime: ToolRuntime, name: str, raw_arguments: str, timeout
     A result over `max_chars` is cut with a note (executable runtimes cut their own; the outcome's
     `truncated` keeps the length before). A ToolError (the server failed) propagates: the episode
     cannot go on."""
+    kind = getattr(runtime, "runtime", None)
     try:
         arguments = json.loads(raw_arguments or "{}")
     except json.JSONDecodeError as exc:
-        return tool_error(f"arguments are not valid JSON ({exc.msg})")
+        return tool_error(f"arguments are not valid JSON ({exc.msg})", runtime=kind)
     try:
         async with asyncio.timeout(timeout_s):  # the episode's own timeout still cancels from outside
             outcome = await runtime.call(name, arguments)
     except TimeoutError:
-        return tool_error(f"tool {name!r} did not answer within {timeout_s:g} s")
+        return tool_error(f"tool {name!r} did not answer within {timeout_s:g} s", runtime=kind)
     if outcome.truncated is None and (cut := truncate(outcome.text, max_chars))[1] is not None:
         outcome = outcome.model_copy(update={"text": cut[0], "truncated": cut[1]})
-    return outcome
+    return outcome if outcome.runtime or kind is None else outcome.model_copy(update={"runtime": kind})

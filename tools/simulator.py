@@ -38,6 +38,8 @@ class SimulatedToolset:
     started, and its updates are merged into the ledger under a lock, so none is lost.
     """
 
+    runtime = "simulated"
+
     def __init__(self, llm: LLM, specs: list[ToolSpec], sandbox: Sandbox, *, seed: int, fault_rate: float = 0.0):
         self.llm = llm
         self.specs = {s.name: s for s in specs}

@@ -3,6 +3,9 @@
 Debian bookworm (minbase) + python3, a user `sandbox` (uid 1000) owning /workspace, the `mcp` package
 at the host's version (so client and servers speak the same protocol revision) and, when it exists,
 the project's tool server runner (`tools/server/`, importable as `tools.server` via PYTHONPATH).
+Variants: `node` adds nodejs + npm; `mcp` adds git and the reference MCP servers of the catalog
+(mcp_servers.json, kept equal to tools/catalog.py by a test) at /opt/mcp-servers, laid out as the
+catalog's cache dir (venv/ pinned mcp<2, npm/), for real-server rollouts in containers.
 The tag hashes every build input, so a changed input gets a new tag and an unchanged one is reused.
 The debootstrap output is cached as a tar under /var/cache/synth: only the first build pays for it.
 
@@ -33,7 +36,10 @@ from synth.core.errors import SandboxError
 REPO = "synth-sandbox"
 SUITE = "bookworm"
 CACHE_DIR = Path(os.environ.get("SYNTH_CACHE_DIR", "/var/cache/synth"))
-DEBIAN_PACKAGES = {"python": ["python3"], "node": ["python3", "nodejs", "npm"]}
+DEBIAN_PACKAGES = {"python": ["python3"], "node": ["python3", "nodejs", "npm"],
+                   "mcp": ["python3", "python3-venv", "nodejs", "npm", "git"]}
+MCP_SERVERS_FILE = Path(__file__).resolve().parent / "mcp_servers.json"
+MCP_ROOT = "opt/mcp-servers"  # in the image; tools/launch.py CONTAINER_ROOT
 _PROJECT = Path(__file__).resolve().parents[2]
 _SERVER_DIR = _PROJECT / "tools" / "server"
 _PLATFORMS = ["manylinux_2_36_x86_64", "manylinux_2_34_x86_64", "manylinux_2_28_x86_64",
@@ -66,6 +72,8 @@ def image_tag(variant: str = "python") -> str:
         raise SandboxError(f"unknown image variant {variant!r}; choose one of {sorted(DEBIAN_PACKAGES)}")
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(repr((SUITE, DEBIAN_PACKAGES[variant], pip_packages())).encode())
+    if variant == "mcp":
+        h.update(MCP_SERVERS_FILE.read_bytes())
     for path in _server_files():
         h.update(str(path.relative_to(_SERVER_DIR)).encode() + b"\0" + path.read_bytes())
     prefix = "" if variant == "python" else f"{variant}-"
@@ -125,6 +133,8 @@ def build_image(*, variant: str = "python", force: bool = False, progress: Calla
         root.mkdir()
         _run(["tar", "-C", str(root), "-xf", str(_base_rootfs(variant, say))], say, "unpacking the cached rootfs")
         _setup(root, work, say)
+        if variant == "mcp":
+            _install_mcp_servers(root, say)
         changes = [arg for change in _CHANGES for arg in ("--change", change)]
         pipeline = (
             f"set -o pipefail; tar -C {shlex.quote(str(root))} --numeric-owner -cf - . | "
@@ -218,6 +228,36 @@ def _setup(root: Path, work: Path, say: Callable[[str], None]) -> None:
         shutil.copytree(_SERVER_DIR, target / "server", ignore=shutil.ignore_patterns("__pycache__"))
         (target / "__init__.py").touch()
         say(f"added tools/server ({len(files)} files) at /opt/synth/tools/server")
+
+
+def _install_mcp_servers(root: Path, say: Callable[[str], None]) -> None:
+    """The catalog's servers at /opt/mcp-servers: a venv of the image's python (wheels fetched by the
+    host's pip, installed by a copy of it in the chroot, as for `mcp` above) and an npm prefix (npm
+    packages of pure JavaScript, installed from the host into the rootfs)."""
+    import json
+
+    wanted = json.loads(MCP_SERVERS_FILE.read_text())
+    target = root / MCP_ROOT
+    chroot = ["chroot", str(root), "env", "-i", "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    _run([*chroot, "python3", "-m", "venv", "--without-pip", f"/{MCP_ROOT}/venv"], say, "venv for the PyPI servers")
+    wheels = root / "tmp" / "wheels"
+    _run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), "--only-binary=:all:",
+          "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+          *[arg for p in _PLATFORMS for arg in ("--platform", p)], *wanted["pypi"]],
+         say, f"downloading wheels: {' '.join(wanted['pypi'])}")  # fmt: skip
+    import pip
+
+    shutil.copytree(Path(pip.__file__).parent, root / "tmp" / "pip" / "pip")
+    _run([*chroot, "PYTHONPATH=/tmp/pip", f"/{MCP_ROOT}/venv/bin/python", "-m", "pip", "install", "--quiet",
+          "--isolated", "--no-index", "--find-links", "/tmp/wheels", "--disable-pip-version-check",
+          "--no-warn-script-location", *wanted["pypi"]], say, "installing the PyPI servers in the venv")  # fmt: skip
+    shutil.rmtree(root / "tmp" / "pip")
+    shutil.rmtree(wheels)
+    if not shutil.which("npm"):
+        raise SandboxError("the mcp image variant installs its npm servers with the host's npm: apt-get install npm")
+    _run(["npm", "install", "--prefix", str(target / "npm"), "--no-audit", "--no-fund", "--loglevel=error",
+          *wanted["npm"]], say, f"installing the npm servers: {' '.join(wanted['npm'])}")
+    _run(["chmod", "-R", "a+rX", str(target)], say, "making them readable by the sandbox user")
 
 
 def _run(argv: list[str], say: Callable[[str], None], what: str) -> None:

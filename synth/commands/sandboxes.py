@@ -16,7 +16,8 @@ app = typer.Typer(help="Sandboxes: build the sandbox image (no registry needed),
 @app.command("build-image")
 def build_image_cmd(
     force: bool = typer.Option(False, "--force", help="Rebuild even if the image for these inputs exists."),
-    variant: str = typer.Option("python", "--variant", help="python: Debian + python3 + mcp; node: also nodejs + npm."),
+    variant: str = typer.Option("python", "--variant", help="python: Debian + python3 + mcp; node: also nodejs + npm; mcp: also git and the catalog's "
+                                 "reference MCP servers at /opt/mcp-servers (rollout.sandbox.variant: mcp)."),
 ) -> None:
     """Build the sandbox image locally (debootstrap -> docker import) and print its tag.
 

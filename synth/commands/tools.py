@@ -167,3 +167,58 @@ def removal_line(root: Path, kept: int) -> str:
     rate = d.dropped / (d.dropped + kept) if d.dropped + kept else 0.0
     return (f"near-duplicate removal during evolution: {d.backend} embeddings (configured {d.configured}), cosine >= "
             f"{d.threshold}: dropped {d.dropped} ({rate:.1%} of {d.dropped + kept} drafted)")
+
+
+@app.command("fidelity")
+def fidelity_cmd(
+    config: Annotated[Optional[Path], typer.Argument(help="Run config (YAML) of the recorded run.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name; overrides the config.")] = None,
+    runs_dir: Annotated[Optional[str], typer.Option("--runs-dir", help="Parent directory of run directories.")] = None,
+    max_calls: Annotated[int, typer.Option("--max-calls", min=1, help="Calls replayed at most (each costs one "
+                                           "simulator request and two real calls).")] = 40,
+    judge: Annotated[bool, typer.Option("--judge/--no-judge", help="Judge the values of non-deterministic results "
+                                        "with the LLM (else they are not compared).")] = False,
+    worst: Annotated[int, typer.Option("--worst", min=0, help="Disagreements shown as examples.")] = 5,
+) -> None:
+    """How far the LLM tool simulator is from the real MCP servers it imitates: the run's calls to real servers
+    (gold actions and recorded trajectories) replayed from the same seed through both, compared per tool
+    (error agreement, structural agreement, value agreement). Saved in manifest.json (`tool_fidelity`) and
+    shown in the dataset card on the next export."""
+    from synth.commands.common import console, run_config
+    from synth.run import open_run
+    from tools.fidelity import measure
+
+    async def main():
+        async with open_run(cfg, quiet=True, console=console) as ctx:
+            report = await measure(ctx.store, ctx.cfg.rollout.sandbox, ctx.llm, max_calls=max_calls, judge=judge,
+                                   worst=worst)
+            ctx.store.update_manifest(tool_fidelity=report.model_dump(mode="json"))
+            return report
+
+    cfg = run_config(config, name, runs_dir)
+    with exit_on_errors():
+        report = asyncio.run(main())
+    if not report.calls:
+        out.print("no calls to real servers in this run (no agent over an imported real server, or no tasks yet)")
+        raise typer.Exit(0)
+    table = Table(title=f"simulator fidelity: {report.calls} calls to {', '.join(report.servers)} replayed through "
+                        f"the real server and the simulator ({report.simulator_model or 'its model'})")
+    for col in ("tool", "calls", "errors agree", "structure agrees", "values agree", "compared", "deterministic"):
+        table.add_column(col, justify="left" if col == "tool" else "right")
+
+    def row(label: str, f) -> None:
+        value = "-" if f.value_agreement is None else f"{f.value_agreement:.0%}"
+        table.add_row(label, str(f.calls), f"{f.error_agreement:.0%}", f"{f.structural_agreement:.0%}", value,
+                      str(f.values_compared), str(f.deterministic))
+
+    for tool, f in report.tools.items():
+        row(tool, f)
+    row("all", report.overall)
+    out.print(table)
+    for c in report.worst:
+        out.print(f"[bold]{c.tool}[/bold]({c.arguments[:120]}): errors {'agree' if c.error_agrees else 'DIFFER'}, "
+                  f"structure {'agrees' if c.structure_agrees else 'DIFFERS'}, value {c.value_mode} "
+                  f"{'-' if c.value_agrees is None else 'agrees' if c.value_agrees else 'DIFFERS'}\n"
+                  f"  real:      {c.real[:200]!r}\n  simulated: {c.simulated[:200]!r}")
+    for failure in report.failed_cases:
+        out.print(f"[yellow]not replayed:[/yellow] {failure}")

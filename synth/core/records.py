@@ -154,6 +154,9 @@ class ToolCallTrace(BaseModel):
     turn: int = 0
     truncated: int | None = Field(None, description="The result's length before it was cut to "
                                   "rollout.tool_result_max_chars, if it was.")
+    runtime: Literal["real", "executable", "simulated"] | None = Field(
+        None, description="What answered: a real MCP server, an executable implementation or the LLM tool "
+        "simulator (None in trajectories written before it was recorded).")
 
 
 class Trajectory(Record):
@@ -173,8 +176,10 @@ class Trajectory(Record):
 
     def identity(self) -> Any:
         # Timings and cache hits vary between runs; ids must not, so shards and reruns agree.
+        # `runtime` follows from the run's tools and implementations: not hashed, so trajectories written
+        # before it was recorded keep their ids.
         data = self.model_dump(exclude={"id": True, "duration_s": True, "usage": True,
-                                        "tool_calls": {"__all__": {"latency_s"}}})
+                                        "tool_calls": {"__all__": {"latency_s", "runtime"}}})
         for call in data["tool_calls"]:  # added later: hashed only when set, so older ids stay
             if call["truncated"] is None:
                 del call["truncated"]

@@ -1,8 +1,9 @@
 """One RL episode outside the pipeline: an exported RL row's environment, provisioned and scored.
 
 `EpisodeSession.start(row)` provisions the sandbox named by the row's `env_spec` (or the one the
-caller gives), starts its tool runtime (the executable module served over MCP in the sandbox, or
-the LLM tool simulator) on the task's initial state, and asks the user simulator for its opening.
+caller gives), starts its tool runtime (real MCP servers in the sandbox for their tools, the
+executable module served over MCP in the sandbox, or the LLM tool simulator) on the task's
+initial state (a real server's seed), and asks the user simulator for its opening.
 `call` runs one tool call; `user_reply` is the user simulator's next turn; `reward` is
 judges/reward.py over what the episode did: the one definition the judge stage filters with.
 """
@@ -27,8 +28,9 @@ from synth.core.llm import LLM, LLMConfig
 from synth.core.records import (Criterion, GoldAction, Implementation, StateAssertion, Task, ToolCallTrace, ToolSpec,
                                 Trajectory)
 from synth.user_sim import UserSimulator
+from tools.launch import ServerLaunch, with_binds
 from tools.runtime import ToolRuntime, call_tool
-from tools.serving import tool_runtime
+from tools.serving import RealPart, tool_runtime
 
 
 class EnvironmentOptions(BaseModel):
@@ -73,6 +75,14 @@ def specs_from_row(row: dict[str, Any]) -> list[ToolSpec]:
     return [ToolSpec.model_validate({**t["spec"], "kind": t["kind"]}) for t in row["env_spec"]["toolsets"]]
 
 
+def real_parts_of(row: dict[str, Any], specs: list[ToolSpec]) -> list[RealPart]:
+    """The row's real MCP servers (env_spec.servers) with the tools each serves."""
+    by_name = {s.name: s for s in specs}
+    return [RealPart(key=s["key"], launch=ServerLaunch.model_validate(s["launch"]),
+                     specs=[by_name[n] for n in s["tools"] if n in by_name])
+            for s in row["env_spec"].get("servers") or []]
+
+
 class EpisodeSession:
     """One episode's sandbox, tool runtime and user simulator, and the record of what happened."""
 
@@ -95,6 +105,8 @@ class EpisodeSession:
         spec = row["env_spec"]
         seed = int(content_hash([self.options.seed, row["task_id"], self.episode], 8), 16)
         sandbox_cfg = self.options.sandbox or sandbox_config(spec["sandbox"])
+        # A local sandbox must see the real servers' installs (bound read-only), as in rollouts.
+        sandbox_cfg = with_binds(sandbox_cfg, [ServerLaunch.model_validate(s["launch"]) for s in spec.get("servers") or []])
         self._stack = stack = AsyncExitStack()
         try:
             self.llm = self._llm()
@@ -102,14 +114,18 @@ class EpisodeSession:
                 stack.push_async_callback(self.llm.aclose)
             sandbox = await stack.enter_async_context(provision(sandbox_cfg, labels={"synth.env": row["task_id"]}))
             specs = specs_from_row(row)
-            if not spec.get("module") and self.llm is None:
+            real = real_parts_of(row, specs)
+            served = {t.name for part in real for t in part.specs}
+            if not spec.get("module") and self.llm is None and any(s.name not in served for s in specs):
                 raise ConfigError(f"task {row['task_id']} runs on the LLM tool simulator ({spec.get('runtime')}): give "
                                   "EnvironmentOptions(llm=...) or set OPENAI_BASE_URL")
-            # The rollout's own runtime choice: the row's module on the sandbox's tool host, else the simulator.
+            # The rollout's own runtime choice: real servers for their tools, the row's module on the sandbox's
+            # tool host for the others, else the simulator.
             impl = Implementation(toolset_id="", toolset="", tool_ids=[], module=spec["module"], passed=True) \
                 if spec.get("module") else None
             self._runtime = await stack.enter_async_context(
-                tool_runtime(specs, sandbox, impl=impl, llm=self.llm and self.llm.role("tool_simulator"), seed=seed))
+                tool_runtime(specs, sandbox, impl=impl, llm=self.llm and self.llm.role("tool_simulator"), seed=seed,
+                             real=real))
             await self._runtime.reset(self.task.initial_state)
             system = next((m["content"] for m in row["prompt"] if m["role"] == "system"), "")
             if self.llm is not None:

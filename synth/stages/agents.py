@@ -28,6 +28,7 @@ from synth.core.hashing import content_hash
 from synth.core.prompts import render
 from synth.core.records import Agent, ToolSpec
 from synth.core.units import StageStats, Unit, run_units
+from tools.serving import environment_notes
 
 Strategy = Literal["single", "mixed", "distractors"]
 Rule = Annotated[str, Field(min_length=3, max_length=150)]
@@ -144,6 +145,8 @@ def to_agent(plan: AgentPlan, draft: AgentDraft) -> Agent:
     policy = [f"- Always: {rule}" for rule in draft.must] + [f"- Never: {rule}" for rule in draft.must_not]
     system_prompt = render(__file__, "agent_system", name=draft.name, role=draft.role, style=draft.style,
                            policy="\n".join(policy), ask_user_when=draft.ask_user_when)
+    if notes := environment_notes(plan.tools):  # real servers: where their data is (the repository's path)
+        system_prompt += "\n\nYour environment:\n" + "\n".join(f"- {n}" for n in notes)
     first = next(t for t in plan.tools if t.toolset_id == plan.toolset_id)
     names = " + ".join(dict.fromkeys(t.toolset for t in plan.tools if t.id not in plan.distractor_ids))
     return Agent(unit=plan.unit_id, toolset_id=plan.toolset_id, toolset=names, domain=first.domain,

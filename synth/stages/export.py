@@ -36,7 +36,7 @@ from synth.core.prompts import render
 from synth.core.records import Task, Trajectory, Verdict
 from synth.core.units import StageStats
 from synth.privileged import privileged_hint
-from tools.serving import Serving
+from tools.serving import Serving, launch_of
 
 # Fixed-shape records stay structs: Json() values decode through pandas' ujson, which does not read
 # floats back bit for bit (0.6667 -> 0.6667000000000001); Json is for what varies between rows.
@@ -220,8 +220,8 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
     for task in tasks:
         agent = agents[task.agent_id]
         specs = [tools[i] for i in agent.tool_ids if i in tools]
-        impl = serving.implementation(agent)
-        kinds = ["executable"] if impl else sorted({s.kind for s in specs})
+        parts = serving.real(agent)
+        impl = serving.rest_implementation(agent) if parts else serving.implementation(agent)
         outcome = passes.get(task.id, {})
         n, c = outcome.get("n", 0), outcome.get("c", 0)
         hint, source = privileged_hint(task, by_task.get(task.id, []), scores, ctx.cfg.export.privileged)
@@ -239,10 +239,14 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
             "env_spec": {
                 "sandbox": ctx.cfg.rollout.sandbox.model_dump(mode="json"), "image": image or None,
                 # how tools execute: simulated (LLM tool simulator), executable (generated module), real (MCP server)
-                "runtime": kinds[0] if len(kinds) == 1 else "mixed" if kinds else "none",
+                # as the rollout serves it: real / executable / simulated, or mixed (several of them)
+                "runtime": serving.runtime_of(agent) if specs else "none",
                 "toolsets": [{"kind": s.kind, "spec": s.to_mcp()} for s in specs],
                 # what an RL trainer needs to recreate an executable environment and check its end state
                 "module": impl.module if impl else None,
+                # real MCP servers: how each starts and which tools it serves (its seed is initial_state)
+                "servers": [{"key": p.key, "launch": p.launch.model_dump(mode="json", exclude_defaults=True),
+                             "tools": [s.name for s in p.specs]} for p in parts],
                 "gold_actions": [a.model_dump() for a in task.gold_actions],
                 "assertions": [a.model_dump() for a in task.assertions],
                 "distractor_tools": sorted(tools[i].name for i in agent.distractor_tool_ids if i in tools),
@@ -387,9 +391,38 @@ def dataset_card(ctx: Context, verdicts: list[Verdict], datasets: dict[str, Data
         reasons="\n".join(f"| {k} | {v} |" for k, v in report["drop_reasons"].items()) or "| (none) | 0 |",
         errors="\n".join(f"| {s} | {t} | {n} |" for (s, t), n in errors.most_common()) or "| (none) | | 0 |",
         stats=_stats(kept, verdicts), usage=json.dumps(manifest.get("usage", {}), indent=2, sort_keys=True),
-        cost=_cost(manifest),
-        train_with_it=train_with_it(), calibration=calibration_markdown(ctx.store.root),
+        cost=_cost(manifest), calibration=calibration_markdown(ctx.store.root),
+        train_with_it=train_with_it(), tool_runtimes=tool_runtime_section(ctx, manifest),
     )
+
+
+def tool_runtime_section(ctx: Context, manifest: dict[str, Any]) -> str:
+    """Which runtime answered the tool calls, which real servers stayed simulated and why, and the
+    simulator's measured fidelity (`synth tools fidelity`)."""
+    counts = (manifest.get("tool_runtimes") or {}).get("calls") or {}
+    answered = ", ".join(f"{k}: {v}" for k, v in counts.items()) if counts else "none recorded"
+    lines = [f"Tool calls per runtime: {answered} (real: the MCP server itself in the sandbox; executable: a "
+             "generated implementation; simulated: the LLM tool simulator)."]
+    offline = sorted({t.toolset for t in ctx.store.read("tools")
+                      if (launch := launch_of(t)) is not None and not launch.runnable})
+    if offline:
+        lines.append(f"Real servers that need the network stay simulated (sandboxes have none): {', '.join(offline)}.")
+    fidelity = manifest.get("tool_fidelity") or {}
+    if not fidelity.get("calls"):
+        lines.append("Simulator fidelity: not measured (`synth tools fidelity` on a run with real servers).")
+        return "\n".join(lines)
+    o = fidelity["overall"]
+    value = "-" if o.get("value_agreement") is None else f"{o['value_agreement']:.0%} of {o['values_compared']}"
+    lines.append(f"Simulator fidelity (`synth tools fidelity`: {fidelity['calls']} calls to "
+                 f"{', '.join(fidelity.get('servers', []))} replayed from the same seed through the real server and "
+                 f"the simulator, model `{fidelity.get('simulator_model') or '?'}`): errors agree "
+                 f"{o['error_agreement']:.0%}, structure agrees {o['structural_agreement']:.0%}, values agree {value}. "
+                 "Read the simulated toolsets' data with that in mind.\n")
+    lines.append("| tool | calls | errors agree | structure agrees | values agree |\n|---|---|---|---|---|")
+    for tool, f in sorted(fidelity.get("tools", {}).items()):
+        v = "-" if f.get("value_agreement") is None else f"{f['value_agreement']:.0%}"
+        lines.append(f"| {tool} | {f['calls']} | {f['error_agreement']:.0%} | {f['structural_agreement']:.0%} | {v} |")
+    return "\n".join(lines)
 
 
 def train_with_it() -> str:

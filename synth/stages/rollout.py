@@ -1,11 +1,13 @@
 """The rollout stage (`synth rollout`): one episode per (task, sample) unit (synth/episode.py), in
-this process or spread over `rollout.workers` processes (synth/workers.py). Its manifest section
-`user_flags` counts the user simulator's self-check flags over every trajectory of the run."""
+this process or spread over `rollout.workers` processes (synth/workers.py). Its manifest sections
+`user_flags` (the user simulator's self-check flags) and `tool_runtimes` (tool calls answered by
+real servers, executable implementations and the simulator) count over every trajectory of the run."""
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import AsyncExitStack
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from sandboxes.pool import WarmPool
 from synth.context import Context
@@ -17,13 +19,23 @@ from synth.episode import run_episode
 from synth.user_sim import user_flag_counts
 from synth.workers import run_in_workers
 from tools.executable import warm_hosts
+from tools.launch import with_binds
+from tools.real import warm_servers
 from tools.serving import Serving
 
 
 async def run(ctx: Context) -> StageStats:
     stats = await make_rollouts(ctx)
-    stats.manifest["user_flags"] = user_flag_counts(ctx.store.read("trajectories"))
+    trajectories = ctx.store.read("trajectories")
+    stats.manifest["user_flags"] = user_flag_counts(trajectories)
+    stats.manifest["tool_runtimes"] = runtime_counts(trajectories)
     return stats
+
+
+def runtime_counts(trajectories: list[Trajectory]) -> dict[str, Any]:
+    """Tool calls per runtime that answered them ("unrecorded": trajectories written before traces said)."""
+    counts = Counter(call.runtime or "unrecorded" for t in trajectories for call in t.tool_calls)
+    return {"calls": dict(sorted(counts.items())), "total": sum(counts.values())}
 
 
 async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set[str] | None = None,
@@ -49,18 +61,28 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
     elif ctx.cfg.rollout.workers > 1:
         return await run_in_workers(ctx, "rollout", "trajectories", units)
 
+    real = {agent.id: serving.real(agent) for agent in agents.values()}
+
     def served_by(task: Task) -> Implementation | None:
-        return serving.implementation(agents[task.agent_id])
+        agent = agents[task.agent_id]
+        return serving.rest_implementation(agent) if real[agent.id] else serving.implementation(agent)
 
     async with AsyncExitStack() as stack:
         done = ctx.store.done_units("trajectories")
         pending = [u for u in units if u.id not in done]  # a resumed, finished stage starts no pool
-        size = ctx.cfg.rollout.sandbox.pool_size  # 0 where the backend does not pool (k8s)
+        launches = {p.launch.key: p.launch for u in pending for p in real[u.payload[0].agent_id]}
+        # A local sandbox must see the real servers' installs: bound read-only.
+        rollout_cfg = ctx.cfg.rollout.model_copy(
+            update={"sandbox": with_binds(ctx.cfg.rollout.sandbox, list(launches.values()))})
+        size = rollout_cfg.sandbox.pool_size  # 0 where the backend does not pool (k8s)
         if pool is None and size and pending:
             pool = await stack.enter_async_context(
-                WarmPool(ctx.cfg.rollout.sandbox, size=size, labels=ctx.sandbox_labels()))
+                WarmPool(rollout_cfg.sandbox, size=size, labels=ctx.sandbox_labels()))
             executable = sum(served_by(u.payload[0]) is not None for u in pending)
             await warm_hosts(pool, min(pool.size, executable))
+            if rollout_cfg.tool_process == "shared":
+                with_real = sum(bool(real[u.payload[0].agent_id]) for u in pending)
+                await warm_servers(pool, list(launches.values()), min(pool.size, with_real))
         if ready is not None:
             await ready()
 
@@ -69,8 +91,8 @@ async def make_rollouts(ctx: Context, pool: WarmPool | None = None, *, only: set
             agent = agents[task.agent_id]
             specs = [tools[i] for i in agent.tool_ids if i in tools]
             return [await run_episode(
-                ctx.llm, ctx.cfg.rollout, task, agent, specs, seed=ctx.seed_for("episode", task.id, sample),
+                ctx.llm, rollout_cfg, task, agent, specs, seed=ctx.seed_for("episode", task.id, sample),
                 labels=ctx.sandbox_labels(**{"synth.episode": unit.id}), unit_id=unit.id, sample=sample,
-                impl=served_by(task), pool=pool)]
+                impl=served_by(task), pool=pool, real=real[agent.id])]
 
         return await run_units(ctx, "rollout", "trajectories", units, work, ctx.cfg.rollout.concurrency)

@@ -19,6 +19,7 @@ from synth.core.errors import Rejected
 from synth.core.prompts import render
 from synth.core.records import Agent, Criterion, GoldAction, Implementation, StateAssertion, Task, ToolSpec
 from synth.core.units import StageStats, Unit, run_units
+from synth.stages.tasks_real import draft_real_tasks
 from tools.scaffold import read_state_default
 from tools.serving import Serving, passed_implementations
 
@@ -79,6 +80,10 @@ async def run(ctx: Context) -> StageStats:
 async def draft_tasks(ctx: Context, unit: Unit[Agent], serving: Serving) -> list[Task]:
     """The tasks of one agent: gold ones (replayed before they are kept) when its tools run for real."""
     agent, cfg, tools = unit.payload, ctx.cfg.tasks, serving.tools
+    # Real MCP servers with seeded data: the seed, gold actions and assertions (synth/stages/tasks_real.py).
+    schema = task_list_model(cfg.per_agent, gold=True)
+    if (real := await draft_real_tasks(ctx, unit, serving, schema, _task, DECOYS)) is not None:
+        return real
     impl = serving.implementation(agent)
     decoys = set(agent.distractor_tool_ids)
     tool_lines = "\n".join(f"- {tools[i].name}: {tools[i].description}{' (decoy)' if i in decoys else ''}"
