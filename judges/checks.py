@@ -8,8 +8,10 @@ and of its drop reasons.
 
 Structural checks hold for every trajectory; a trainer can rely on every kept row passing them.
 Task checks apply when the task has final-state assertions (judges/assertions.py: evaluated on the
-trajectory's final state) or the agent has decoy tools (none may be called), so verdicts of tasks
-without them keep the same checks.
+trajectory's final state; gold tasks and tasks on a seeded world have them), a gold final state
+(judges/state_match.py: the whole final state must match the gold replay's, but for its free
+paths) or the agent has decoy tools (none may be called), so verdicts of tasks without them keep
+the same checks.
 
 Besides structural checks there are two reward-hack checks, deliberately simple heuristics:
 - a claimed action: an assistant sentence says something was created / updated / booked /
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from judges.assertions import assertion_failures
+from judges.state_match import state_mismatches
 from synth.core.records import Task, Trajectory
 from tools.spec import validate_arguments
 
@@ -48,6 +51,12 @@ def final_state_assertions(s: Subject) -> bool | None:
     return not assertion_failures(s.trajectory.final_state, s.task.assertions)
 
 
+def final_state_matches_gold(s: Subject) -> bool | None:
+    if s.task is None or not s.task.gold_final_state:
+        return None
+    return not state_mismatches(s.trajectory.final_state, s.task.gold_final_state, s.task.free_paths)
+
+
 def distractor_tools_unused(s: Subject) -> bool | None:
     if not s.decoys:
         return None
@@ -64,6 +73,7 @@ STRUCTURAL: dict[str, Check] = {
 }
 TASK: dict[str, Check] = {
     "final_state_assertions": final_state_assertions,
+    "final_state_matches_gold": final_state_matches_gold,
     "distractor_tools_unused": distractor_tools_unused,
 }
 CHECKS: dict[str, Check] = {**STRUCTURAL, **TASK}
