@@ -89,15 +89,15 @@ async def rubric_for(task: Task, replies: list[dict], **cfg) -> tuple[Task, list
 async def test_a_task_without_gold_actions_gets_a_sketched_reference_and_weights_by_kind():
     sketch = ["Ask for the booking id", "cancel_booking(booking_id=B-1001)", "Tell the user it is cancelled"]
     custom = {"essential": 4, "important": 2, "optional": 0.5, "pitfall": 6}
-    task, requests = await rubric_for(TASK, [{"reference": sketch, "items": GOOD_ITEMS}], rubric_weights=custom)
+    task, requests = await rubric_for(TASK, [{"approach": sketch, "rubric": GOOD_ITEMS}], rubric_weights=custom)
     assert task.reference == sketch and task.rubric_problems == []
     assert [(c.kind, c.weight) for c in task.rubric] == [("essential", 4), ("important", 2), ("important", 2),
                                                          ("optional", 0.5), ("pitfall", 6)]
     (request,) = requests
     schema = json.dumps(request["response_format"])
-    assert '"reference"' in schema and '"minItems": 5' in schema and '"maxItems": 5' in schema
+    assert '"approach"' in schema and '"minItems": 5' in schema and '"maxItems": 5' in schema
     prompt = request["messages"][0]["content"]
-    assert "sketch one in `reference`" in prompt
+    assert "sketch one in `approach`" in prompt
     # The writer sees the tool schemas, the policy and the state, not just tool names.
     assert '"booking_id": {"type": "string"}' in prompt and "Never cancel without" in prompt and '"B-1002"' in prompt
 
@@ -110,24 +110,24 @@ async def test_a_gold_task_is_written_against_its_gold_actions_and_counts_follow
              "lists the user's remaining bookings", "keeps every reply under five sentences",
              "spells the booking id B-1001 exactly", "thanks the user at the end"]
     items12 = GOOD_ITEMS + [{"text": f"The assistant {e}.", "kind": "optional"} for e in extra]
-    task, (request,) = await rubric_for(gold, [{"items": items12}],
+    task, (request,) = await rubric_for(gold, [{"rubric": items12}],
                                         rubric_items={"easy": 7, "medium": 9, "hard": 12})
     assert len(task.rubric) == 12 and task.reference == []
     schema = json.dumps(request["response_format"])
-    assert '"reference"' not in schema and '"minItems": 12' in schema
+    assert '"approach"' not in schema and '"minItems": 12' in schema
     prompt = request["messages"][0]["content"]
     assert '1. cancel_booking({"booking_id": "B-1001"})' in prompt and 'bookings.B-1001.status equals "cancelled"' in prompt
 
 
 async def test_a_failing_rubric_is_asked_again_with_its_problems_then_rejected_with_them():
-    repaired, requests = await rubric_for(TASK, [{"reference": ["x y z"], "items": JUNK + GOOD_ITEMS[:3]},
-                                                 {"reference": ["x y z"], "items": GOOD_ITEMS}])
+    repaired, requests = await rubric_for(TASK, [{"approach": ["x y z"], "rubric": JUNK + GOOD_ITEMS[:3]},
+                                                 {"approach": ["x y z"], "rubric": GOOD_ITEMS}])
     assert repaired.rubric_problems == [] and len(requests) == 2
     assert "Your last rubric was rejected:\n- rubric has no pitfall item" in requests[1]["messages"][0]["content"]
-    rejected, requests = await rubric_for(TASK, [{"reference": ["x y z"], "items": JUNK + GOOD_ITEMS[:3]}] * 2)
+    rejected, requests = await rubric_for(TASK, [{"approach": ["x y z"], "rubric": JUNK + GOOD_ITEMS[:3]}] * 2)
     assert len(requests) == 2 and rejected.rubric_problems[0] == "rubric has no pitfall item"
     assert any("is not self-contained" in p for p in rejected.rubric_problems)
-    none, requests = await rubric_for(TASK, [{"reference": ["x y z"], "items": JUNK + GOOD_ITEMS[:3]}],
+    none, requests = await rubric_for(TASK, [{"approach": ["x y z"], "rubric": JUNK + GOOD_ITEMS[:3]}],
                                       rubric_repairs=0)
     assert len(requests) == 1 and none.rubric_problems
 

@@ -11,7 +11,7 @@ from synth.core.records import Agent, ToolSpec
 from synth.core.units import Unit
 from synth.run import open_run, run_stages
 from synth.stages.tasks import draft_tasks
-from synth.stages.tasks_world import mentioned_ids
+from synth.stages.tasks_world import build_world, mentioned_ids, record_model, world_problems
 from synth.user_sim import STOP
 from tests.fake_openai import FakeOpenAI
 from tests.test_simulator import SPECS
@@ -32,13 +32,13 @@ CANCELLED = {"path": "bookings.B-1001.status", "op": "equals", "value": '"cancel
 
 def world_task(goal: str, world: list[dict], assertions: list[dict], facts: list[str] | None = None) -> dict:
     return {"goal": goal, "persona": "A hurried traveller.", "user_facts": facts or ["My booking is B-1001."],
-            "difficulty": "easy", "world": world, "assertions": assertions}
+            "difficulty": "easy", "world": world, "world_checks": assertions}
 
 
 VALID = world_task("Cancel my booking B-1001.", WORLD, [CANCELLED])
 LOOKUP = world_task("What room is my booking in?", WORLD, [])
 UNKNOWN_ID = world_task("Cancel booking B-2000 please.", WORLD, [CANCELLED], facts=["It is booking B-2000."])
-TOO_FEW = world_task("Cancel my booking B-1001.", WORLD[:1], [CANCELLED])
+DISTRACTOR_ONLY = world_task("Cancel my booking B-1001.", WORLD[1:], [CANCELLED])  # B-1001 itself is missing
 HOLDS = world_task("Make sure B-1001 stays confirmed.", WORLD, [{**CANCELLED, "value": '"confirmed"'}])
 BAD_PATH = world_task("Cancel my booking B-1001.", WORLD, [{"path": "orders.B-1001", "op": "absent", "value": ""}])
 TWICE = world_task("Cancel my booking B-1001.", WORLD + WORLD[:1], [CANCELLED])
@@ -70,7 +70,7 @@ def agent_for(specs: list[ToolSpec]) -> Agent:
 
 
 async def test_seeded_worlds_are_kept_only_when_they_pass_their_checks(tmp_path):
-    drafts = [VALID, LOOKUP, UNKNOWN_ID, TOO_FEW, HOLDS, BAD_PATH, TWICE]
+    drafts = [VALID, LOOKUP, UNKNOWN_ID, DISTRACTOR_ONLY, HOLDS, BAD_PATH, TWICE]
     async with FakeOpenAI(handler=handler(drafts)) as fake:
         async with open_run(cfg_for(tmp_path, fake.base_url, len(drafts)), quiet=True) as ctx:
             agent = agent_for(SPECS)
@@ -88,7 +88,7 @@ async def test_seeded_worlds_are_kept_only_when_they_pass_their_checks(tmp_path)
     by_task = {int(e.message.split()[1]): e.message for e in errors}
     assert set(by_task) == {3, 4, 5, 6, 7} and all(e.error_type == "Rejected" for e in errors)
     assert "mention 'B-2000', which is not in the world" in by_task[3]
-    assert "the world holds 1 record(s)" in by_task[4]
+    assert "mention 'B-1001', which is not in the world" in by_task[4]
     assert "already hold on the initial state" in by_task[5]
     assert "assertion path 'orders.B-1001' is not in the world's collections" in by_task[6]
     assert "bookings.B-1001 is given twice" in by_task[7]
@@ -112,6 +112,12 @@ async def test_state_assertions_judge_simulated_episodes(tmp_path):
         assert "check failed: final_state_assertions" in verdict.reasons
     assert manifest["stages"]["tasks"]["seeded_world"] == 1
     assert manifest["state_checks"]["kept_on_state_check"] == 0
+
+
+def test_a_world_of_one_record_has_no_distractor():
+    world, problems = build_world(record_model(["bookings"])(**r) for r in WORLD[:1])
+    assert problems == [] and world_problems(world, ["Cancel B-1001."]) == [
+        "the world holds 1 record(s): seed the records the task talks about and at least one other"]
 
 
 def test_ids_in_the_users_words():

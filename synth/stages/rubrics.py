@@ -25,24 +25,28 @@ from synth.core.prompts import render
 from synth.core.records import Agent, Criterion, Task, ToolSpec
 
 STATE_SHOWN = 1500  # characters of the initial state shown to the writer
+# Completion budget: a whole rubric must fit (a cut reply is a parse failure), whatever llm.max_tokens says.
+TOKENS_PER_ITEM, TOKENS_SKETCH, TOKENS_BASE = 60, 200, 120
 
 
 class ItemDraft(BaseModel):
-    text: Annotated[str, Field(min_length=10, max_length=200)]
+    text: Annotated[str, Field(min_length=10, max_length=160)]
     kind: Literal["essential", "important", "optional", "pitfall"]
 
 
 def rubric_model(count: int, sketch: bool) -> type[BaseModel]:
-    """The reply schema: `count` items, after a sketched reference solution when the task has no gold actions."""
+    """The reply schema: `count` items, after a sketched reference solution (`approach`) when the task
+    has no gold actions. (llama.cpp's grammar writes an object's keys in alphabetical order:
+    `approach` sorts before `rubric`, so the sketch comes first there too.)"""
     if sketch:
         class SketchedRubric(BaseModel):
-            reference: list[Annotated[str, Field(min_length=5, max_length=160)]] = Field(min_length=1, max_length=6)
-            items: list[ItemDraft] = Field(min_length=count, max_length=count)
+            approach: list[Annotated[str, Field(min_length=5, max_length=120)]] = Field(min_length=1, max_length=5)
+            rubric: list[ItemDraft] = Field(min_length=count, max_length=count)
 
         return SketchedRubric
 
     class Rubric(BaseModel):
-        items: list[ItemDraft] = Field(min_length=count, max_length=count)
+        rubric: list[ItemDraft] = Field(min_length=count, max_length=count)
 
     return Rubric
 
@@ -54,7 +58,7 @@ def tool_lines(specs: list[ToolSpec], decoys: set[str]) -> str:
 
 def reference_text(task: Task) -> str:
     if not task.gold_actions:
-        return ("There is no reference solution yet: first sketch one in `reference` (the steps and tool calls "
+        return ("There is no reference solution yet: first sketch one in `approach` (the steps and tool calls "
                 "that solve the task, in order), then write the items against it.")
     calls = "\n".join(f"{n}. {a.tool}({a.arguments})" for n, a in enumerate(task.gold_actions, 1))
     checks = "\n".join(f"- {a.path} {a.op} {a.value}".rstrip() for a in task.assertions)
@@ -67,7 +71,7 @@ def anchors(task: Task, specs: list[ToolSpec]) -> list[str]:
 
 
 async def write_rubric(llm: LLM, cfg: TasksConfig, agent: Agent, specs: list[ToolSpec], task: Task, *,
-                       seed: int) -> Task:
+                       seed: int, max_tokens: int = 512) -> Task:
     """`task` with its rubric (weights from the kind table), reference sketch and validation problems."""
     count = cfg.items_for(task.difficulty)
     weights = cfg.rubric_weights.model_dump()
@@ -77,12 +81,14 @@ async def write_rubric(llm: LLM, cfg: TasksConfig, agent: Agent, specs: list[Too
                   state=(state[:STATE_SHOWN] + " ...") if len(state) > STATE_SHOWN else state or "{}",
                   reference=reference_text(task), count=count)
     schema = rubric_model(count, sketch=not task.gold_actions)
+    budget = max(max_tokens, TOKENS_BASE + TOKENS_PER_ITEM * count + (TOKENS_SKETCH if not task.gold_actions else 0))
     repair, problems, rubric, reference = "", [], [], []
     for attempt in range(cfg.rubric_repairs + 1):
         prompt = render(__file__, "rubric", **values, repair=repair)
-        reply = await llm.structured([{"role": "user", "content": prompt}], schema, seed=seed + attempt)
-        rubric = [Criterion(text=i.text.strip(), kind=i.kind, weight=weights[i.kind]) for i in reply.items]
-        reference = list(getattr(reply, "reference", []))
+        reply = await llm.structured([{"role": "user", "content": prompt}], schema, seed=seed + attempt,
+                                     max_tokens=budget)
+        rubric = [Criterion(text=i.text.strip(), kind=i.kind, weight=weights[i.kind]) for i in reply.rubric]
+        reference = list(getattr(reply, "approach", []))
         problems = rubric_problems(rubric, expected=count, anchors=anchors(task, specs), weights=weights)
         if not problems:
             break

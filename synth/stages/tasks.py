@@ -34,6 +34,8 @@ from tools.scaffold import read_state_default
 from tools.serving import Serving, passed_implementations
 
 Short = Annotated[str, Field(min_length=3, max_length=150)]
+TOKENS_PER_TASK = {"plain": 150, "world": 500, "gold": 700}  # a whole task list must fit in one reply
+# (and in llm.timeout_s: the 135M model fills every string to its maxLength, at ~15 tokens/s here)
 DECOYS = "Tools marked (decoy) belong to another service: no task may need them.\n"
 
 
@@ -69,8 +71,9 @@ def task_list_model(count: int, kind: Literal["plain", "world", "gold"] = "plain
         record = record_model(collections or [])
 
         class WorldTaskDraft(TaskDraft):
-            world: list[record] = Field(min_length=1, max_length=12)  # type: ignore[valid-type]
-            assertions: list[AssertionDraft] = Field(max_length=4)
+            # llama.cpp's grammar writes keys in alphabetical order: world_checks after the world.
+            world: list[record] = Field(min_length=2, max_length=4)  # type: ignore[valid-type]
+            world_checks: list[AssertionDraft] = Field(max_length=4)
 
         draft = WorldTaskDraft
 
@@ -109,7 +112,8 @@ async def draft_tasks(ctx: Context, unit: Unit[Agent], serving: Serving) -> list
     prompt = render(__file__, {"gold": "tasks_gold", "world": "tasks_world", "plain": "tasks"}[kind], **values)
     reply = await ctx.llm.structured([{"role": "user", "content": prompt}],
                                      task_list_model(cfg.per_agent, kind, collections),
-                                     seed=ctx.seed_for("tasks", unit.id))
+                                     seed=ctx.seed_for("tasks", unit.id),
+                                     max_tokens=max(ctx.cfg.llm.max_tokens, 100 + TOKENS_PER_TASK[kind] * cfg.per_agent))
     drafts = reply.tasks[: cfg.per_agent]
     if kind == "gold":
         tasks = await _gold(ctx, unit.id, agent, drafts, specs, impl)  # type: ignore[arg-type]
@@ -117,8 +121,8 @@ async def draft_tasks(ctx: Context, unit: Unit[Agent], serving: Serving) -> list
         tasks = _seeded(ctx, unit.id, agent, drafts, collections)
     else:
         tasks = [_task(unit.id, agent, d) for d in drafts]
-    return [await write_rubric(ctx.llm, cfg, agent, specs, task, seed=ctx.seed_for("rubric", unit.id, n))
-            for n, task in enumerate(tasks)]
+    return [await write_rubric(ctx.llm, cfg, agent, specs, task, seed=ctx.seed_for("rubric", unit.id, n),
+                               max_tokens=ctx.cfg.llm.max_tokens) for n, task in enumerate(tasks)]
 
 
 def _task(unit_id: str, agent: Agent, draft: TaskDraft, **fields: Any) -> Task:
@@ -135,7 +139,7 @@ def _seeded(ctx: Context, unit_id: str, agent: Agent, drafts: list[Any], collect
     kept = []
     for n, draft in enumerate(drafts, 1):
         world, problems = build_world(draft.world)
-        task = _task(unit_id, agent, draft, initial_state=world, assertions=_assertions(draft.assertions))
+        task = _task(unit_id, agent, draft, initial_state=world, assertions=_assertions(draft.world_checks))
         problems += world_problems(world, [draft.goal, *draft.user_facts])
         problems += assertion_problems(world, task.assertions, collections)
         if problems:
@@ -184,4 +188,5 @@ async def _gold(ctx: Context, unit_id: str, agent: Agent, drafts: list[GoldTaskD
 
 
 def _reject(ctx: Context, unit_id: str, n: int, task: Task, problems: list[str]) -> None:
-    ctx.store.error("tasks", unit_id, Rejected(f"task {n} ({task.goal[:60]!r}) dropped: " + "; ".join(problems)))
+    named = "; ".join(dict.fromkeys(problems))  # each problem once, however many records repeat it
+    ctx.store.error("tasks", unit_id, Rejected(f"task {n} ({task.goal[:60]!r}) dropped: {named}"))

@@ -33,8 +33,8 @@ _ID = re.compile(r"(?<![\w#-])(#\w*\d\w*|(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-
 
 
 class FieldDraft(BaseModel):
-    name: Annotated[str, Field(min_length=1, max_length=40)]
-    value: Annotated[str, Field(max_length=120)]  # JSON or plain text
+    name: Annotated[str, Field(min_length=1, max_length=30)]
+    value: Annotated[str, Field(max_length=60)]  # JSON or plain text
 
 
 def world_collections(specs: list[ToolSpec]) -> list[str]:
@@ -50,7 +50,7 @@ def record_model(collections: list[str]) -> type[BaseModel]:
     class RecordDraft(BaseModel):
         collection: Literal[names]  # type: ignore[valid-type]
         id: Annotated[str, Field(min_length=1, max_length=40)]
-        fields: list[FieldDraft] = Field(min_length=1, max_length=8)
+        fields: list[FieldDraft] = Field(min_length=1, max_length=4)
 
     return RecordDraft
 
