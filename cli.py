@@ -26,7 +26,9 @@ app.command("merge")(pipeline.merge)
 app.command("agents")(stage_command(
     "agents", "Write agents: a toolset from tools.jsonl and a fresh system prompt each, into agents.jsonl."))
 app.command("tasks")(stage_command(
-    "tasks", "Write tasks for every agent (goal, persona, hidden user facts, weighted rubric) into tasks.jsonl."))
+    "tasks", "Write tasks for every agent into tasks.jsonl: goal, persona, hidden user facts, a seeded world "
+    "(simulated tools) or gold actions replayed in a sandbox (tasks.gold, executable tools) with final-state "
+    "assertions, and a rubric written by its own step. Rejected tasks go to errors.jsonl with their reasons."))
 app.command("rollout")(stage_command(
     "rollout", "Roll out episodes: the user simulator drives the agent, tools run in per-episode sandboxes; writes trajectories.jsonl."))
 app.command("judge")(stage_command(

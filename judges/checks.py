@@ -12,8 +12,10 @@ written as text, a tool result that repeats the simulator's prompt, a turn cut a
 id passed to a tool that nobody gave (judges/text_checks.py). User checks are the user
 simulator's self-checks (judges/user_checks.py); the keep rules drop on those whose flag is in
 `judge.drop_user_flags`. Task checks apply when the task has final-state assertions
-(judges/assertions.py: evaluated on the trajectory's final state) or the agent has decoy tools
-(none may be called); `rubric_valid` (judges/rubric_fit.py) whenever there is a task.
+(judges/assertions.py: evaluated on the trajectory's final state; gold tasks and tasks on a seeded
+world have them), a gold final state (judges/state_match.py: the whole final state must match the
+gold replay's, but for its free paths) or the agent has decoy tools (none may be called);
+`rubric_valid` whenever there is a task.
 
 Besides those there are two reward-hack checks, deliberately simple heuristics:
 - a claimed action: an assistant sentence says something was created / updated / booked /
@@ -31,6 +33,7 @@ from typing import Any, Callable
 
 from judges.assertions import assertion_failures
 from judges.rubric_fit import grading_problems
+from judges.state_match import state_mismatches
 from judges.text_checks import calls_in_text, prompt_echoes
 from judges.user_checks import (BROKE_ROLE, EMPTY_MESSAGE, FACT_LEAKED, INVENTED_FACT, PREMATURE_STOP, empty_user_turns,
                                 first_word, invented_fact_turns, leaked_fact_turns, role_break_turns, stopped_early)
@@ -54,6 +57,12 @@ def final_state_assertions(s: Subject) -> bool | None:
     if s.task is None or not s.task.assertions:
         return None
     return not assertion_failures(s.trajectory.final_state, s.task.assertions)
+
+
+def final_state_matches_gold(s: Subject) -> bool | None:
+    if s.task is None or not s.task.gold_final_state:
+        return None
+    return not state_mismatches(s.trajectory.final_state, s.task.gold_final_state, s.task.free_paths)
 
 
 def distractor_tools_unused(s: Subject) -> bool | None:
@@ -99,6 +108,7 @@ USER: dict[str, Check] = {
 }
 TASK: dict[str, Check] = {
     "final_state_assertions": final_state_assertions,
+    "final_state_matches_gold": final_state_matches_gold,
     "distractor_tools_unused": distractor_tools_unused,
 }
 RUBRIC: dict[str, Check] = {"rubric_valid": rubric_valid}

@@ -13,6 +13,16 @@ from synth.core.records import Trajectory, Verdict
 from synth.core.store import RunStore
 
 FUNNEL_KINDS = ("tools", "agents", "tasks", "trajectories", "verdicts")
+STATE_CHECKS = ("final_state_assertions", "final_state_matches_gold")  # checks that read the final state
+
+
+def state_check_report(verdicts: Iterable[Verdict]) -> dict[str, Any]:
+    """How many kept trajectories rest on a state check (one of STATE_CHECKS applied, and passed:
+    it was kept), per check; the rest rest on the judge and the structural checks alone."""
+    kept = [v for v in verdicts if v.keep]
+    per_check = {name: sum(name in v.checks for v in kept) for name in STATE_CHECKS}
+    return {"kept": len(kept), "kept_on_state_check": sum(any(n in v.checks for n in STATE_CHECKS) for v in kept),
+            **{f"kept_on_{name}": n for name, n in per_check.items()}}
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -23,7 +23,7 @@ from judges.judge import JudgeOutcome
 
 CALLS_AND_STATE = frozenset({
     "tool_calls_name_offered_tools", "tool_arguments_valid", "tool_calls_answered",
-    "final_state_assertions", "distractor_tools_unused",
+    "final_state_assertions", "final_state_matches_gold", "distractor_tools_unused",
 })
 
 

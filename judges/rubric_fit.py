@@ -1,8 +1,8 @@
 """Can a rubric grade at all? `grading_problems(task)` names what is wrong; the check `rubric_valid`
 (judges/checks.py) drops trajectories of tasks whose rubric has any problem.
 
-The floor under any rubric, also one written before the rubric step's own validation (issue #13
-part 3, which records its problems on the task): at least one essential criterion (else nothing
+The problems the rubric step's validation recorded on the task (`Task.rubric_problems`), and the
+floor under any rubric, also one written before that step existed: at least one essential criterion (else nothing
 can fail the judge but the threshold) and one positive criterion (else the score is 0 whatever
 happens), and no criterion empty or repeating another.
 """
@@ -13,7 +13,7 @@ from synth.core.records import Task
 
 
 def grading_problems(task: Task) -> list[str]:
-    problems = []
+    problems = list(task.rubric_problems)  # what the rubric step's validation found (judges/rubric_rules.py)
     kinds = [c.kind for c in task.rubric]
     if "essential" not in kinds:
         problems.append("no essential criterion")

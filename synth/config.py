@@ -6,10 +6,10 @@ A misspelled key or a bad value fails before any work, naming the key and what i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from judges.config import JudgeConfig
 from sandboxes import SandboxConfig
@@ -37,12 +37,45 @@ class AgentsConfig(_Strict):
         "the shared template) has at least this token Jaccard with an earlier variant over the same toolsets.")
 
 
+Difficulty = Literal["easy", "medium", "hard"]
+
+
+class RubricWeights(_Strict):
+    """The weight of a rubric item by its kind (categorical, as in Rubrics-as-Rewards): the writer picks the kind only."""
+
+    essential: float = Field(5, gt=0, description="Must hold; a failed essential item also drops the trajectory.")
+    important: float = Field(3, gt=0)
+    optional: float = Field(1, gt=0)
+    pitfall: float = Field(5, gt=0, description="Subtracted from the score when the pitfall happened.")
+
+
 class TasksConfig(_Strict):
     per_agent: int = Field(2, ge=1, le=50, description="Tasks generated for each agent.")
-    rubric_items: int = Field(3, ge=1, le=20, description="Rubric criteria per task.")
+    rubric_items: int | dict[Difficulty, Annotated[int, Field(ge=2, le=20)]] = Field(
+        default_factory=lambda: {"easy": 7, "medium": 9, "hard": 12},
+        description="Rubric items per task, by difficulty ({easy: 7, medium: 9, hard: 12}), or one number for all.")
+    rubric_weights: RubricWeights = Field(default_factory=RubricWeights)
+    rubric_repairs: int = Field(1, ge=0, le=5, description="Times a rubric that fails validation is asked again "
+                                "with its problems shown; one that still fails is recorded as rejected (Task.rubric_problems).")
+    world: bool = Field(True, description="Tasks for simulated toolsets get a seeded world (the records the task talks "
+                        "about plus distractors) as their initial state; the tool simulator answers not-found for "
+                        "anything else, and state assertions apply.")
     gold: bool = Field(False, description="For agents whose tools all have a passing implementation, also write an "
-                       "initial state, gold actions and final-state assertions, and keep only tasks whose gold "
-                       "actions replay cleanly in a sandbox with every assertion holding.")
+                       "initial state, gold actions and final-state assertions, and keep only tasks whose assertions "
+                       "fail on the initial state and hold after the gold actions replay in a sandbox; the replay's "
+                       "whole final state is stored and checked (final_state_matches_gold).")
+
+    @field_validator("rubric_items")
+    @classmethod
+    def _enough_items(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        if isinstance(value, int) and not 2 <= value <= 20:
+            raise ValueError("rubric_items must be 2-20: a rubric needs at least an essential and a pitfall item")
+        if isinstance(value, dict) and set(value) != {"easy", "medium", "hard"}:
+            raise ValueError("rubric_items by difficulty needs easy, medium and hard")
+        return value
+
+    def items_for(self, difficulty: str) -> int:
+        return self.rubric_items if isinstance(self.rubric_items, int) else self.rubric_items[difficulty]
 
 
 class RolloutConfig(_Strict):

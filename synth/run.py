@@ -25,7 +25,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from rich.console import Console
 from rich.table import Table
 
-from judges.metrics import funnel_report
+from judges.metrics import funnel_report, state_check_report
 from sandboxes.gc import remove_run_leftovers
 from synth.config import RunConfig, dump_config
 from synth.context import Context, run_id
@@ -226,10 +226,13 @@ def summary_table(ctx: Context) -> Table:
                       str(tokens), *([money(usage.cost if usage else 0.0)] if priced else []), f"{stats.seconds:.1f}")
     total = ctx.meter.total()
     counts = funnel_report(ctx.store)["counts"]
-    reasons = Counter(r for v in ctx.store.read("verdicts") for r in v.reasons)
+    verdicts = ctx.store.read("verdicts")
+    reasons = Counter(r for v in verdicts for r in v.reasons)
+    on_state = state_check_report(verdicts)["kept_on_state_check"]
     lines = ["skip: units finished by an earlier run (resumed); reqs: LLM requests sent; hits: answered from cache",
              f"LLM requests sent: {total.requests} (cache hits {total.cached}); "
-             f"kept {counts['kept']} of {counts['verdicts']} judged trajectories",
+             f"kept {counts['kept']} of {counts['verdicts']} judged trajectories, "
+             f"{on_state} of them on a state check (final-state assertions or the gold final state)",
              f"sandbox: {export.isolation_statement(ctx.cfg)}"]
     lines += [f"  dropped {n}x: {reason}" for reason, n in reasons.most_common(5)]
     if priced:

@@ -39,7 +39,7 @@ def test_the_pilot_is_reused_the_budget_stops_the_run_and_a_higher_one_finishes_
         "name": "tiny", "runs_dir": str(tmp_path / "runs"),
         "llm": {"max_tokens": 320, "concurrency": 1, "temperature": 0.4},
         "tools": {"categories": 1, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
-        "tasks": {"per_agent": 2, "rubric_items": 2},
+        "tasks": {"per_agent": 2, "rubric_items": 2, "world": False},  # mechanics: plain tasks
         "rollout": {"samples_per_task": 2, "max_turns": 1, "max_tool_steps": 1, "concurrency": 1},  # pilot: 1 of them
         "judge": {"keep_threshold": 0.0},
     }

@@ -31,7 +31,7 @@ def config(tmp_path, base_url: str, name: str, budget: dict | None = None, worke
     return {
         "name": name, "runs_dir": str(tmp_path), "llm": llm,
         "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
-        "tasks": {"per_agent": 2, "rubric_items": 3},
+        "tasks": {"per_agent": 2, "rubric_items": 3, "world": False},  # mechanics: plain tasks
         "rollout": {"samples_per_task": 2, "max_turns": 2, "max_tool_steps": 2, "workers": workers,
                     "sandbox": {"type": "local", "isolation": "none"}},
     }
@@ -138,7 +138,7 @@ async def test_cost_per_stage_and_per_kept_trajectory_reach_the_manifest_and_the
 def test_the_cli_prints_the_summary_and_exits_with_the_budget_code(tmp_path):
     with fake_openai_in_thread(stop_marker=STOP) as fake:
         path = tmp_path / "run.yaml"
-        path.write_text(yaml.safe_dump(config(tmp_path, fake.base_url, "cli", {"tokens": 3000})))
+        path.write_text(yaml.safe_dump(config(tmp_path, fake.base_url, "cli", {"tokens": 6000})))  # past tools, agents and tasks (rubrics)
         result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 3, result.output
     out = " ".join(result.output.split())

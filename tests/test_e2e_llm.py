@@ -34,7 +34,9 @@ def finished_run(tmp_path_factory):
         "name": "tiny", "runs_dir": str(root / "runs"),
         "llm": {"max_tokens": 320, "concurrency": 1, "temperature": 0.4},
         "tools": {"categories": 1, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
-        "tasks": {"per_agent": 2, "rubric_items": 2},
+        # Plain tasks: the 135M model's seeded worlds are junk the tasks stage rejects (measured on the
+        # quickstart), and this test is about the rows a run exports; tests/test_tasks_llm.py covers worlds.
+        "tasks": {"per_agent": 2, "rubric_items": 2, "world": False},
         "rollout": {"samples_per_task": 1, "max_turns": 1, "max_tool_steps": 1, "concurrency": 1},
         "judge": {"keep_threshold": 0.0},
     }))

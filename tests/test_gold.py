@@ -12,9 +12,10 @@ from datasets import load_from_disk
 
 from judges.assertions import _MISSING, assertion_failures, holds, resolve
 from judges.checks import TASK, Subject, run_checks
-from judges.gold import shape_problems
+from judges.gold import DO_NOTHING_PASSES, shape_problems, validate_tasks
 from synth.config import RunConfig
-from synth.core.records import Agent, Criterion, Implementation, StateAssertion, Task, ToolSpec, Trajectory
+from synth.core.records import (Agent, Criterion, GoldAction, Implementation, StateAssertion, Task, ToolSpec,
+                                Trajectory)
 from synth.core.units import Unit
 from synth.run import open_run, run_stages
 from synth.stages.tasks import draft_tasks
@@ -108,10 +109,11 @@ def implementation(tools: list[ToolSpec]) -> Implementation:
 
 
 def gold_task(goal: str, actions: list[tuple[str, dict]], assertions: list[StateAssertion],
-              initial: dict | None = None) -> dict:
+              initial: dict | None = None, facts: list[str] | None = None) -> dict:
     return {
-        "goal": goal, "persona": "A busy teacher who writes tersely.", "user_facts": ["The trip is in May."],
+        "goal": goal, "persona": "A busy teacher who writes tersely.", "user_facts": facts or ["The trip is in May."],
         "difficulty": "easy",
+        # Not part of a task draft (the rubric step writes rubrics); here for tests that build a Task from this.
         "rubric": [{"text": "The assistant creates the note.", "kind": "essential", "weight": 3}],
         "initial_state": json.dumps(STATE_INITIAL if initial is None else initial),
         "gold_actions": [{"tool": tool, "arguments": json.dumps(args)} for tool, args in actions],
@@ -122,17 +124,23 @@ def gold_task(goal: str, actions: list[tuple[str, dict]], assertions: list[State
 STATE_INITIAL = {"notes": {"1": {"id": 1, "title": "Groceries", "body": "milk", "tags": ["home"]}}, "next_id": 2}
 GOOD = gold_task("Add a note called Trip about packing, tagged travel.",
                  [("list_notes", {}), ("create_note", {"title": "Trip", "body": "pack bags", "tags": ["travel"]})],
-                 [A("notes.2.title", "equals", "Trip"), A("notes.2.tags", "contains", "travel"), A("notes.1", "exists")])
+                 [A("notes.2.title", "equals", "Trip"), A("notes.2.tags", "contains", "travel"), A("notes.1", "exists")],
+                 facts=["The note should say: pack bags."])
 UNKNOWN_ID = gold_task("Delete my note number 7, it is outdated.", [("delete_note", {"note_id": 7})],
                        [A("notes.7", "absent")])
 BAD_ARGUMENT = gold_task("Make a note with the title 5 please.", [("create_note", {"title": 5, "body": "x"})],
                          [A("notes.2", "exists")])
 WRONG_ASSERTION = gold_task("Delete the groceries note, I am done shopping.", [("delete_note", {"note_id": 1})],
-                            [A("notes.1", "exists")])
+                            [A("notes.1.title", "equals", "Shopping")])
 BAD_SHAPE = gold_task("List my notes in the archive folder.", [("list_notes", {})], [A("next_id", "equals", 1)],
                       initial={"folders": ["archive"]})
 NOT_A_TOOL = gold_task("Email my groceries note to my partner.", [("send_email", {"to": "x"})],
                        [A("notes.1", "exists")])
+DO_NOTHING = gold_task("Show me my groceries note.", [("get_note", {"note_id": 1})],
+                       [A("notes.1.title", "equals", "Groceries")])
+UNKNOWABLE = gold_task("Add a note called Plans.", [("create_note", {"title": "Plans", "body": "paint the shed"})],
+                       [A("notes.2.title", "equals", "Plans")])
+MISSING_ID = gold_task("Tag note NB-77 as urgent.", [("list_notes", {})], [A("notes.2", "exists")])
 
 
 def tasks_handler(drafts: list[dict]):
@@ -158,43 +166,107 @@ def agent_for(tools: list[ToolSpec]) -> Agent:
 
 
 async def test_gold_replay_keeps_valid_tasks_and_drops_the_rest_with_reasons(tmp_path):
-    drafts = [GOOD, UNKNOWN_ID, BAD_ARGUMENT, WRONG_ASSERTION, BAD_SHAPE, NOT_A_TOOL]
+    drafts = [GOOD, UNKNOWN_ID, BAD_ARGUMENT, WRONG_ASSERTION, BAD_SHAPE, NOT_A_TOOL, DO_NOTHING, UNKNOWABLE, MISSING_ID]
     tools = specs()
     async with FakeOpenAI(handler=tasks_handler(drafts)) as fake:
-        async with open_run(cfg_for(tmp_path, fake.base_url), quiet=True) as ctx:
+        async with open_run(cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 9, "rubric_items": 2, "gold": True}),
+                          quiet=True) as ctx:
             agent = agent_for(tools)
             serving = Serving({t.id: t for t in tools}, {agent.toolset_id: implementation(tools)})
             tasks = await draft_tasks(ctx, Unit(agent.id, agent), serving)
             errors = ctx.store.read("errors")
     (task,) = tasks
     assert task.validated and task.goal == GOOD["goal"] and task.initial_state == STATE_INITIAL
-    assert [a.tool for a in task.gold_actions] == ["list_notes", "create_note"] and len(task.assertions) == 3
+    assert [a.tool for a in task.gold_actions] == ["list_notes", "create_note"]
+    # The replay's whole final state is stored; nothing in this module is random or a clock: no free path.
+    assert task.gold_final_state == {"notes": {**STATE_INITIAL["notes"], "2": {
+        "id": 2, "title": "Trip", "body": "pack bags", "tags": ["travel"]}}, "next_id": 3}
+    assert task.free_paths == []
+    # The writer's three assertions, then those derived from the gold diff.
+    assert [(a.path, a.op) for a in task.assertions] == [
+        ("notes.2.title", "equals"), ("notes.2.tags", "contains"), ("notes.1", "exists"),
+        ("notes.2", "equals"), ("next_id", "equals")]
     reasons = [e.message for e in errors]
-    assert all(e.error_type == "Rejected" and e.stage == "tasks" for e in errors) and len(reasons) == 5
+    assert all(e.error_type == "Rejected" and e.stage == "tasks" for e in errors) and len(reasons) == 8
     by_task = {int(r.split()[1]): r for r in reasons}
     assert "gold action 1 delete_note" in by_task[2] and "no note with id 7" in by_task[2]
     assert "gold action 1 create_note" in by_task[3] and "title" in by_task[3]
-    assert "assertion notes.1 exists does not hold (found: missing)" in by_task[4]
+    assert 'assertion notes.1.title equals "Shopping" does not hold (found: missing)' in by_task[4]
     assert "initial_state key 'folders' is not in STATE_DEFAULT" in by_task[5]
     assert "send_email" in by_task[6] and "not one of the task's tools" in by_task[6]
+    assert DO_NOTHING_PASSES in by_task[7]
+    assert 'body="paint the shed" is not in the goal, the user\'s facts or the initial state' in by_task[8]
+    assert "mention 'NB-77', which is not in the initial state" in by_task[9]
 
 
-async def test_simulated_toolsets_get_plain_tasks(tmp_path):
+TICKETS = """import random, time
+
+STATE_DEFAULT = {"tickets": {}, "log": [], "opened": 0}
+
+
+def open_ticket(state, title):
+    key = "T" + str(random.randint(10 ** 6, 10 ** 7))
+    state["tickets"][key] = {"id": key, "title": title, "opened_at": time.time()}
+    state["log"].append({"op": "open", "id": key})
+    state["opened"] += 1
+    return state["tickets"][key]
+"""
+TICKET_TOOL = {"name": "open_ticket", "description": "Open a ticket; returns it.", "inputSchema": {
+    "type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"], "additionalProperties": False}}
+
+
+async def test_a_do_nothing_trajectory_fails_a_gold_task_and_free_paths_let_a_correct_one_pass(tmp_path):
+    """Generated ids and clock values differ between two correct runs: the double replay finds them,
+    so a correct episode matches the gold state, while doing nothing or the wrong thing fails."""
+    (tool,) = [ToolSpec.model_validate({**TICKET_TOOL, "toolset": "desk", "toolset_id": "id_desk"})]
+    impl = Implementation(toolset_id="id_desk", toolset="desk", tool_ids=[tool.id], module=TICKETS, passed=True)
+    draft = Task(agent_id="a", goal="Open a ticket titled Printer jam.", persona="p", rubric=[],
+                 user_facts=["Title: Printer jam"], gold_actions=[GoldAction(tool="open_ticket",
+                                                                             arguments='{"title": "Printer jam"}')],
+                 assertions=[A("opened", "equals", 1)])
+    sandbox = {"type": "local", "isolation": "bwrap" if BWRAP else "none"}
+    [(task, problems)] = await validate_tasks(RunConfig.model_validate({"rollout": {"sandbox": sandbox}}).rollout.sandbox,
+                                              {}, [draft], [tool], impl, {"open_ticket"})
+    assert problems == []
+    assert task.free_paths == ["log.0.id", "tickets.*.id", "tickets.*.opened_at", "tickets.{key}"]
+    (gold_ticket,) = task.gold_final_state["tickets"].values()
+    assert gold_ticket["title"] == "Printer jam"
+
+    def verdict_checks(final_state: dict) -> dict[str, bool]:
+        trajectory = Trajectory(task_id=task.id, agent_id="a", messages=[], tools=[], final_state=final_state)
+        return run_checks(Subject(trajectory, task), TASK)
+
+    nothing = {"tickets": {}, "log": [], "opened": 0}  # what a do-nothing episode ends with
+    assert verdict_checks(nothing) == {"final_state_assertions": False, "final_state_matches_gold": False}
+    other_run = {"tickets": {"T42": {"id": "T42", "title": "Printer jam", "opened_at": 1.5}},
+                 "log": [{"op": "open", "id": "T42"}], "opened": 1}
+    assert verdict_checks(other_run) == {"final_state_assertions": True, "final_state_matches_gold": True}
+    wrong_title = {**other_run, "tickets": {"T42": {"id": "T42", "title": "Printer", "opened_at": 1.5}}}
+    assert verdict_checks(wrong_title) == {"final_state_assertions": True, "final_state_matches_gold": False}
+    twice = {"tickets": {"T1": gold_ticket, "T2": gold_ticket}, "log": other_run["log"] * 2, "opened": 2}
+    assert verdict_checks(twice) == {"final_state_assertions": False, "final_state_matches_gold": False}
+
+
+async def test_simulated_toolsets_get_no_gold_fields(tmp_path):
     tools = specs()
     async with FakeOpenAI() as fake:
-        async with open_run(cfg_for(tmp_path, fake.base_url), quiet=True) as ctx:
+        async with open_run(cfg_for(tmp_path, fake.base_url, tasks={"world": False, "rubric_items": 2}), quiet=True) as ctx:
             agent = agent_for(tools)
             tasks = await draft_tasks(ctx, Unit(agent.id, agent), Serving({t.id: t for t in tools}, {}))
-            prompt = fake.requests[-1]["messages"][-1]["content"]
-    assert tasks and all(not t.validated and not t.gold_actions and not t.assertions for t in tasks)
-    assert "STATE_DEFAULT" not in prompt and "gold_actions" not in json.dumps(fake.requests[-1]["response_format"])
+        (request,) = [b for b in fake.requests if '"tasks"' in json.dumps(b.get("response_format") or {})]
+    assert tasks and all(not t.validated and not t.gold_actions and not t.assertions and not t.gold_final_state
+                         and t.initial_state == {} for t in tasks)
+    prompt = request["messages"][-1]["content"]
+    assert "STATE_DEFAULT" not in prompt and "gold_actions" not in json.dumps(request["response_format"])
 
 
 def test_task_ids_of_plain_tasks_are_unchanged_by_the_gold_fields():
     from synth.core.hashing import content_hash
 
     task = Task(agent_id="a", goal="g", persona="p", rubric=[Criterion(text="t")])
-    assert task.id == content_hash(task.model_dump(exclude={"id", "gold_actions", "assertions", "validated"}))
+    assert task.id == content_hash(task.model_dump(exclude={"id", "gold_actions", "assertions", "validated",
+                                                            "gold_final_state", "free_paths", "reference",
+                                                            "rubric_problems"}))
     agent = agent_for(specs())
     assert agent.id == content_hash(agent.model_dump(exclude={"id", "strategy", "toolset_ids", "distractor_tool_ids"}))
 
@@ -228,7 +300,7 @@ def implement_and_gold(body: dict) -> str | None:
 
 async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
     async with FakeOpenAI(handler=implement_and_gold, stop_marker=STOP) as fake:
-        cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 1, "gold": True})
+        cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 2, "gold": True})
         async with open_run(cfg, quiet=True) as ctx:
             ctx.store.append("tools", specs())
             await run_stages(ctx, ["implement", "agents", "tasks", "rollout", "judge", "export"])
@@ -253,4 +325,4 @@ async def test_end_to_end_gold_tasks_are_checked_on_the_final_state(tmp_path):
     environment = rl_row["env_spec"]
     assert environment["runtime"] == "executable" and environment["module"] == implemented.module
     assert [a["tool"] for a in environment["gold_actions"]] == ["list_notes", "create_note"]
-    assert len(environment["assertions"]) == 3
+    assert len(environment["assertions"]) == 5 and environment["gold_final_state"] == tasks[0].gold_final_state

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.llm
 
 async def test_gold_replay_then_real_model_rollouts_record_the_executable_state(tmp_path, monkeypatch):
     async with FakeOpenAI(handler=implement_and_gold, stop_marker=STOP) as fake:
-        cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 1, "gold": True},
+        cfg = cfg_for(tmp_path, fake.base_url, tasks={"per_agent": 2, "rubric_items": 2, "gold": True},
                       rollout={"sandbox": {"type": "local", "isolation": "bwrap" if BWRAP else "none"},
                                "max_turns": 1, "max_tool_steps": 1})
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"max_tokens": 256, "temperature": 0.4})})

@@ -17,7 +17,7 @@ def config(tmp_path, fake: FakeOpenAI, **overrides) -> RunConfig:
     data = {
         "name": "t", "runs_dir": str(tmp_path), "llm": {"base_url": fake.base_url, "model": "fake", "max_retries": 1},
         "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
-        "tasks": {"per_agent": 2, "rubric_items": 3},
+        "tasks": {"per_agent": 2, "rubric_items": 3, "world": False},  # mechanics: plain tasks
         "rollout": {"samples_per_task": 2, "max_turns": 2, "max_tool_steps": 2, "sandbox": {"type": "local", "isolation": "none"}},
     }
     data.update(overrides)

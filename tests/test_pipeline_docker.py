@@ -25,7 +25,7 @@ async def test_rollouts_in_docker_keep_state_per_episode_and_leave_no_container(
             "name": "docker-run", "runs_dir": str(tmp_path),
             "llm": {"base_url": fake.base_url, "model": "fake"},
             "tools": {"categories": 1, "domains_per_category": 1, "tools_per_toolset": 2},
-            "tasks": {"per_agent": 2},
+            "tasks": {"per_agent": 2, "world": False},  # mechanics: plain tasks (the fake writes junk worlds)
             "rollout": {"samples_per_task": 1, "max_turns": 2, "concurrency": 2,
                         "sandbox": {"type": "docker", "image": docker_image, "memory_mb": 256}},
         })

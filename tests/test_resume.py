@@ -63,7 +63,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
             "name": "killed", "runs_dir": str(tmp_path / "runs"),
             "llm": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "fake"},
             "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
-            "tasks": {"per_agent": 3, "rubric_items": 2},
+            "tasks": {"per_agent": 3, "rubric_items": 2, "world": False},
             "rollout": {"samples_per_task": 2, "max_turns": 3, "max_tool_steps": 2, "concurrency": 2,
                         "workers": workers, "sandbox": {"type": "local", "isolation": "none", "root": str(tmp_path / "sandboxes")}},
         }))

@@ -19,7 +19,7 @@ from synth.run import open_run, pipeline_stages, run_stages
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 FIXTURE = RUNS / "resume"
-NEW_ENV_SPEC_KEYS = ("distractor_tools", "rollout", "servers")  # added to env_spec by row format 2; servers: issue #14
+NEW_ENV_SPEC_KEYS = ("distractor_tools", "rollout", "servers", "gold_final_state", "free_paths")  # added since the fixture
 MANIFEST_SECTIONS = ("config_hash", "counts", "funnel", "user_flags", "pass_k", "judge_agreement", "tools_embeddings")
 
 

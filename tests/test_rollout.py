@@ -269,7 +269,7 @@ async def test_an_empty_agent_reply_is_asked_again_without_tools(tmp_path):
     async with FakeOpenAI(stop_marker=STOP, handler=handler) as fake:
         cfg = RunConfig.model_validate({
             "name": "empty", "runs_dir": str(tmp_path), "llm": {"base_url": fake.base_url, "model": "fake"},
-            "tools": {"categories": 1}, "tasks": {"per_agent": 1},
+            "tools": {"categories": 1}, "tasks": {"per_agent": 1, "world": False},
             "rollout": {"max_turns": 1, "sandbox": {"type": "local", "isolation": "none"}},
         })
         async with open_run(cfg, quiet=True) as ctx:

@@ -23,7 +23,7 @@ async def test_shards_merged_hold_exactly_the_ids_of_an_unsharded_run(tmp_path):
         def config(name: str) -> RunConfig:
             return RunConfig.model_validate({
                 "name": name, "runs_dir": str(tmp_path), "llm": {"base_url": fake.base_url, "model": "fake"},
-                "tools": {"categories": 2, "tools_per_toolset": 2}, "tasks": {"per_agent": 3},
+                "tools": {"categories": 2, "tools_per_toolset": 2}, "tasks": {"per_agent": 3, "world": False},
                 "rollout": {"samples_per_task": 2, "max_turns": 2,
                             "sandbox": {"type": "local", "isolation": "none"}},
             })
@@ -49,7 +49,7 @@ async def test_rollout_workers_make_the_same_trajectories_as_one_process(tmp_pat
         def config(name: str, workers: int) -> RunConfig:
             return RunConfig.model_validate({
                 "name": name, "runs_dir": str(tmp_path), "llm": {"base_url": fake.base_url, "model": "fake"},
-                "tools": {"categories": 2, "tools_per_toolset": 2}, "tasks": {"per_agent": 3},
+                "tools": {"categories": 2, "tools_per_toolset": 2}, "tasks": {"per_agent": 3, "world": False},
                 "rollout": {"samples_per_task": 2, "max_turns": 2, "concurrency": 4, "workers": workers,
                             "sandbox": {"type": "local", "isolation": "none", "pool_size": 4}},
             })

@@ -382,7 +382,7 @@ async def test_a_run_the_pipeline_wrote_shows_the_manifests_funnel(tmp_path):
         cfg = RunConfig.model_validate({
             "name": "t", "runs_dir": str(tmp_path), "llm": {"base_url": fake.base_url, "model": "fake", "max_retries": 1},
             "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
-            "tasks": {"per_agent": 2, "rubric_items": 3}, "rollout": {"samples_per_task": 2, "max_turns": 2, "max_tool_steps": 2,
+            "tasks": {"per_agent": 2, "rubric_items": 3, "world": False}, "rollout": {"samples_per_task": 2, "max_turns": 2, "max_tool_steps": 2,
                                                                       "sandbox": {"type": "local", "isolation": "none"}}})
         async with open_run(cfg, quiet=True) as ctx:
             await run_stages(ctx, list(STAGES))

@@ -131,9 +131,21 @@ class Task(Record):
     gold_actions: list[GoldAction] = Field(default_factory=list, description="A reference solution (executable toolsets).")
     assertions: list[StateAssertion] = Field(default_factory=list, description="Must hold on the final state.")
     validated: bool = Field(False, description="The gold actions replayed cleanly and every assertion held.")
+    gold_final_state: dict[str, Any] = Field(
+        default_factory=dict, description="The whole state after the gold replay (gold tasks): a trajectory's final "
+        "state must match it, but for free_paths (judges/state_match.py).")
+    free_paths: list[str] = Field(
+        default_factory=list, description="Paths of gold_final_state a trajectory may differ in (generated ids, "
+        "timestamps), found by replaying the gold actions twice: '*' is any one key or index; a path ending in "
+        "'{key}' names a collection whose keys are generated (its records are matched by content).")
+    reference: list[str] = Field(
+        default_factory=list, description="The reference solution the rubric writer sketched (tasks without gold actions).")
+    rubric_problems: list[str] = Field(
+        default_factory=list, description="Why the rubric fails validation (judges/rubric_rules.py); empty when it passes.")
 
     def identity(self) -> Any:
-        return self._identity_without_defaults(("gold_actions", "assertions", "validated"))
+        return self._identity_without_defaults(("gold_actions", "assertions", "validated", "gold_final_state",
+                                                "free_paths", "reference", "rubric_problems"))
 
 
 # Set on an assistant message the model cut at max_tokens even after a second try; the LLM client never

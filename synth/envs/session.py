@@ -56,7 +56,8 @@ def task_from_row(row: dict[str, Any]) -> Task:
                 difficulty=row.get("difficulty") or "easy", initial_state=row.get("initial_state") or {},
                 rubric=[Criterion.model_validate(c) for c in row["rubric"]],
                 gold_actions=[GoldAction.model_validate(a) for a in spec.get("gold_actions") or []],
-                assertions=[StateAssertion.model_validate(a) for a in spec.get("assertions") or []])
+                assertions=[StateAssertion.model_validate(a) for a in spec.get("assertions") or []],
+                gold_final_state=spec.get("gold_final_state") or {}, free_paths=spec.get("free_paths") or [])
 
 
 def check_rewardable(rows: list[dict[str, Any]], options: EnvironmentOptions) -> None:

@@ -24,7 +24,7 @@ from datasets import Dataset, DatasetDict, Features, Json, List, Value, disable_
 
 from judges.calibration import self_agreement
 from judges.calibration_card import calibration_markdown
-from judges.metrics import funnel_report, pass_report
+from judges.metrics import funnel_report, pass_report, state_check_report
 from sandboxes import backend_of
 from synth.chat_rows import FORMAT_VERSION, has_parallel_calls, trainer_message, trainer_messages
 from synth.config import RunConfig
@@ -249,6 +249,7 @@ def rl_rows(ctx: Context, tasks: list[Task]) -> list[dict[str, Any]]:
                              "tools": [s.name for s in p.specs]} for p in parts],
                 "gold_actions": [a.model_dump() for a in task.gold_actions],
                 "assertions": [a.model_dump() for a in task.assertions],
+                "gold_final_state": task.gold_final_state or None, "free_paths": task.free_paths,
                 "distractor_tools": sorted(tools[i].name for i in agent.distractor_tool_ids if i in tools),
                 "rollout": {"max_turns": ctx.cfg.rollout.max_turns, "max_tool_steps": ctx.cfg.rollout.max_tool_steps,
                             "tool_timeout_s": ctx.cfg.rollout.tool_timeout_s}},
@@ -479,6 +480,9 @@ def _stats(kept: list[dict[str, int]], verdicts: list[Verdict]) -> str:
     for key, label in (("turns", "user turns"), ("num_tool_calls", "tool calls per trajectory")):
         values = [row[key] for row in kept]
         lines.append(f"| {label} | {mean(values):.2f} | {min(values)} | {max(values)} |" if values else f"| {label} | - | - | - |")
+    on_state = state_check_report(verdicts)
+    lines += ["", f"Kept on a state check (the task's final-state assertions or the gold replay's final state "
+              f"held, beside the judge): {on_state['kept_on_state_check']} of {on_state['kept']}."]
     bins = Counter(min(int(v.score * 5), 4) for v in verdicts)
     kept_bins = Counter(min(int(v.score * 5), 4) for v in verdicts if v.keep)
     lines += ["", "| judge score | judged | kept |", "|---|---|---|"]

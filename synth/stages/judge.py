@@ -11,7 +11,7 @@ from __future__ import annotations
 from judges.calibration import self_agreement
 from judges.checks import Subject, run_checks
 from judges.judge import judge
-from judges.metrics import pass_report
+from judges.metrics import pass_report, state_check_report
 from judges.verdict import verdict
 from synth.context import Context
 from synth.core.records import Trajectory, Verdict
@@ -37,4 +37,5 @@ async def run(ctx: Context) -> StageStats:
     verdicts = ctx.store.read("verdicts")
     stats.manifest["judge_agreement"] = self_agreement(verdicts).model_dump()
     stats.manifest["pass_k"] = pass_report(ctx.store.read("trajectories"), verdicts)
+    stats.manifest["state_checks"] = state_check_report(verdicts)
     return stats

@@ -84,7 +84,7 @@ async def draft_real_tasks(ctx: Context, unit: Unit[Agent], serving: Serving, sc
                                    llm=ctx.llm if rest else None, process=ctx.cfg.rollout.tool_process,
                                    max_result_chars=ctx.cfg.rollout.tool_result_max_chars)
     kept = []
-    for (n, task), (_, problems) in zip(candidates, results):
+    for (n, _), (task, problems) in zip(candidates, results):
         if problems:
             _reject(ctx, unit.id, n, task, problems)
         else:
