@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class DomainList(BaseModel):
     domains: list[Label] = Field(min_length=1, max_length=50)
 
 
-def _identifier(rule: NameRule) -> object:
+def _identifier(rule: NameRule) -> Any:
     """A name field: the schema sent to the model asks for the pattern (a grammar-constrained server
     enforces it), but a reply that breaks it still parses, so `_draft` can repair the name to
     snake_case (tools/names.py) instead of losing the whole toolset to a failed repair round."""
@@ -59,22 +59,26 @@ def _identifier(rule: NameRule) -> object:
                      WithJsonSchema({"type": "string", "pattern": rule.pattern})]
 
 
+ToolName = _identifier(TOOL_NAME)
+ParameterName = _identifier(PARAMETER_NAME)
+
+
 # String caps keep replies inside max_tokens: small models fill whatever room a string is given.
 class ParameterDraft(BaseModel):
-    name: _identifier(PARAMETER_NAME)  # type: ignore[valid-type]
+    name: ParameterName
     type: Literal["string", "integer", "number", "boolean"]
     description: Annotated[str, Field(max_length=80)]
     required: bool
 
 
 class ToolDraft(BaseModel):
-    name: _identifier(TOOL_NAME)  # type: ignore[valid-type]
+    name: ToolName
     description: Annotated[str, Field(min_length=5, max_length=160)]
     parameters: list[ParameterDraft] = Field(min_length=1, max_length=4)
 
 
 class ToolsetDraft(BaseModel):
-    name: _identifier(TOOL_NAME)  # type: ignore[valid-type]
+    name: ToolName
     state_model: Annotated[str, Field(max_length=200)]
     tools: list[ToolDraft] = Field(min_length=1, max_length=12)
 
