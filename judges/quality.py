@@ -221,10 +221,18 @@ def cost_metrics(run: RunFiles) -> list[Metric]:
     rows = {stage: row for stage, row in usage.items() if isinstance(row, dict)}
     total = {k: sum(r.get(k, 0) for r in rows.values()) for k in ("requests", "prompt_tokens", "completion_tokens",
                                                                    "seconds", "cached")}
+    # Wall seconds per stage (manifest `stages`, summed over invocations) when the run recorded them;
+    # else the LLM requests' own seconds, which overlap under concurrency.
+    stages = run.manifest.get("stages") or {}
+    wall = {st: e["seconds"] for st, e in stages.items() if isinstance(e, dict) and "seconds" in e}
+    unit = "wall s" if wall else "LLM s"
+    seconds = {st: (wall.get(st, 0.0) if wall else rows[st].get("seconds", 0.0)) for st in rows}
+    total_s = sum(wall.values()) if wall else total["seconds"]
     out = [measured(s, "LLM requests (sent, all stages)", total["requests"],
                     f"{total['requests']} (+{total['cached']} from cache)"),
            measured(s, "tokens (prompt + completion)", total["prompt_tokens"] + total["completion_tokens"]),
-           measured(s, "LLM request seconds", round(total["seconds"], 1))]
+           measured(s, "wall seconds, all stages" if wall else "LLM request seconds (no stage wall times recorded)",
+                    round(total_s, 1))]
     if not kept:
         out.append(na(s, "per kept trajectory", "nothing kept"))
     else:
@@ -233,11 +241,11 @@ def cost_metrics(run: RunFiles) -> list[Metric]:
             out.append(measured(s, f"per kept trajectory: {stage}", r.get("requests", 0) / kept,
                                 f"{r.get('requests', 0) / kept:.1f} req, "
                                 f"{(r.get('prompt_tokens', 0) + r.get('completion_tokens', 0)) / kept:.0f} tok, "
-                                f"{r.get('seconds', 0) / kept:.1f} s"))
+                                f"{seconds[stage] / kept:.1f} {unit}"))
         out.append(measured(s, "per kept trajectory: all stages", total["requests"] / kept,
                             f"{total['requests'] / kept:.1f} req, "
                             f"{(total['prompt_tokens'] + total['completion_tokens']) / kept:.0f} tok, "
-                            f"{total['seconds'] / kept:.1f} s"))
+                            f"{total_s / kept:.1f} {unit}"))
     cost = run.manifest.get("cost") or {}
     if isinstance(cost, dict) and cost.get("total") is not None:
         per = cost.get("per_kept_trajectory")

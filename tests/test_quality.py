@@ -105,8 +105,8 @@ def test_every_metric_of_a_hand_built_run(run_dir):
     assert m["largest domain share of kept"]["value"] == 0.5
     # Cost: 12 requests, 1200 tokens, 6 s over 2 kept.
     assert m["LLM requests (sent, all stages)"]["shown"] == "12 (+2 from cache)"
-    assert m["per kept trajectory: rollout"]["shown"] == "4.0 req, 400 tok, 2.0 s"
-    assert m["per kept trajectory: all stages"]["shown"] == "6.0 req, 600 tok, 3.0 s"
+    assert m["per kept trajectory: rollout"]["shown"] == "4.0 req, 400 tok, 2.0 LLM s"
+    assert m["per kept trajectory: all stages"]["shown"] == "6.0 req, 600 tok, 3.0 LLM s"
     assert m["money"]["value"] is None
 
 
@@ -119,6 +119,12 @@ def test_stored_figures_of_other_stages_are_read_when_the_manifest_has_them(run_
     assert m["re-judge stability (same keep)"]["shown"] == "0.75 (4 trajectories, k=3, judge samples)"
     assert m["planted-defect recall"]["value"] == 0.8
     assert m["money"]["shown"] == "0.0120 (0.0060 per kept trajectory)"
+    # With stage wall times (synth run writes them since this bench), per kept trajectory uses those.
+    manifest["stages"] = {"rollout": {"status": "done", "seconds": 30.0}, "judge": {"status": "done", "seconds": 10.0}}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    m = metrics(run_dir)
+    assert m["wall seconds, all stages"]["value"] == 40.0
+    assert m["per kept trajectory: rollout"]["shown"] == "4.0 req, 400 tok, 15.0 wall s"
 
 
 def test_an_empty_run_says_why_instead_of_reporting_zeros(tmp_path):
