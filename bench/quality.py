@@ -2,6 +2,7 @@
 
     python -m bench.quality [CONFIG] --model NAME    # run the pipeline on embedded preset NAME, then measure
     python -m bench.quality --run-dir DIR            # measure a finished run
+    python -m bench.quality --compare DIR DIR ...    # measured runs side by side (their quality.json), markdown
 
 The first form runs `synth run CONFIG --allow-empty` (default examples/quickstart.yaml) into a run
 dir of its own, `<runs_dir>/<name>-quality-<preset>`, with `embedded.model: NAME`; `llm.model` is
@@ -92,7 +93,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", nargs="?", type=Path, help="run config (default: examples/quickstart.yaml)")
     parser.add_argument("--model", help="embedded preset to run the pipeline on (synth models list)")
     parser.add_argument("--run-dir", type=Path, help="measure this finished run instead of running one")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
+                        help="print the quality.json of these measured runs side by side (markdown)")
     args = parser.parse_args(argv)
+    if args.compare:
+        from judges.quality import render_side_by_side
+
+        missing = [d for d in args.compare if not (d / "quality.json").is_file()]
+        if missing:
+            parser.error(f"not measured yet (no quality.json): {', '.join(map(str, missing))}; "
+                         "run python -m bench.quality --run-dir DIR first")
+        print(render_side_by_side([json.loads((d / "quality.json").read_text()) for d in args.compare]), end="")
+        return
     if args.run_dir and (args.model or args.config):
         parser.error("--run-dir measures a finished run: give it alone")
     if not args.run_dir and not args.model:

@@ -279,6 +279,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_side_by_side(reports: list[dict[str, Any]]) -> str:
+    """One markdown table, a column per run (runs of one config on several models, say)."""
+    names = list(dict.fromkeys((m["section"], m["name"]) for r in reports for m in r["metrics"]))
+    shown = [{(m["section"], m["name"]): m["shown"] for m in r["metrics"]} for r in reports]
+    lines = ["| section | metric | " + " | ".join(_cell(r["model"].removeprefix("embedded ")) for r in reports) + " |",
+             "|---|---|" + "---|" * len(reports)]
+    lines += [f"| {section} | {name} | " + " | ".join(_cell(s.get((section, name), "-")) for s in shown) + " |"
+              for section, name in names]
+    return "\n".join(lines) + "\n"
+
+
 def render_text(report: dict[str, Any]) -> str:
     width = max(len(m["name"]) for m in report["metrics"]) + 2
     lines, section = [f"data quality of {report['run']} ({report['model']})"], None

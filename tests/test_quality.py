@@ -162,6 +162,23 @@ def test_the_bench_writes_json_markdown_and_the_cards_section_once(run_dir, caps
     assert with_quality_section(card, "new\n").count(CARD_END) == 1
 
 
+def test_measured_runs_side_by_side(run_dir, tmp_path, capsys):
+    main(["--run-dir", str(run_dir)])
+    other = tmp_path / "other"  # a second "run": the same files, another model
+    import shutil
+
+    shutil.copytree(run_dir, other)
+    (other / "config.yaml").write_text("embedded:\n  model: Qwen2.5-Coder-0.5B\n")
+    main(["--run-dir", str(other)])
+    capsys.readouterr()
+    main(["--compare", str(run_dir), str(other)])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| section | metric | Gemma-3-270M | Qwen2.5-Coder-0.5B |"
+    assert "| yield | kept of judged | 0.50 (2/4) | 0.50 (2/4) |" in table
+    with pytest.raises(SystemExit):
+        main(["--compare", str(tmp_path)])  # never measured
+
+
 def test_the_bench_refuses_what_it_cannot_measure(tmp_path):
     with pytest.raises(SystemExit):
         main(["--run-dir", str(tmp_path)])  # no manifest.json
