@@ -4,6 +4,7 @@ outputs (quality.json, quality.md, the dataset card's section)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -165,8 +166,6 @@ def test_the_bench_writes_json_markdown_and_the_cards_section_once(run_dir, caps
 def test_measured_runs_side_by_side(run_dir, tmp_path, capsys):
     main(["--run-dir", str(run_dir)])
     other = tmp_path / "other"  # a second "run": the same files, another model
-    import shutil
-
     shutil.copytree(run_dir, other)
     (other / "config.yaml").write_text("embedded:\n  model: Qwen2.5-Coder-0.5B\n")
     main(["--run-dir", str(other)])
