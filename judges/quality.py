@@ -225,6 +225,8 @@ def cost_metrics(run: RunFiles) -> list[Metric]:
     # else the LLM requests' own seconds, which overlap under concurrency.
     stages = run.manifest.get("stages") or {}
     wall = {st: e["seconds"] for st, e in stages.items() if isinstance(e, dict) and "seconds" in e}
+    if not all(st in wall for st in usage if st in stages):
+        wall = {}  # some stage's time is unknown: a partial sum would understate the run
     unit = "wall s" if wall else "LLM s"
     seconds = {st: (wall.get(st, 0.0) if wall else rows[st].get("seconds", 0.0)) for st in rows}
     total_s = sum(wall.values()) if wall else total["seconds"]

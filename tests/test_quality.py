@@ -126,6 +126,30 @@ def test_stored_figures_of_other_stages_are_read_when_the_manifest_has_them(run_
     m = metrics(run_dir)
     assert m["wall seconds, all stages"]["value"] == 40.0
     assert m["per kept trajectory: rollout"]["shown"] == "4.0 req, 400 tok, 15.0 wall s"
+    del manifest["stages"]["judge"]["seconds"]  # one stage's time unknown: no partial wall sum
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert metrics(run_dir)["per kept trajectory: rollout"]["shown"] == "4.0 req, 400 tok, 2.0 LLM s"
+
+
+async def test_stage_wall_seconds_add_up_over_invocations_and_stay_unknown_when_not_recorded(tmp_path):
+    from synth.run import open_run, run_stages
+    from tests.fake_openai import FakeOpenAI
+    from tests.test_pipeline import config
+
+    async def tools_stage(cfg):
+        async with open_run(cfg, quiet=True) as ctx:
+            await run_stages(ctx, ["tools"])
+        return json.loads((cfg.run_dir / "manifest.json").read_text())["stages"]["tools"]
+
+    async with FakeOpenAI(latency_ms=50) as fake:
+        cfg = config(tmp_path, fake)
+        first = await tools_stage(cfg)
+        assert first["seconds"] > 0
+        assert (await tools_stage(cfg))["seconds"] >= first["seconds"]  # resumed: nothing lost
+        manifest = json.loads((cfg.run_dir / "manifest.json").read_text())
+        del manifest["stages"]["tools"]["seconds"]  # as written before stages had seconds
+        (cfg.run_dir / "manifest.json").write_text(json.dumps(manifest))
+        assert "seconds" not in await tools_stage(cfg)  # all skipped: the time is unknown, not 0
 
 
 def test_an_empty_run_says_why_instead_of_reporting_zeros(tmp_path):
