@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                         help="print the quality.json of these measured runs side by side (markdown)")
     args = parser.parse_args(argv)
+    if args.compare and (args.model or args.run_dir or args.config):
+        parser.error("--compare prints measured runs side by side: give it alone")
     if args.compare:
         from judges.quality import render_side_by_side
 
