@@ -127,7 +127,7 @@ def ground_truth_metrics(run: RunFiles) -> list[Metric]:
     out = [share(s, "kept rows resting on a state check", on_state, len(kept), "nothing kept")]
     checked = [t for t in run.tasks if t.get("assertions")]
     if not checked:
-        out.append(na(s, "do-nothing pass rate", "no task has final-state assertions"))
+        out.append(na(s, "do-nothing pass rate (tasks with assertions)", "no task has final-state assertions"))
     else:
         # A conversation that calls nothing ends in the initial state: does it already satisfy the task?
         passes = sum(not assertion_failures(t.get("initial_state") or {},
@@ -177,11 +177,11 @@ def grader_metrics(run: RunFiles) -> list[Metric]:
 def user_sim_metrics(run: RunFiles) -> list[Metric]:
     s = "user simulator"
     if not run.trajectories or not all("user_flags" in t for t in run.trajectories):
-        return [na(s, "flag rate over failed episodes", "not measured: trajectories carry no user_flags")]
+        return [na(s, "failed episodes with any flag", "not measured: trajectories carry no user_flags")]
     keep = {v["trajectory_id"]: bool(v.get("keep")) for v in run.verdicts}
     failed = [t for t in run.trajectories if keep.get(t["id"]) is False]
     if not failed:
-        return [na(s, "flag rate over failed episodes", "no failed (judged and dropped) episode")]
+        return [na(s, "failed episodes with any flag", "no failed (judged and dropped) episode")]
     flags = Counter(f for t in failed for f in set(t["user_flags"]))
     out = [share(s, "failed episodes with any flag", sum(bool(t["user_flags"]) for t in failed), len(failed), "")]
     out += [share(s, f"flag: {flag}", n, len(failed), "") for flag, n in sorted(flags.items())]
@@ -190,14 +190,14 @@ def user_sim_metrics(run: RunFiles) -> list[Metric]:
 
 def diversity_metrics(run: RunFiles) -> list[Metric]:
     s = "diversity"
-    out = []
+    out, name = [], f"near-duplicate tools (token Jaccard >= {NEAR_DUP_JACCARD})"
     if len(run.tools) < 2:
-        out.append(na(s, "near-duplicate tools", "fewer than 2 tools"))
+        out.append(na(s, name, "fewer than 2 tools"))
     else:
         tokens = [frozenset(f"{t['name']} {t.get('description', '')}".lower().replace("_", " ").split())
                   for t in run.tools]
         dups = sum(any(_jaccard(tokens[i], tokens[j]) >= NEAR_DUP_JACCARD for j in range(i)) for i in range(len(tokens)))
-        out.append(share(s, f"near-duplicate tools (token Jaccard >= {NEAR_DUP_JACCARD})", dups, len(run.tools), ""))
+        out.append(share(s, name, dups, len(run.tools), ""))
     sequences = [tuple(c["name"] for c in t.get("tool_calls", [])) for t in run.trajectories]
     out.append(share(s, "distinct tool-call sequences", len(set(sequences)), len(sequences), "no trajectories"))
     kept_ids = {v["trajectory_id"] for v in run.verdicts if v.get("keep")}
@@ -233,8 +233,8 @@ def cost_metrics(run: RunFiles) -> list[Metric]:
     out = [measured(s, "LLM requests (sent, all stages)", total["requests"],
                     f"{total['requests']} (+{total['cached']} from cache)"),
            measured(s, "tokens (prompt + completion)", total["prompt_tokens"] + total["completion_tokens"]),
-           measured(s, "wall seconds, all stages" if wall else "LLM request seconds (no stage wall times recorded)",
-                    round(total_s, 1))]
+           measured(s, "seconds, all stages", round(total_s, 1),
+                    f"{total_s:.1f} {unit}" + ("" if wall else " (no stage wall times recorded)"))]
     if not kept:
         out.append(na(s, "per kept trajectory", "nothing kept"))
     else:
@@ -285,7 +285,9 @@ def render_side_by_side(reports: list[dict[str, Any]]) -> str:
     """One markdown table, a column per run (runs of one config on several models, say)."""
     names = list(dict.fromkeys((m["section"], m["name"]) for r in reports for m in r["metrics"]))
     shown = [{(m["section"], m["name"]): m["shown"] for m in r["metrics"]} for r in reports]
-    lines = ["| section | metric | " + " | ".join(_cell(r["model"].removeprefix("embedded ")) for r in reports) + " |",
+    models = [r["model"].removeprefix("embedded ") for r in reports]
+    heads = [m if models.count(m) == 1 else f"{m} ({r['run']})" for m, r in zip(models, reports)]
+    lines = ["| section | metric | " + " | ".join(_cell(h) for h in heads) + " |",
              "|---|---|" + "---|" * len(reports)]
     lines += [f"| {section} | {name} | " + " | ".join(_cell(s.get((section, name), "-")) for s in shown) + " |"
               for section, name in names]

@@ -124,7 +124,7 @@ def test_stored_figures_of_other_stages_are_read_when_the_manifest_has_them(run_
     manifest["stages"] = {"rollout": {"status": "done", "seconds": 30.0}, "judge": {"status": "done", "seconds": 10.0}}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     m = metrics(run_dir)
-    assert m["wall seconds, all stages"]["value"] == 40.0
+    assert m["seconds, all stages"]["shown"] == "40.0 wall s"
     assert m["per kept trajectory: rollout"]["shown"] == "4.0 req, 400 tok, 15.0 wall s"
     del manifest["stages"]["judge"]["seconds"]  # one stage's time unknown: no partial wall sum
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
@@ -160,14 +160,14 @@ def test_an_empty_run_says_why_instead_of_reporting_zeros(tmp_path):
     assert m["toolsets"]["value"] == 0 and m["trajectories"]["value"] == 0  # counts are counts
     rates = {name: x for name, x in m.items() if name not in ("toolsets", "agents", "tasks", "trajectories")}
     assert rates and all(x["value"] is None and x["shown"].startswith("n/a (") for x in rates.values()), rates
-    assert m["flag rate over failed episodes"]["shown"] == "n/a (not measured: trajectories carry no user_flags)"
+    assert m["failed episodes with any flag"]["shown"] == "n/a (not measured: trajectories carry no user_flags)"
 
 
 def test_trajectories_written_before_user_flags_existed_are_not_measured(run_dir):
     path = run_dir / "trajectories.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "user_flags"}) + "\n" for r in rows))
-    assert metrics(run_dir)["flag rate over failed episodes"]["shown"].startswith("n/a (not measured")
+    assert metrics(run_dir)["failed episodes with any flag"]["shown"].startswith("n/a (not measured")
 
 
 def test_the_bench_writes_json_markdown_and_the_cards_section_once(run_dir, capsys):
