@@ -176,7 +176,9 @@ def grader_metrics(run: RunFiles) -> list[Metric]:
 
 def user_sim_metrics(run: RunFiles) -> list[Metric]:
     s = "user simulator"
-    if not run.trajectories or not all("user_flags" in t for t in run.trajectories):
+    if not run.trajectories:
+        return [na(s, "failed episodes with any flag", "no trajectories")]
+    if not all("user_flags" in t for t in run.trajectories):
         return [na(s, "failed episodes with any flag", "not measured: trajectories carry no user_flags")]
     keep = {v["trajectory_id"]: bool(v.get("keep")) for v in run.verdicts}
     failed = [t for t in run.trajectories if keep.get(t["id"]) is False]

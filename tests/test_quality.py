@@ -160,7 +160,7 @@ def test_an_empty_run_says_why_instead_of_reporting_zeros(tmp_path):
     assert m["toolsets"]["value"] == 0 and m["trajectories"]["value"] == 0  # counts are counts
     rates = {name: x for name, x in m.items() if name not in ("toolsets", "agents", "tasks", "trajectories")}
     assert rates and all(x["value"] is None and x["shown"].startswith("n/a (") for x in rates.values()), rates
-    assert m["failed episodes with any flag"]["shown"] == "n/a (not measured: trajectories carry no user_flags)"
+    assert m["failed episodes with any flag"]["shown"] == "n/a (no trajectories)"
 
 
 def test_trajectories_written_before_user_flags_existed_are_not_measured(run_dir):
