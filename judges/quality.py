@@ -166,11 +166,16 @@ def grader_metrics(run: RunFiles) -> list[Metric]:
                             f"k={stability.get('k')}, calibration.json)"))
     else:
         out.append(na(s, "re-judge stability (same keep)", "one judge sample, no calibration.json"))
+    # `synth judges calibrate --planted` (issue #13) writes calibration.json `planted.kinds`.
+    kinds = ((run.calibration or {}).get("planted") or {}).get("kinds") or {}
     planted = run.manifest.get("planted_defects") or {}
-    if isinstance(planted, dict) and planted.get("recall") is not None:
+    if kinds and (total := sum(k.get("planted", 0) for k in kinds.values())):
+        dropped = sum(k.get("dropped", 0) for k in kinds.values())
+        out.append(share(s, "planted-defect recall", dropped, total, ""))
+    elif isinstance(planted, dict) and planted.get("recall") is not None:
         out.append(measured(s, "planted-defect recall", planted["recall"], f"{planted['recall']:.2f}"))
     else:
-        out.append(na(s, "planted-defect recall", "no planted_defects in the manifest"))
+        out.append(na(s, "planted-defect recall", "not measured: no calibrate --planted in calibration.json"))
     return out
 
 

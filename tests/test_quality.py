@@ -95,7 +95,7 @@ def test_every_metric_of_a_hand_built_run(run_dir):
     assert m["judge vs state check: precision of keep"]["shown"] == "0.50 (1/2)"
     assert m["judge vs state check: recall of keep"]["shown"] == "1.00 (1/1)"
     assert m["re-judge stability (same keep)"]["value"] is None
-    assert m["planted-defect recall"]["shown"] == "n/a (no planted_defects in the manifest)"
+    assert m["planted-defect recall"]["shown"] == "n/a (not measured: no calibrate --planted in calibration.json)"
     # User simulator over the 2 failed episodes (t2 flagged premature_stop, t3 clean); t4's flags were kept.
     assert m["failed episodes with any flag"]["shown"] == "0.50 (1/2)"
     assert m["flag: premature_stop"]["shown"] == "0.50 (1/2)"
@@ -118,6 +118,11 @@ def test_stored_figures_of_other_stages_are_read_when_the_manifest_has_them(run_
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     m = metrics(run_dir)
     assert m["re-judge stability (same keep)"]["shown"] == "0.75 (4 trajectories, k=3, judge samples)"
+    # calibrate --planted's section of calibration.json wins: dropped copies over planted ones.
+    (run_dir / "calibration.json").write_text(json.dumps({"planted": {"kinds": {
+        "fact_leak": {"planted": 3, "dropped": 2}, "unbacked_claim": {"planted": 1, "dropped": 1}}}}))
+    assert metrics(run_dir)["planted-defect recall"]["shown"] == "0.75 (3/4)"
+    (run_dir / "calibration.json").unlink()
     assert m["planted-defect recall"]["value"] == 0.8
     assert m["money"]["shown"] == "0.0120 (0.0060 per kept trajectory)"
     # With stage wall times (synth run writes them since this bench), per kept trajectory uses those.
