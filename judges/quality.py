@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from judges.assertions import assertion_failures
-from judges.calibration import agreement
+from judges.calibration import STATE_CHECKS, agreement
 from judges.filters import CHECK_FAILED, CUT_OFF, reason_kind
 from synth.core.records import StateAssertion
 
-STATE_CHECKS = ("final_state_assertions", "final_state_matches_gold")  # checks that read the final state
 NEAR_DUP_JACCARD = 0.8  # as tools/repository.py: name + description token Jaccard
 COST_STAGES = ("tools", "implement", "agents", "tasks", "rollout", "judge")
 
