@@ -156,7 +156,14 @@ async def run_stages(ctx: Context, names: list[str]) -> None:
 
 def _mark(ctx: Context, name: str, stats: StageStats, status: str = "done") -> None:
     manifest = ctx.store.manifest()
+    before = manifest.get("stages", {}).get(name)
     entry = {"status": status, "failed_units": stats.failed, **stats.summary}
+    # Wall seconds summed over invocations; unknown (left out) when units done by an invocation that
+    # did not record its time were skipped here.
+    if isinstance(before, dict) and "seconds" in before:
+        entry["seconds"] = round(before["seconds"] + stats.seconds, 1)
+    elif not stats.skipped:
+        entry["seconds"] = round(stats.seconds, 1)
     if status == "stopped" and ctx.stopped is not None:
         entry["stopped_by"] = ctx.stopped.which
         budget = manifest.setdefault("budget", {})

@@ -68,7 +68,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
                         "workers": workers, "sandbox": {"type": "local", "isolation": "none", "root": str(tmp_path / "sandboxes")}},
         }))
         run_dir = tmp_path / "runs" / "killed"
-        argv = [sys.executable, str(REPO / "cli.py"), "run", str(config), "--quiet"]
+        argv = [sys.executable, str(REPO / "cli.py"), "run", str(config), "--quiet", "--allow-empty"]  # resume, not yield
 
         first = subprocess.Popen(argv, cwd=REPO, start_new_session=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from synth.core.errors import ParseError, Rejected
 from synth.core.hashing import content_hash, derive_seed
@@ -34,6 +34,7 @@ from synth.core.store import RunStore
 from synth.core.units import Unit
 from tools.config import ToolsConfig
 from tools.diversity import Embedder, get_embedder, near_duplicates, nearest, tool_text
+from tools.names import PARAMETER_NAME, TOOL_NAME, NameRule, Repair, snake_case
 from tools.spec import schema_problems
 
 MAX_COVERED = 30  # labels listed in a steering prompt: enough to steer, short enough for small models
@@ -50,22 +51,34 @@ class DomainList(BaseModel):
     domains: list[Label] = Field(min_length=1, max_length=50)
 
 
+def _identifier(rule: NameRule) -> Any:
+    """A name field: the schema sent to the model asks for the pattern (a grammar-constrained server
+    enforces it), but a reply that breaks it still parses, so `_draft` can repair the name to
+    snake_case (tools/names.py) instead of losing the whole toolset to a failed repair round."""
+    return Annotated[str, Field(min_length=1, max_length=80),
+                     WithJsonSchema({"type": "string", "pattern": rule.pattern})]
+
+
+ToolName = _identifier(TOOL_NAME)
+ParameterName = _identifier(PARAMETER_NAME)
+
+
 # String caps keep replies inside max_tokens: small models fill whatever room a string is given.
 class ParameterDraft(BaseModel):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
+    name: ParameterName
     type: Literal["string", "integer", "number", "boolean"]
     description: Annotated[str, Field(max_length=80)]
     required: bool
 
 
 class ToolDraft(BaseModel):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{2,40}$")]
+    name: ToolName
     description: Annotated[str, Field(min_length=5, max_length=160)]
     parameters: list[ParameterDraft] = Field(min_length=1, max_length=4)
 
 
 class ToolsetDraft(BaseModel):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{2,40}$")]
+    name: ToolName
     state_model: Annotated[str, Field(max_length=200)]
     tools: list[ToolDraft] = Field(min_length=1, max_length=12)
 
@@ -222,20 +235,60 @@ async def _draft(llm: LLM, store: RunStore, cfg: ToolsConfig, run_seed: int, uni
                     nearest=steer.nearest_tools(plan.category, plan.domain))
     draft = await llm.structured(_ask(prompt), toolset_model(cfg.tools_per_toolset),
                                  seed=derive_seed(run_seed, "toolset", unit.id))
+    toolset_name = snake_case(draft.name, TOOL_NAME)
+    if toolset_name is None:
+        store.error("tools", unit.id, Rejected(
+            f"toolset name {draft.name!r} cannot be made to fit {TOOL_NAME.pattern} without guessing"),
+            raw=draft.model_dump_json())
+        return []
+    toolset_repairs = [Repair("toolset", draft.name, toolset_name)] if toolset_name != draft.name else []
+    draft = draft.model_copy(update={"name": toolset_name})
     specs, seen = [], set()
-    for tool in draft.tools[: cfg.tools_per_toolset]:
-        spec = to_spec(tool, draft, plan, unit.id)
-        problems = schema_problems(spec) + ([f"duplicate tool name {spec.name!r}"] if spec.name in seen else [])
+    for raw_tool in draft.tools[: cfg.tools_per_toolset]:
+        tool, repairs, problems = repair_names(raw_tool)
+        if tool.name in seen:
+            renamed = f" (repaired from {raw_tool.name!r})" if tool.name != raw_tool.name else ""
+            problems.append(f"duplicate tool name {tool.name!r}{renamed}")
+        spec = to_spec(tool, draft, plan, unit.id, toolset_repairs + repairs)
+        problems += [] if problems else schema_problems(spec)
         if problems:
-            store.error("tools", unit.id, Rejected(f"tool {spec.name!r}: " + "; ".join(problems)),
-                            raw=spec.model_dump_json(by_alias=True))
+            store.error("tools", unit.id, Rejected(f"tool {raw_tool.name!r}: " + "; ".join(problems)),
+                        raw=spec.model_dump_json(by_alias=True))
             continue
         seen.add(spec.name)
         specs.append(spec)
     return specs
 
 
-def to_spec(tool: ToolDraft, toolset: ToolsetDraft, plan: ToolsetPlan, unit: str) -> ToolSpec:
+def repair_names(tool: ToolDraft) -> tuple[ToolDraft, list[Repair], list[str]]:
+    """The tool with its name and parameter names in snake_case where that is unambiguous, the
+    repairs made, and the problems left (a name that cannot be repaired; two parameters that
+    become one name, when a repair made them collide)."""
+    repairs, problems = [], []
+    name = snake_case(tool.name, TOOL_NAME)
+    if name is None:
+        problems.append(f"tool name {tool.name!r} cannot be made to fit {TOOL_NAME.pattern} without guessing")
+    elif name != tool.name:
+        repairs.append(Repair("tool", tool.name, name))
+    parameters, sources = [], {}
+    for parameter in tool.parameters:
+        fixed = snake_case(parameter.name, PARAMETER_NAME)
+        if fixed is None:
+            problems.append(f"parameter name {parameter.name!r} cannot be made to fit {PARAMETER_NAME.pattern} "
+                            "without guessing")
+            continue
+        if fixed != parameter.name:
+            repairs.append(Repair("parameter", parameter.name, fixed))
+        sources.setdefault(fixed, []).append(parameter.name)
+        parameters.append(parameter.model_copy(update={"name": fixed}))
+    for fixed, originals in sources.items():
+        if len(originals) > 1 and any(o != fixed for o in originals):
+            problems.append(f"parameters {', '.join(map(repr, originals))} all become {fixed!r}: ambiguous")
+    return tool.model_copy(update={"name": name or tool.name, "parameters": parameters}), repairs, problems
+
+
+def to_spec(tool: ToolDraft, toolset: ToolsetDraft, plan: ToolsetPlan, unit: str,
+            repairs: list[Repair] = ()) -> ToolSpec:
     properties = {p.name: {"type": p.type, "description": p.description} for p in tool.parameters}
     required = sorted({p.name for p in tool.parameters if p.required})
     schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
@@ -243,6 +296,8 @@ def to_spec(tool: ToolDraft, toolset: ToolsetDraft, plan: ToolsetPlan, unit: str
         unit=unit, name=tool.name, description=tool.description, inputSchema=schema, kind="simulated",
         category=plan.category, domain=plan.domain, toolset=toolset.name, toolset_id=unit,
         state_model=toolset.state_model,
+        # Repaired names say what the model wrote (None otherwise: unrepaired specs keep their ids).
+        provenance={"repaired": [r.as_dict() for r in repairs]} if repairs else None,
     )
 
 

@@ -27,14 +27,20 @@ EstimateOpt = Annotated[bool, typer.Option(
     "cache, so the real run reuses its answers) and print the projected requests, tokens, cost and wall time "
     "of the full config. Writes no records to the run dir.")]
 PilotUnitsOpt = Annotated[int, typer.Option("--pilot-units", min=1, help="Units per stage in the --estimate pilot.")]
+AllowEmptyOpt = Annotated[bool, typer.Option(
+    "--allow-empty", help="Exit 0 even when a stage produced nothing (0 toolsets, 0 trajectories, 0 kept ...); "
+    "without it such a run says which stage and its top error, and exits with code 4.")]
 
 
-def run_pipeline(cfg: RunConfig, stages: list[str], *, quiet: bool, shard: tuple[int, int] | None = None) -> None:
-    """Run these stages on the run dir of `cfg` and print the summary table."""
+def run_pipeline(cfg: RunConfig, stages: list[str], *, quiet: bool, shard: tuple[int, int] | None = None,
+                 allow_empty: bool = False) -> None:
+    """Run these stages on the run dir of `cfg`, print the summary table and what the run failed to
+    make; exit with EMPTY_EXIT_CODE when a stage made nothing, unless `allow_empty`."""
     from synth.core.budget import BudgetReached
+    from synth.outcome import EMPTY_EXIT_CODE, empty_stage, repaired_names
     from synth.run import open_run, run_stages, summary_table
 
-    async def main() -> None:
+    async def main() -> bool:
         async with open_run(cfg, quiet=quiet, console=console, shard=shard) as ctx:
             try:
                 await run_stages(ctx, stages)
@@ -42,24 +48,34 @@ def run_pipeline(cfg: RunConfig, stages: list[str], *, quiet: bool, shard: tuple
                 console.print(summary_table(ctx))  # what was done, and which budget stopped it
                 raise
             console.print(summary_table(ctx))
+            if "tools" in stages and (repaired := repaired_names(ctx.store)):
+                console.print(f"names repaired to snake_case: {repaired} (what the model wrote: "
+                              "provenance.repaired in tools.jsonl)")
+            if (empty := empty_stage(ctx.store, stages)) is None:
+                return False
+            console.print(f"[bold {'yellow' if allow_empty else 'red'}]{empty.message()}[/]")
+            return True
 
     with exit_on_errors(resume_hint=f"rerun the same command to resume {cfg.run_dir}"):
-        asyncio.run(main())
+        empty = asyncio.run(main())
+    if empty and not allow_empty:
+        raise typer.Exit(EMPTY_EXIT_CODE)
 
 
 def stage_command(stage: str, help_text: str) -> Callable[..., None]:
     """A command that runs one stage with the usual config and options."""
 
     def command(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None,
-                quiet: QuietOpt = False) -> None:
-        run_pipeline(run_config(config, name, runs_dir), [stage], quiet=quiet)
+                quiet: QuietOpt = False, allow_empty: AllowEmptyOpt = False) -> None:
+        run_pipeline(run_config(config, name, runs_dir), [stage], quiet=quiet, allow_empty=allow_empty)
 
     command.__doc__ = help_text
     return command
 
 
 def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
-        shard: ShardOpt = None, estimate: EstimateOpt = False, pilot_units: PilotUnitsOpt = 2) -> None:
+        shard: ShardOpt = None, estimate: EstimateOpt = False, pilot_units: PilotUnitsOpt = 2,
+        allow_empty: AllowEmptyOpt = False) -> None:
     """Run every stage (tools, implement if tools.implement is on, agents, tasks, rollout, judge) and export the datasets.
 
     With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
@@ -68,6 +84,8 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     With llm.budget set, the run stops sending requests when its spend reaches the budget, keeps
     what it finished, says which budget stopped it and exits with code 3; rerun with a higher
     budget to resume. --estimate projects the run's requests, tokens, cost and time from a pilot.
+    A run in which a stage made nothing (0 toolsets, ..., 0 kept) names the stage and its top error
+    and exits with code 4; --allow-empty accepts it (exit 0).
     """
     from synth.core.shard import parse_shard
     from synth.run import pipeline_stages
@@ -78,7 +96,7 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     if estimate:
         run_estimate(cfg, pilot_units, quiet=quiet, shard=parsed)
     else:
-        run_pipeline(cfg, pipeline_stages(cfg, parsed), quiet=quiet, shard=parsed)
+        run_pipeline(cfg, pipeline_stages(cfg, parsed), quiet=quiet, shard=parsed, allow_empty=allow_empty)
 
 
 def run_estimate(cfg: RunConfig, units: int, *, quiet: bool, shard: tuple[int, int] | None = None) -> None:
