@@ -107,20 +107,21 @@ async def replay(runtime: ToolRuntime, task: Task, allowed: set[str]) -> Replay:
     return out
 
 
-def replay_problems(task: Task, first: Replay, specs: list[ToolSpec]) -> list[str]:
-    """Why the first replay does not make `task` a gold task, or []."""
+def replay_problems(task: Task, first: Replay, specs: list[ToolSpec], known: str = "") -> list[str]:
+    """Why the first replay does not make `task` a gold task, or []. `known`: what the agent is told
+    besides the task (its system prompt: e.g. where a real server's data is)."""
     if first.problems:
         return first.problems
     if not assertion_failures(first.initial, task.assertions):
         return [DO_NOTHING_PASSES]
     problems = assertion_failures(first.final, task.assertions)
-    return problems or unknowable_arguments(task, first.results, specs)
+    return problems or unknowable_arguments(task, first.results, specs, known)
 
 
-def unknowable_arguments(task: Task, results: list[str], specs: list[ToolSpec]) -> list[str]:
+def unknowable_arguments(task: Task, results: list[str], specs: list[ToolSpec], known: str = "") -> list[str]:
     """Gold argument values no agent could know: in neither the goal, the user's facts, the initial
-    state, an earlier gold result nor the tool's enum. (Booleans, numbers below 10 and one-letter strings pass.)"""
-    known = " ".join([task.goal, *task.user_facts, json.dumps(task.initial_state, ensure_ascii=False)]).lower()
+    state, `known` (the agent's system prompt), an earlier gold result nor the tool's enum. (Booleans, numbers below 10 and one-letter strings pass.)"""
+    known = " ".join([task.goal, *task.user_facts, json.dumps(task.initial_state, ensure_ascii=False), known]).lower()
     enums = {s.name: s.input_schema for s in specs}
     problems = []
     for n, action in enumerate(task.gold_actions, 1):
@@ -132,7 +133,7 @@ def unknowable_arguments(task: Task, results: list[str], specs: list[ToolSpec]) 
             if len(text) < 2 or text in known:
                 continue
             problems.append(f"gold action {n} {action.tool}: {key}={json.dumps(value)} is not in the goal, the user's "
-                            "facts or the initial state: no agent could know it (put it in user_facts)")
+                            "facts, the initial state or the agent's prompt: no agent could know it (put it in user_facts)")
         known += " " + (results[n - 1] if n - 1 < len(results) else "").lower()
     return problems
 
@@ -177,13 +178,14 @@ def _under_free(assertion: StateAssertion, free: list[str]) -> bool:
 async def validate_tasks(sandbox_cfg: Any, labels: dict[str, str], tasks: list[Task], specs: list[ToolSpec],
                          impl: Implementation | None, allowed: set[str], *, process: str = "per_episode",
                          max_result_chars: int = MAX_RESULT_CHARS, real: list[RealPart] | None = None,
-                         llm: LLM | None = None) -> list[tuple[Task, list[str]]]:
+                         llm: LLM | None = None, known: str = "") -> list[tuple[Task, list[str]]]:
     """Replay every task's gold actions twice with different seeds, each replay one episode on a
     sandbox of `sandbox_cfg` from a pool of one (reset between episodes; a fresh sandbox each where
     the backend does not pool), tools in `process` mode (rollout.tool_process): (the task with its
     ground truth, []) or (the task, problems), in order. No faults: the solution must work.
     `real`: the real servers serving some of the tools (tools/serving.py), whose seeded environment
-    each task's initial state sets; `llm` simulates the tools neither a module nor a server serves."""
+    each task's initial state sets; `llm` simulates the tools neither a module nor a server serves;
+    `known`: what the agent is told besides the task (its system prompt)."""
     replays: list[list[Replay]] = [[] for _ in tasks]
     async with AsyncExitStack() as stack:
         pool = None
@@ -191,7 +193,7 @@ async def validate_tasks(sandbox_cfg: Any, labels: dict[str, str], tasks: list[T
             pool = await stack.enter_async_context(WarmPool(sandbox_cfg, size=1, labels=labels))
         for seed in REPLAY_SEEDS:
             for n, task in enumerate(tasks):
-                if seed != REPLAY_SEEDS[0] and replay_problems(task, replays[n][0], specs):
+                if seed != REPLAY_SEEDS[0] and replay_problems(task, replays[n][0], specs, known):
                     continue  # failed the first replay: no second one needed
                 async with (provision(sandbox_cfg, labels=labels, pool=pool) as sandbox,
                             tool_runtime(specs, sandbox, impl=impl, llm=llm, seed=seed, process=process,
@@ -200,7 +202,7 @@ async def validate_tasks(sandbox_cfg: Any, labels: dict[str, str], tasks: list[T
     out: list[tuple[Task, list[str]]] = []
     for task, runs in zip(tasks, replays):
         problems = ["no gold actions"] if not task.gold_actions else ["no final-state assertions"] \
-            if not task.assertions else replay_problems(task, runs[0], specs)
+            if not task.assertions else replay_problems(task, runs[0], specs, known)
         if problems:
             out.append((task, problems))
             continue

@@ -53,13 +53,18 @@ def shingles(text: str, n: int = ECHO_N) -> set[tuple[str, ...]]:
 
 @functools.cache
 def simulator_prompt_shingles(n: int = ECHO_N) -> frozenset[tuple[str, ...]]:
-    """Runs of n words of the simulator prompts' literal text (between placeholders), and each literal
-    piece of SHORT_RUN..n-1 words whole ("The tool was called with: $arguments" holds no run of n)."""
+    """The shingles (template_shingles) of the simulator's prompt templates."""
     spec = importlib.util.find_spec("tools.simulator")  # where its prompts are, without importing it
     prompts = Path(spec.origin).parent / "prompts"  # type: ignore[union-attr, arg-type]
+    return template_shingles([p.read_text(encoding="utf-8") for p in sorted(prompts.glob("simulator*.md"))], n)
+
+
+def template_shingles(templates: list[str], n: int = ECHO_N) -> frozenset[tuple[str, ...]]:
+    """Runs of n words of the templates' literal text (between placeholders), and each literal piece
+    of SHORT_RUN..n-1 words whole ("The tool was called with: $arguments" holds no run of n)."""
     out: set[tuple[str, ...]] = set()
-    for path in sorted(prompts.glob("simulator*.md")):
-        for literal in re.split(r"\$\{?\w+\}?", path.read_text(encoding="utf-8")):
+    for template in templates:
+        for literal in re.split(r"\$\{?\w+\}?", template):
             words = tuple(_words(literal))
             out |= shingles(literal, n) if len(words) >= n else {words} if len(words) >= SHORT_RUN else set()
     return frozenset(out)

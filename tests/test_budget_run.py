@@ -19,9 +19,25 @@ from synth.run import open_run, pipeline_stages, run_stages
 from synth.user_sim import STOP
 from synth.view.page import build_report
 from tests.fake_openai import FakeOpenAI, fake_openai_in_thread
+from tests.judge_replies import shown_texts
 
 KINDS = ("tools", "agents", "tasks", "trajectories", "verdicts")
 PRICE = {"input": 1.0, "output": 4.0}
+
+
+def lenient_grader(body: dict):
+    """A valid rubric and a judge that passes its positive items: so some trajectories are kept and the
+    cost per kept trajectory has something to divide by (the fake's random rubrics fail validation)."""
+    first = str(body["messages"][0]["content"])
+    if first.startswith("You write the grading rubric"):
+        return json.dumps({"approach": ["The assistant asks for the details and calls the tool."], "rubric": [
+            {"text": "The assistant answers the user with a reply about the request.", "kind": "essential"},
+            {"text": "The assistant asks the user for the details it needs first.", "kind": "important"},
+            {"text": "The assistant invents a record the tool never returned.", "kind": "pitfall"}]})
+    if "strict judge" in first:
+        return json.dumps({"results": [{"reason": "as the transcript shows", "passed": "invents" not in text, "turn": 1}
+                                       for text in shown_texts(first)]})
+    return None
 
 
 def config(tmp_path, base_url: str, name: str, budget: dict | None = None, workers: int = 1) -> dict:
@@ -116,7 +132,7 @@ async def test_a_run_stops_at_its_token_budget_and_a_higher_budget_finishes_it_s
 
 
 async def test_cost_per_stage_and_per_kept_trajectory_reach_the_manifest_and_the_card(tmp_path):
-    async with FakeOpenAI(stop_marker=STOP) as fake:
+    async with FakeOpenAI(stop_marker=STOP, handler=lenient_grader) as fake:
         cfg, ctx = await run(config(tmp_path, fake.base_url, "c"))
     manifest = json.loads((cfg.run_dir / "manifest.json").read_text())
     usage, cost = manifest["usage"], manifest["cost"]
@@ -125,7 +141,7 @@ async def test_cost_per_stage_and_per_kept_trajectory_reach_the_manifest_and_the
         assert row["cost"] == pytest.approx(expected, abs=1e-6) and cost["by_stage"][stage] == row["cost"]
     assert cost["total"] > 0 and cost["total"] == pytest.approx(sum(cost["by_stage"].values()))
     kept = manifest["counts"]["kept"]
-    assert kept > 0  # the scripted judge keeps some of this config's trajectories
+    assert kept > 0  # the lenient grader keeps some of this config's trajectories
     assert cost["kept_trajectories"] == kept and cost["per_kept_trajectory"] == pytest.approx(cost["total"] / kept, abs=1e-6)
     card = (cfg.run_dir / "export" / "README.md").read_text()
     section = card[card.index("## Cost"):card.index("## Usage")]

@@ -10,7 +10,7 @@ from judges.checks import (CHECKS, USER, USER_FLAG_OF, Subject, ends_with_reply,
 from judges.config import JudgeConfig
 from judges.filters import drop_reasons
 from judges.rubric_fit import grading_problems
-from judges.text_checks import calls_in_text, echoed, prompt_echoes, simulator_prompt_shingles
+from judges.text_checks import calls_in_text, echoed, prompt_echoes, simulator_prompt_shingles, template_shingles
 from judges.user_checks import (invented_fact_turns, invented_values, leaked_fact_turns, role_breaks, stated_values,
                                 stopped_early)
 from synth.core.records import TRUNCATED, Criterion, CriterionResult, Task, ToolCallTrace, Trajectory
@@ -224,13 +224,17 @@ def test_call_as_text_fails_its_check():
 def test_the_simulator_prompt_is_read_from_its_template():
     grams = simulator_prompt_shingles()
     assert grams and all(4 <= len(g) <= 6 for g in grams)
-    assert ("the", "tool", "was", "called", "with") in grams  # a short piece between placeholders, whole
-    assert ("json", "like", "text", "with", "concrete", "values") in grams  # literal template words
-    assert not any("$" in w or w == "arguments" for g in grams for w in g if w == "$arguments")
+    assert ("answer", "the", "call", "as", "that", "service") in grams  # literal template words
+    assert ("call", "name", "arguments") not in grams  # placeholders split the literal text
+
+
+def test_a_short_literal_piece_between_placeholders_counts_whole():
+    grams = template_shingles(["TOOL $name\nThe tool was called with: $arguments\nSTATE $state"])
+    assert ("the", "tool", "was", "called", "with") in grams and ("tool",) not in grams
 
 
 def test_a_result_in_the_simulators_words_is_an_echo():
-    echo = "This is a JSON-like text with concrete values, consistent with the state; invent plausible ids."
+    echo = "You are the backend of the tool described below. Answer the call as that service would."
     assert echoed(echo, simulator_prompt_shingles())
     messages = good_messages()
     messages[5]["content"] = echo
@@ -238,9 +242,10 @@ def test_a_result_in_the_simulators_words_is_an_echo():
 
 
 def test_a_result_that_repeats_a_short_piece_of_the_prompt_is_an_echo():
-    # seen in the quickstart (SmolLM2-135M as the tool simulator)
+    # seen in the quickstart (SmolLM2-135M as the tool simulator, on the prompt of that time)
     text = "The tool was called with a function that returns an empty list."
-    assert echoed(text, simulator_prompt_shingles()) == ["the tool was called with"]
+    prompt = template_shingles(["The tool was called with: $arguments"])
+    assert echoed(text, prompt) == ["the tool was called with"]
 
 
 def test_an_ordinary_result_is_no_echo():
@@ -253,8 +258,8 @@ def test_an_ordinary_result_is_no_echo():
 
 def test_words_the_tools_own_description_holds_do_not_count():
     tool = {"type": "function", "function": {"name": "t", "parameters": {},
-            "description": "Returns a short JSON-like text with concrete values for the user."}}
-    messages = [{"role": "tool", "tool_call_id": "c", "content": "A short JSON-like text with concrete values."}]
+            "description": "Returns what it found as JSON text with values from the state of the shop."}}
+    messages = [{"role": "tool", "tool_call_id": "c", "content": "Found: as JSON text with values from the state."}]
     assert prompt_echoes(messages, []) and prompt_echoes(messages, [tool]) == []
 
 

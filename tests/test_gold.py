@@ -195,7 +195,7 @@ async def test_gold_replay_keeps_valid_tasks_and_drops_the_rest_with_reasons(tmp
     assert "initial_state key 'folders' is not in STATE_DEFAULT" in by_task[5]
     assert "send_email" in by_task[6] and "not one of the task's tools" in by_task[6]
     assert DO_NOTHING_PASSES in by_task[7]
-    assert 'body="paint the shed" is not in the goal, the user\'s facts or the initial state' in by_task[8]
+    assert 'body="paint the shed" is not in the goal, the user\'s facts, the initial state or the agent\'s prompt' in by_task[8]
     assert "mention 'NB-77', which is not in the initial state" in by_task[9]
 
 

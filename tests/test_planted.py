@@ -46,8 +46,8 @@ def scripted(body: dict):
             return f"Thanks! {STOP}"
         return "Please cancel my last order."
     if body.get("response_format"):  # the tool simulator
-        return json.dumps({"result": '{"order_id": "A-1234", "status": "cancelled"}',
-                           "updates": [{"key": "A-1234", "value": "cancelled"}]})
+        return json.dumps({"ok": True, "result": '{"order_id": "A-1234", "status": "cancelled"}',
+                           "updates": [{"op": "set", "path": "orders.A-1234.status", "value": '"cancelled"'}]})
     last = messages[-1]
     if last["role"] == "tool":
         return "I have cancelled order A-1234."
@@ -70,8 +70,8 @@ def make_run(tmp_path, base_url: str) -> RunConfig:
             agent = Agent(toolset_id="shop", toolset="shop", domain="shop", tool_ids=[s.id for s in specs], name="bot",
                           system_prompt="You are the shop's assistant. Ask for the order number before acting.")
             task = Task(agent_id=agent.id, goal="Cancel my last order.", persona="Ann, a nurse.",
-                        user_facts=["Order number: A-1234"], rubric=RUBRIC, initial_state={"A-1234": "open"},
-                        assertions=[StateAssertion(path="A-1234", op="equals", value='"cancelled"')])
+                        user_facts=["Order number: A-1234"], rubric=RUBRIC, initial_state={"orders": {"A-1234": {"status": "open"}, "A-2000": {"status": "open"}}},
+                        assertions=[StateAssertion(path="orders.A-1234.status", op="equals", value='"cancelled"')])
             for kind, records in (("tools", specs), ("agents", [agent]), ("tasks", [task])):
                 ctx.store.append(kind, records)
             await run_stages(ctx, ["rollout", "judge", "export"])
@@ -97,7 +97,7 @@ def test_the_scripted_run_is_kept_whole(scripted_run):
     assert len(verdicts) == 3 and all(v["keep"] for v in verdicts), [v["reasons"] for v in verdicts]
     trajectory = json.loads((cfg.run_dir / "trajectories.jsonl").read_text().splitlines()[0])
     assert trajectory["messages"][-1] == {"role": "user", "content": "Thanks!"}
-    assert trajectory["final_state"] == {"A-1234": "cancelled"}
+    assert trajectory["final_state"]["orders"]["A-1234"] == {"status": "cancelled"}
 
 
 def test_calibrate_planted_drops_every_deterministic_defect_and_keeps_untouched_copies(scripted_run):
@@ -162,7 +162,7 @@ def test_drop_write_call_removes_the_call_keeps_the_claim_and_undoes_the_state(k
     assert not any(m["role"] == "tool" for m in messages) and planted.trajectory.tool_calls == []
     assert any("cancelled" in str(m.get("content")) for m in messages if m["role"] == "assistant")
     assert planted.trajectory.final_state == task.initial_state and planted.by == "check"
-    assert original.final_state == {"A-1234": "cancelled"}  # the original is untouched
+    assert original.final_state["orders"]["A-1234"] == {"status": "cancelled"}  # the original is untouched
 
 
 def test_change_key_argument_names_an_id_nobody_gave(kept):

@@ -58,7 +58,7 @@ async def test_real_tasks_keep_the_gold_that_replays_and_drop_the_rest(tmp_path,
         cfg.llm.base_url = fake.base_url
         async with open_run(cfg, quiet=True) as ctx:
             agent = Agent(toolset_id=git[0].toolset_id, toolset=git[0].toolset, domain="git",
-                          tool_ids=[s.id for s in git], name="gitbot", system_prompt="You manage git repositories.")
+                          tool_ids=[s.id for s in git], name="gitbot", system_prompt="You manage git repositories. The repository is at /workspace/repo.")
             ctx.store.append("tools", git)
             ctx.store.append("agents", [agent])
             with warnings.catch_warnings():
@@ -110,7 +110,7 @@ def test_the_rl_environment_of_a_real_server_task_runs_the_server_and_rewards_it
     store = RunStore(cfg.run_dir)
     store.open(dump_config(cfg), cfg.content_hash())
     agent = Agent(toolset_id=git[0].toolset_id, toolset=git[0].toolset, domain="git", tool_ids=[s.id for s in git],
-                  name="gitbot", system_prompt="You manage git repositories.")
+                  name="gitbot", system_prompt="You manage git repositories. The repository is at /workspace/repo.")
     gold = GoldAction(tool="git_create_branch", arguments=json.dumps({**REPO, "branch_name": "release-1"}))
     task = Task(agent_id=agent.id, goal="Create a release-1 branch.", persona="A developer.", initial_state=SEED,
                 rubric=[], gold_actions=[gold], validated=True,

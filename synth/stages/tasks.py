@@ -188,7 +188,8 @@ async def _gold(ctx: Context, unit_id: str, agent: Agent, drafts: list[GoldTaskD
     labels = ctx.sandbox_labels(**{"synth.gold": unit_id})
     rollout = ctx.cfg.rollout
     results = await validate_tasks(rollout.sandbox, labels, [t for _, t in candidates], specs, impl, allowed,
-                                   process=rollout.tool_process, max_result_chars=rollout.tool_result_max_chars)
+                                   process=rollout.tool_process, max_result_chars=rollout.tool_result_max_chars,
+                                   known=agent.system_prompt)
     kept = []
     for (n, _), (task, problems) in zip(candidates, results):
         if problems:

@@ -39,8 +39,8 @@ def keyed(agent_parts: list[RealPart], has_rest: bool) -> bool:
 async def draft_real_tasks(ctx: Context, unit: Unit[Agent], serving: Serving, schema: type[BaseModel],
                            make_task: Callable[..., Task], decoys_note: str) -> list[Task] | None:
     """The agent's tasks, or None when it has no real server with seeded data. `schema`: the tasks
-    stage's gold-task list (goal, persona, facts, rubric, initial_state, gold actions, assertions);
-    `make_task(unit_id, agent, draft, rubric_items)`: its Task from a draft."""
+    stage's gold-task list (goal, persona, facts, initial_state, gold actions, assertions; the rubric
+    step writes the rubric afterwards); `make_task(unit_id, agent, draft)`: its Task from a draft."""
     agent, cfg, tools = unit.payload, ctx.cfg.tasks, serving.tools
     parts = serving.real(agent)
     if not seeded(parts):
@@ -60,11 +60,11 @@ async def draft_real_tasks(ctx: Context, unit: Unit[Agent], serving: Serving, sc
              if by_key else "shaped like the seed example")
     prompt = render(__file__, "tasks_real", system_prompt=agent.system_prompt, tools=tool_lines,
                     decoys=decoys_note if decoys else "", environments=environments, count=cfg.per_agent,
-                    rubric_items=cfg.rubric_items, seed_shape=shape)
+                    seed_shape=shape)
     reply = await ctx.llm.structured([{"role": "user", "content": prompt}], schema, seed=ctx.seed_for("tasks", unit.id))
     candidates: list[tuple[int, Task]] = []
     for n, draft in enumerate(reply.tasks[: cfg.per_agent], 1):  # type: ignore[attr-defined]
-        task = make_task(unit.id, agent, draft, cfg.rubric_items)
+        task = make_task(unit.id, agent, draft)
         try:
             initial = _initial_state(draft.initial_state, parts, by_key)
         except ValueError as exc:
@@ -82,7 +82,7 @@ async def draft_real_tasks(ctx: Context, unit: Unit[Agent], serving: Serving, sc
     results = await validate_tasks(sandbox, ctx.sandbox_labels(**{"synth.gold": unit.id}), [t for _, t in candidates],
                                    specs, serving.rest_implementation(agent), allowed, real=parts,
                                    llm=ctx.llm if rest else None, process=ctx.cfg.rollout.tool_process,
-                                   max_result_chars=ctx.cfg.rollout.tool_result_max_chars)
+                                   max_result_chars=ctx.cfg.rollout.tool_result_max_chars, known=agent.system_prompt)
     kept = []
     for (n, _), (task, problems) in zip(candidates, results):
         if problems:
