@@ -61,7 +61,7 @@ def test_a_budgeted_run_killed_mid_rollout_resumes_under_its_budget_without_rese
         path = tmp_path / "run.yaml"
         path.write_text(yaml.safe_dump(config))
         run_dir = tmp_path / "runs" / "killed"
-        argv = [sys.executable, str(REPO / "cli.py"), "run", str(path), "--quiet"]
+        argv = [sys.executable, str(REPO / "cli.py"), "run", str(path), "--quiet", "--allow-empty"]  # budget mechanics, not what is kept
 
         first = subprocess.Popen(argv, cwd=REPO, start_new_session=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

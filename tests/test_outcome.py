@@ -65,7 +65,7 @@ def _config(tmp_path, fake, **overrides) -> str:
     data = {"name": "t", "runs_dir": str(tmp_path / "runs"),
             "llm": {"base_url": fake.base_url, "model": "fake", "max_retries": 0},
             "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 3},
-            "tasks": {"per_agent": 1, "rubric_items": 2},
+            "tasks": {"per_agent": 1, "rubric_items": 2, "world": False},  # plain tasks: the fake's worlds are rejected
             "rollout": {"samples_per_task": 1, "max_turns": 1, "max_tool_steps": 1,
                         "sandbox": {"type": "local", "isolation": "none"}}, **overrides}
     path = tmp_path / "run.yaml"
