@@ -71,7 +71,7 @@ async def test_a_huge_result_is_cut_in_the_messages_and_marked_in_the_trace(tmp_
 
 
 def gold_task(n: int, code: str) -> Task:
-    return Task(agent_id="a", goal=f"Task {n}.", persona="A tester.", user_facts=["none"],
+    return Task(agent_id="a", goal=f"Task {n}.", persona="A tester.", user_facts=[code],  # the code is knowable
                 rubric=[Criterion(text="Works.")], initial_state={},
                 gold_actions=[GoldAction(tool="run", arguments=json.dumps({"code": code}))],
                 assertions=[StateAssertion(path="seen", op="equals", value='"clean"')])
