@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,7 @@ import yaml
 
 from synth.core.budget import LEDGER_FILE, Ledger
 from synth.core.llm_cache import ResponseCache
-from synth.user_sim import STOP
-from tests.test_resume import REPO, children, free_port, gone, jsonl, wait_for
+from tests.test_resume import REPO, children, fake_endpoint_process, gone, jsonl, wait_for
 
 CONCURRENCY = 4
 
@@ -41,16 +39,11 @@ def spent_tokens(run_dir: Path) -> int:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_budgeted_run_killed_mid_rollout_resumes_under_its_budget_without_resending(tmp_path, workers):
-    port, log = free_port(), tmp_path / "requests.jsonl"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai", "--port", str(port), "--latency-ms", "40", "--log", str(log),
-         "--stop-marker", STOP, "--stop-after", "3"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "the fake endpoint")
+    log = tmp_path / "requests.jsonl"
+    with fake_endpoint_process(log) as base_url:
         config = {
             "name": "killed", "runs_dir": str(tmp_path / "runs"),
-            "llm": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "fake", "concurrency": CONCURRENCY,
+            "llm": {"base_url": base_url, "model": "fake", "concurrency": CONCURRENCY,
                     "budget": {"tokens": 10_000_000}},
             "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
             "tasks": {"per_agent": 3, "rubric_items": 2, "world": False},  # mechanics: plain tasks
@@ -116,6 +109,3 @@ def test_a_budgeted_run_killed_mid_rollout_resumes_under_its_budget_without_rese
         assert manifest["budget"]["stopped_by"] is None
         assert all(entry["status"] == "done" for entry in manifest["stages"].values())
         assert spent_tokens(run_dir) >= cached_tokens(run_dir)[0]
-    finally:
-        server.kill()
-        server.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -34,6 +36,23 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def fake_endpoint_process(log: Path) -> Iterator[str]:
+    """The scripted endpoint in a process of its own (a kill -9 of the run leaves it serving), logging
+    every request body to `log`, users stopping after 3 turns: yields its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_openai", "--port", str(port), "--latency-ms", "40", "--log", str(log),
+         "--stop-marker", STOP, "--stop-after", "3"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "the fake endpoint")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.kill()
+        server.wait()
+
+
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -51,17 +70,12 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(tmp_path, workers):
-    port, log = free_port(), tmp_path / "requests.jsonl"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai", "--port", str(port), "--latency-ms", "40", "--log", str(log),
-         "--stop-marker", STOP, "--stop-after", "3"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "the fake endpoint")
+    log = tmp_path / "requests.jsonl"
+    with fake_endpoint_process(log) as base_url:
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump({
             "name": "killed", "runs_dir": str(tmp_path / "runs"),
-            "llm": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "fake"},
+            "llm": {"base_url": base_url, "model": "fake"},
             "tools": {"categories": 2, "domains_per_category": 1, "toolsets_per_domain": 1, "tools_per_toolset": 2},
             "tasks": {"per_agent": 3, "rubric_items": 2, "world": False},
             "rollout": {"samples_per_task": 2, "max_turns": 3, "max_tool_steps": 2, "concurrency": 2,
@@ -108,6 +122,3 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
         assert len(log.read_text().splitlines()) > sent_before, "the rerun did the remaining work"
         assert left_behind, "the kill left the in-flight episodes' workspaces behind"
         assert not list((tmp_path / "sandboxes").glob("synth-local-*")), "the rerun removed them"
-    finally:
-        server.kill()
-        server.wait()
