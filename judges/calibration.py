@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 from pydantic import BaseModel
 
-from judges.checks import Subject, run_checks
+from judges.checks import STATE_CHECKS, Subject, run_checks
 from judges.config import JudgeConfig
 from judges.filters import judge_reasons
 from judges.reward import reward
@@ -59,7 +59,6 @@ class Stability(BaseModel):
     criterion_agreement: float
 
 
-STATE_CHECKS = ("final_state_assertions", "final_state_matches_gold")
 KINDS = ("essential", "important", "optional", "pitfall")
 
 

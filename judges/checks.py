@@ -106,11 +106,12 @@ USER: dict[str, Check] = {
     "user_does_not_stop_early": _with_task(lambda t, task: not stopped_early(t, task)),
     "user_messages_not_empty": lambda s: not empty_user_turns(s.trajectory.messages),
 }
-TASK: dict[str, Check] = {
+STATE: dict[str, Check] = {  # the checks that read the final state: ground truth
     "final_state_assertions": final_state_assertions,
     "final_state_matches_gold": final_state_matches_gold,
-    "distractor_tools_unused": distractor_tools_unused,
 }
+STATE_CHECKS = tuple(STATE)
+TASK: dict[str, Check] = {**STATE, "distractor_tools_unused": distractor_tools_unused}
 RUBRIC: dict[str, Check] = {"rubric_valid": rubric_valid}
 CHECKS: dict[str, Check] = {**STRUCTURAL, **JUNK, **USER, **TASK, **RUBRIC}
 

@@ -8,12 +8,12 @@ from collections import Counter
 from math import comb
 from typing import Any, Iterable
 
+from judges.checks import STATE_CHECKS
 from judges.filters import reason_kind
 from synth.core.records import Trajectory, Verdict
 from synth.core.store import RunStore
 
 FUNNEL_KINDS = ("tools", "agents", "tasks", "trajectories", "verdicts")
-STATE_CHECKS = ("final_state_assertions", "final_state_matches_gold")  # checks that read the final state
 
 
 def state_check_report(verdicts: Iterable[Verdict]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from judges.assertions import assertion_failures
-from judges.calibration import STATE_CHECKS, agreement
+from judges.calibration import agreement
+from judges.checks import STATE_CHECKS
 from judges.filters import CHECK_FAILED, CUT_OFF, reason_kind
 from synth.core.records import StateAssertion
 
