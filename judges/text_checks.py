@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from synth.core.text import word_runs, words
+
 ECHO_N = 6  # words in a run shared with the simulator's prompt; 6 common words in a row are rare by chance
 SHORT_RUN = 4  # a literal piece of the prompt this long, between placeholders, counts whole
 
@@ -42,13 +44,8 @@ def calls_in_text(text: str, tool_names: Iterable[str] = ()) -> list[str]:
     return found
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
 def shingles(text: str, n: int = ECHO_N) -> set[tuple[str, ...]]:
-    words = _words(text)
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return word_runs(text, n)
 
 
 @functools.cache
@@ -65,8 +62,8 @@ def template_shingles(templates: list[str], n: int = ECHO_N) -> frozenset[tuple[
     out: set[tuple[str, ...]] = set()
     for template in templates:
         for literal in re.split(r"\$\{?\w+\}?", template):
-            words = tuple(_words(literal))
-            out |= shingles(literal, n) if len(words) >= n else {words} if len(words) >= SHORT_RUN else set()
+            piece = tuple(words(literal))
+            out |= shingles(literal, n) if len(piece) >= n else {piece} if len(piece) >= SHORT_RUN else set()
     return frozenset(out)
 
 
@@ -76,7 +73,7 @@ def echoed(text: str, prompt: frozenset[tuple[str, ...]], exempt: set[tuple[str,
     found = shingles(text, n) & prompt - exempt
     short = [run for run in prompt if len(run) < n]
     if short:
-        joined, shielded = f" {' '.join(_words(text))} ", {" ".join(e) for e in exempt}
+        joined, shielded = f" {' '.join(words(text))} ", {" ".join(e) for e in exempt}
         found |= {run for run in short if f" {' '.join(run)} " in joined
                   and not any(" ".join(run) in e for e in shielded)}
     return [" ".join(s) for s in sorted(found)]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +31,7 @@ from synth.core.errors import ToolError
 from synth.core.llm import LLM
 from synth.core.prompts import render
 from synth.core.records import ToolSpec
+from synth.core.text import word_runs
 from tools.runtime import STATE_FILE, ToolOutcome, injected_fault, tool_error, unknown_tool
 from tools.sim_state import applied, claim_new_ids, creates_in, missing_entity, new_id, parse_value
 from tools.spec import validate_arguments
@@ -53,17 +53,12 @@ class SimulatedReply(BaseModel):
     updates: list[StateUpdate] = Field(max_length=8)
 
 
-def _word_runs(text: str, n: int) -> set[tuple[str, ...]]:
-    tokens = re.findall(r"[a-z0-9]+", text.lower())
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
-
-
-_INSTRUCTION_RUNS = _word_runs(INSTRUCTIONS, ECHO_WORDS)
+_INSTRUCTION_RUNS = word_runs(INSTRUCTIONS, ECHO_WORDS)
 
 
 def echoes_instructions(text: str) -> bool:
     """Whether a tool result repeats the simulator's instructions (ECHO_WORDS words in a row)."""
-    return bool(_word_runs(text, ECHO_WORDS) & _INSTRUCTION_RUNS)
+    return bool(word_runs(text, ECHO_WORDS) & _INSTRUCTION_RUNS)
 
 
 class SimulatedToolset:
