@@ -9,6 +9,11 @@ where a failed one drops the trajectory (`judge.drop_user_flags`).
 
 It sees the conversation from the user's side only: roles swapped, tool traffic hidden, and only
 what the agent said (`content`), never its reasoning.
+
+A message that speaks as the assistant (small models echo the agent's "How can I help you today?")
+is asked again once, with the phrase it broke role on named in the instructions; the retry is
+recorded (`user_role_retried`, not a drop reason), and a retry that breaks role again keeps its
+`user_broke_role` flag, so the judge drops it. Role breaks are thus measured, never hidden.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from synth.core.prompts import render
 from synth.core.records import Task, ToolCallTrace, ToolSpec, Trajectory
 
 STOP = "###STOP###"
-__all__ = ["STOP", "BROKE_ROLE", "EMPTY_MESSAGE", "FACT_LEAKED", "INVENTED_FACT", "PREMATURE_STOP", "UserSimulator",
+ROLE_RETRIED = "user_role_retried"  # a role break asked again once (simulator error, repaired)
+RETRY_SEED = 7919  # the retry's seed offset: another sample, not the cached one
+__all__ = ["STOP", "ROLE_RETRIED", "BROKE_ROLE", "EMPTY_MESSAGE", "FACT_LEAKED", "INVENTED_FACT", "PREMATURE_STOP", "UserSimulator",
            "asked_about", "content_words", "count_usage", "fact_value", "is_write_tool", "leaked_facts",
            "needs_tools", "premature_stop", "user_flag_counts"]
 
@@ -46,13 +53,22 @@ class UserSimulator:
 
     async def reply(self, conversation: list[dict[str, Any]]) -> tuple[str, bool]:
         """The user's next message and whether it ends the conversation (the marker is removed)."""
-        result = await self.llm.chat(self.view(conversation), seed=self.seed + len(conversation))
-        count_usage(self.usage, result, "user_calls")
-        raw = (result.message.get("content") or "").strip()
-        stopped = STOP in raw
-        text = raw.replace(STOP, "").strip()
+        view = self.view(conversation)
+        text, stopped = await self._ask(view, seed=self.seed + len(conversation))
+        broke = role_breaks(text)
+        if broke:
+            self._flag(ROLE_RETRIED)
+            view[0] = {"role": "system", "content": self.system + "\n\n" + render(
+                __file__, "user_sim_retry", draft=text[:300], phrase=broke[0])}
+            text, stopped = await self._ask(view, seed=self.seed + len(conversation) + RETRY_SEED)
         self._check(conversation, text, stopped)
         return text, stopped
+
+    async def _ask(self, view: list[dict[str, Any]], *, seed: int) -> tuple[str, bool]:
+        result = await self.llm.chat(view, seed=seed)
+        count_usage(self.usage, result, "user_calls")
+        raw = (result.message.get("content") or "").strip()
+        return raw.replace(STOP, "").strip(), STOP in raw
 
     def view(self, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The conversation from the user's side: roles swapped, tool traffic hidden."""

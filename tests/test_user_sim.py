@@ -6,7 +6,7 @@ import pytest
 
 from synth.core.llm import LLM, LLMConfig
 from synth.core.records import Criterion, Task, ToolCallTrace, ToolSpec, Trajectory
-from synth.user_sim import (EMPTY_MESSAGE, FACT_LEAKED, PREMATURE_STOP, STOP, UserSimulator, asked_about, fact_value,
+from synth.user_sim import (BROKE_ROLE, EMPTY_MESSAGE, FACT_LEAKED, PREMATURE_STOP, ROLE_RETRIED, STOP, UserSimulator, asked_about, fact_value,
                             is_write_tool, leaked_facts, needs_tools, premature_stop, user_flag_counts)
 from tests.fake_openai import FakeOpenAI
 
@@ -119,6 +119,28 @@ def test_fact_value_and_asked_about():
     assert not asked_about("Which flight do you mean?", "Order number: A-1234")
 
 
+async def test_a_role_break_is_asked_again_once_with_the_phrase_named(llm_for):
+    def echoing_then_honest(body: dict) -> str:
+        system = body["messages"][0]["content"]
+        return "I need to cancel my last order." if "Your last draft" in system else "Hello! How can I assist you today?"
+
+    fake, llm = await llm_for(echoing_then_honest)
+    user = UserSimulator(llm, TASK, seed=1)
+    assert await user.opening() == "I need to cancel my last order."
+    assert user.flags == [ROLE_RETRIED]  # recorded, but the retry stayed in role: nothing to drop
+    assert len(fake.requests) == 2 == user.usage["user_calls"]
+    retry = fake.requests[1]["messages"][0]["content"]
+    assert "How can I assist you today?" in retry and retry.startswith(user.system)
+    assert fake.requests[0]["seed"] != fake.requests[1]["seed"]
+
+
+async def test_a_role_break_that_survives_the_retry_keeps_its_flag(llm_for):
+    fake, llm = await llm_for(lambda body: "I'm here to help! What can I do for you?")
+    user = UserSimulator(llm, TASK, seed=1)
+    await user.opening()
+    assert user.flags == [ROLE_RETRIED, BROKE_ROLE] and len(fake.requests) == 2
+
+
 async def test_an_empty_message_is_flagged(llm_for):
     _, llm = await llm_for(lambda body: "")
     user = UserSimulator(llm, TASK, seed=1)
@@ -155,3 +177,17 @@ def test_flag_counts_for_the_manifest():
 
     counts = user_flag_counts([traj([FACT_LEAKED]), traj([FACT_LEAKED, PREMATURE_STOP]), traj([])])
     assert counts == {"trajectories": 3, FACT_LEAKED: 2, PREMATURE_STOP: 1, EMPTY_MESSAGE: 0}
+
+
+@pytest.mark.parametrize("persona, is_assistant", [
+    ("A Booking Assistant who can create bookings for dates", True),  # what Qwen2.5-Coder-0.5B wrote
+    ("An AI assistant for hotels", True),
+    ("A chatbot that answers questions", True),
+    ("A student studying astronomy", False),
+    ("A teaching assistant at a university", False),  # a person whose job is called assistant
+    ("A real estate agent looking for listings", False),
+    ("An AI researcher at a lab", False),
+])
+def test_a_persona_must_be_a_user_not_the_assistant(persona, is_assistant):
+    from judges.user_checks import persona_problem
+    assert (persona_problem(persona) is not None) == is_assistant
