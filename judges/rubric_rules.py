@@ -8,7 +8,11 @@ what was wrong without the rubric at hand. The heuristics are deliberately plain
 - checkable: the item names who or what it checks (the assistant, the user, a tool, the state or
   one of its collections, or a value from the task) and is at least four words;
 - self-contained: it does not lean on another item ("as above", "the previous criterion", "item 3");
-- distinct: no two items say the same (token Jaccard >= 0.8).
+- distinct: no two items say the same (token Jaccard >= 0.8);
+- written, not copied: an item sharing a run of words with the rubric prompt's own literal text
+  (`prompt_runs`, judges/text_checks.py template_shingles) restates the instructions or copies
+  their example. Small models do both (Qwen2.5-Coder-1.5B wrote the example's "cancels booking
+  B-1001 with cancel_booking" into a rubric for a star catalogue).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from judges.text_checks import echoed
 from synth.core.records import Criterion
 
 KINDS = ("essential", "important", "optional", "pitfall")
@@ -34,10 +39,13 @@ def weight_problems(rubric: list[Criterion], weights: dict[str, float]) -> list[
 
 
 def rubric_problems(rubric: list[Criterion], *, expected: int, anchors: Iterable[str] = (),
-                    weights: dict[str, float] | None = None) -> list[str]:
+                    weights: dict[str, float] | None = None,
+                    prompt_runs: frozenset[tuple[str, ...]] = frozenset(),
+                    exempt_runs: frozenset[tuple[str, ...]] = frozenset()) -> list[str]:
     """Why `rubric` is not a valid rubric, or [] when it is. `expected`: the item count for the
     task's difficulty; `anchors`: names an item may check (tool names, state collections, values
-    of the task's facts)."""
+    of the task's facts); `prompt_runs`: the writer's prompt's literal word runs, which an item
+    must not repeat unless they are also in `exempt_runs` (the task's own text)."""
     problems = []
     if len(rubric) != expected:
         problems.append(f"rubric has {len(rubric)} items, expected {expected} for this difficulty")
@@ -50,6 +58,9 @@ def rubric_problems(rubric: list[Criterion], *, expected: int, anchors: Iterable
     parts = {w for a in names for w in _WORD.findall(a) if len(w) > 3}
     for n, c in enumerate(rubric, 1):
         problems += [f"item {n} {p}: {c.text[:80]!r}" for p in item_problems(c.text, names, parts)]
+        if prompt_runs and (runs := echoed(c.text, prompt_runs, set(exempt_runs))):
+            problems.append(f"item {n} copies the instructions instead of checking this task ({runs[0]!r}): "
+                            f"{c.text[:80]!r}")
     seen: list[tuple[int, set[str]]] = []
     for n, c in enumerate(rubric, 1):
         tokens = set(_WORD.findall(c.text.lower()))

@@ -138,3 +138,20 @@ def test_rubric_items_config():
     for bad in (1, {"easy": 7}):
         with pytest.raises(ValueError):
             TasksConfig(rubric_items=bad)
+
+
+async def test_the_prompt_shows_examples_in_this_tasks_terms_and_rejects_items_copied_from_it():
+    copied = {"text": "Without it the task is not done, at least one must pass.", "kind": "essential"}
+    task, (request,) = await rubric_for(TASK, [{"approach": ["x y z"], "rubric": GOOD_ITEMS[:4] + [copied]}],
+                                        rubric_repairs=0)
+    prompt = request["messages"][0]["content"]
+    first = SPECS[0]
+    assert f'"The assistant calls {first.name} with the' in prompt  # the example names this task's own tool
+    assert any(p.startswith("item 5 copies the instructions") for p in task.rubric_problems), task.rubric_problems
+    # The task's own words may repeat the prompt's: the goal is exempt, so an item quoting it stands.
+    from synth.stages.rubrics import prompt_runs, task_runs
+    echo_goal = TASK.model_copy(update={"goal": "Without it the task is not done: cancel B-1001."})
+    own = task_runs(echo_goal, SPECS, AGENT.system_prompt)
+    quoted = [Criterion(text="The assistant does it: without it the task is not done.", kind="essential")]
+    assert rubric_problems(quoted, expected=1, prompt_runs=prompt_runs(), exempt_runs=own) == ["rubric has no pitfall item"]
+    assert any("copies the instructions" in p for p in rubric_problems(quoted, expected=1, prompt_runs=prompt_runs()))
