@@ -76,9 +76,27 @@ _ROLE_BREAK = [re.compile(p, re.IGNORECASE) for p in (
     r"\b(?:don't|do not) hesitate to (?:ask|reach out|contact)\b",
     r"\bfeel free to (?:ask|reach out|let me know)\b",
     r"\bi can (?:help|assist) you with\b",
+    r"\bi can (?:help|assist) you (?:to )?(?:create|make|book|set up|get started|manage|plan|learn|understand|schedule"
+    r"|track|organi[sz]e)\b",
+    r"\b(?:what|which) (?:specific |particular )?[\w-]+ (?:you are|you're) (?:interested in|looking for)\b",
     r"\b(?:unable|not able) to (?:help|assist) you\b",
     r"\byou can ask me anything\b",
 )]
+
+
+_HUMAN_ASSISTANT = re.compile(r"\b(?:teaching|research|administrative|executive|personal|legal|medical|dental|lab"
+                              r"|shop|store|sales|nursing|physician|office) assistant\b", re.IGNORECASE)
+_PERSONA_IS_ASSISTANT = re.compile(r"^\s*(?:you are |i am |i'm )?(?:an? |the )?(?:[\w-]+ ){0,3}"
+                                   r"(?:assistant|chatbot|bot|ai (?:model|system)|language model)\b", re.IGNORECASE)
+
+
+def persona_problem(persona: str) -> str | None:
+    """Why a task's persona cannot be played as the user, or None. Small task writers describe the
+    assistant instead ("A Booking Assistant who can create bookings"), and a simulator told to be
+    that persona then speaks as the assistant from its first message."""
+    if _PERSONA_IS_ASSISTANT.search(persona) and not _HUMAN_ASSISTANT.search(persona):
+        return f"the persona describes an assistant, not the user who comes to it: {persona[:80]!r}"
+    return None
 
 
 def role_breaks(text: str) -> list[str]:

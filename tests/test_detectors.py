@@ -86,6 +86,9 @@ def test_a_clean_conversation_with_its_closing_turn_passes_every_check():
     "I'm sorry, but as a chatbot, I don't have the ability to access personal data.",
     "I can help you with your order, but to get started, please find the details.",
     "I'm sorry, but I'm unable to assist you with your order.",
+    # Qwen2.5-Coder-1.5B as the user, opening the quickstart's astronomy task
+    "I can help you create a new star in the universe with a name, type, and radius.",
+    "To get started, I need to know what specific star you are interested in learning about.",
 ])
 def test_role_break_is_found(text):
     assert role_breaks(text)
@@ -104,6 +107,8 @@ def test_role_break_is_found(text):
     "I'm glad it worked, thank you!",
     "I'm unable to log in, can you help me?",
     "I don't have access to my email right now.",
+    "Maybe you can help me create a booking?",
+    "I know which star I'm interested in: Vega.",
 ])
 def test_role_break_lets_a_user_be_a_user(text):
     assert role_breaks(text) == []

@@ -42,6 +42,7 @@ DISTRACTOR_ONLY = world_task("Cancel my booking B-1001.", WORLD[1:], [CANCELLED]
 HOLDS = world_task("Make sure B-1001 stays confirmed.", WORLD, [{**CANCELLED, "value": '"confirmed"'}])
 BAD_PATH = world_task("Cancel my booking B-1001.", WORLD, [{"path": "orders.B-1001", "op": "absent", "value": ""}])
 TWICE = world_task("Cancel my booking B-1001.", WORLD + WORLD[:1], [CANCELLED])
+ASSISTANT_PERSONA = {**VALID, "persona": "A Booking Assistant who can cancel bookings."}
 
 
 def handler(drafts: list[dict]):
@@ -70,7 +71,7 @@ def agent_for(specs: list[ToolSpec]) -> Agent:
 
 
 async def test_seeded_worlds_are_kept_only_when_they_pass_their_checks(tmp_path):
-    drafts = [VALID, LOOKUP, UNKNOWN_ID, DISTRACTOR_ONLY, HOLDS, BAD_PATH, TWICE]
+    drafts = [VALID, LOOKUP, UNKNOWN_ID, DISTRACTOR_ONLY, HOLDS, BAD_PATH, TWICE, ASSISTANT_PERSONA]
     async with FakeOpenAI(handler=handler(drafts)) as fake:
         async with open_run(cfg_for(tmp_path, fake.base_url, len(drafts)), quiet=True) as ctx:
             agent = agent_for(SPECS)
@@ -86,12 +87,14 @@ async def test_seeded_worlds_are_kept_only_when_they_pass_their_checks(tmp_path)
     assert [a.path for a in tasks[0].assertions] == ["bookings.B-1001.status"] and tasks[1].assertions == []
     assert not any(t.validated or t.gold_final_state for t in tasks)
     by_task = {int(e.message.split()[1]): e.message for e in errors}
-    assert set(by_task) == {3, 4, 5, 6, 7} and all(e.error_type == "Rejected" for e in errors)
+    assert set(by_task) == {3, 4, 5, 6, 7, 8} and all(e.error_type == "Rejected" for e in errors)
     assert "mention 'B-2000', which is not in the world" in by_task[3]
     assert "mention 'B-1001', which is not in the world" in by_task[4]
     assert "already hold on the initial state" in by_task[5]
     assert "assertion path 'orders.B-1001' is not in the world's collections" in by_task[6]
     assert "bookings.B-1001 is given twice" in by_task[7]
+    # A persona that is the assistant would make the simulator speak as the assistant.
+    assert "the persona describes an assistant, not the user" in by_task[8]
 
 
 async def test_state_assertions_judge_simulated_episodes(tmp_path):
