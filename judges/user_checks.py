@@ -71,6 +71,8 @@ _ROLE_BREAK = [re.compile(p, re.IGNORECASE) for p in (
     r"\bi(?:'m| am) glad you(?:'re| are) here\b",
     r"\b(?:i'd|i would|i'll|i will|i'm|i am) (?:be )?(?:happy|glad|delighted) to (?:help|assist)\b",
     r"\bi(?:'d| would) love to help\b",
+    r"\bi(?:'m| am) (?:so |very |really |just )?(?:excited|thrilled|eager|ready) to (?:help|assist)\b",
+    r"\bi(?:'m| am) (?:your|the) (?:(?:ai|virtual|digital|personal|friendly) )?(?:chat ?bot|assistant)\b(?! " + _JOBS + r"| to\b)",
     r"\bi(?:'ll| will) do my best to (?:help|assist)\b",
     r"\b(?:provide|offer) (?:you )?(?:with )?(?:any )?(?:the )?assistance you need\b",
     r"\b(?:don't|do not) hesitate to (?:ask|reach out|contact)\b",

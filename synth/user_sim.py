@@ -10,6 +10,9 @@ where a failed one drops the trajectory (`judge.drop_user_flags`).
 It sees the conversation from the user's side only: roles swapped, tool traffic hidden, and only
 what the agent said (`content`), never its reasoning.
 
+The opening is asked for with a cue that restates the goal, not with the agent's greeting: SmolLM2-135M
+echoed "How can I help you today?" in 29 of 40 openings after the greeting, and broke role in 9-13 of
+40 after the cue (the quickstart's tasks, 5 seeds each).
 A message that speaks as the assistant (small models echo the agent's "How can I help you today?")
 is asked again once, with the phrase it broke role on named in the instructions; the retry is
 recorded (`user_role_retried`, not a drop reason), and a retry that breaks role again keeps its
@@ -78,8 +81,8 @@ class UserSimulator:
                 view.append({"role": "assistant", "content": message["content"]})
             elif message["role"] == "assistant" and message.get("content"):
                 view.append({"role": "user", "content": message["content"]})
-        if len(view) == 1:
-            view.append({"role": "user", "content": "Hello, how can I help you today?"})
+        if len(view) == 1:  # the opening: a cue, not a greeting (small models echo "how can I help you today?")
+            view.append({"role": "user", "content": render(__file__, "user_sim_opening", goal=self.task.goal)})
         return view
 
     def _check(self, conversation: list[dict[str, Any]], text: str, stopped: bool) -> None:

@@ -89,6 +89,10 @@ def test_a_clean_conversation_with_its_closing_turn_passes_every_check():
     # Qwen2.5-Coder-1.5B as the user, opening the quickstart's astronomy task
     "I can help you create a new star in the universe with a name, type, and radius.",
     "To get started, I need to know what specific star you are interested in learning about.",
+    # SmolLM2-135M opening after the goal cue
+    "Hello! I'm your AI chatbot assistant. I've been working on a new project.",
+    "I'm so excited to help you create a new environmental site!",
+    "Hello, I'm thrilled to assist you with your project.",
 ])
 def test_role_break_is_found(text):
     assert role_breaks(text)
@@ -109,6 +113,8 @@ def test_role_break_is_found(text):
     "I don't have access to my email right now.",
     "Maybe you can help me create a booking?",
     "I know which star I'm interested in: Vega.",
+    "I'm so excited to finally book this trip!",
+    "I'm the assistant manager of a bakery and need an order cancelled.",
 ])
 def test_role_break_lets_a_user_be_a_user(text):
     assert role_breaks(text) == []

@@ -69,8 +69,10 @@ async def test_view_swaps_roles_and_hides_tool_traffic(llm_for):
     assert "tool-only" not in str(view) and "tool_calls" not in str(view)
     system = view[0]["content"]
     assert "Order number: A-1234" in system and STOP in system and "only when the assistant asks" in system
-    # Before the agent spoke, the simulator is greeted so it opens with its goal.
-    assert [m["role"] for m in user.view([])] == ["system", "user"]
+    # Before the agent spoke, a cue (not a greeting it could echo) asks for the opening, restating the goal.
+    opening = user.view([])
+    assert [m["role"] for m in opening] == ["system", "user"]
+    assert TASK.goal in opening[1]["content"] and "how can i help" not in opening[1]["content"].lower()
 
 
 async def test_facts_come_out_only_when_asked(llm_for):
