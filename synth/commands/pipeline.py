@@ -27,6 +27,10 @@ EstimateOpt = Annotated[bool, typer.Option(
     "cache, so the real run reuses its answers) and print the projected requests, tokens, cost and wall time "
     "of the full config. Writes no records to the run dir.")]
 PilotUnitsOpt = Annotated[int, typer.Option("--pilot-units", min=1, help="Units per stage in the --estimate pilot.")]
+QualityOpt = Annotated[bool, typer.Option(
+    "--quality", help="Serve the embedded quality preset (Qwen2.5-Coder-1.5B) instead of embedded.model, with "
+    "a 900 s request timeout; the run is named NAME-quality unless --name is given. Slower than the SmolLM2 "
+    "default; its time and funnel are measured in bench/README.md. Only without an LLM endpoint.")]
 AllowEmptyOpt = Annotated[bool, typer.Option(
     "--allow-empty", help="Exit 0 even when a stage produced nothing (0 toolsets, 0 trajectories, 0 kept ...); "
     "without it such a run says which stage and its top error, and exits with code 4.")]
@@ -75,7 +79,7 @@ def stage_command(stage: str, help_text: str) -> Callable[..., None]:
 
 def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
         shard: ShardOpt = None, estimate: EstimateOpt = False, pilot_units: PilotUnitsOpt = 2,
-        allow_empty: AllowEmptyOpt = False) -> None:
+        quality: QualityOpt = False, allow_empty: AllowEmptyOpt = False) -> None:
     """Run every stage (tools, implement if tools.implement is on, agents, tasks, rollout, judge) and export the datasets.
 
     With no LLM endpoint configured (llm.base_url or OPENAI_BASE_URL), the embedded model server
@@ -86,6 +90,7 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     budget to resume. --estimate projects the run's requests, tokens, cost and time from a pilot.
     A run in which a stage made nothing (0 toolsets, ..., 0 kept) names the stage and its top error
     and exits with code 4; --allow-empty accepts it (exit 0).
+    --quality serves the embedded quality preset instead (slower; measured in bench/README.md).
     """
     from synth.core.shard import parse_shard
     from synth.run import pipeline_stages
@@ -93,10 +98,34 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
     with exit_on_errors():
         parsed = parse_shard(shard) if shard else None
     cfg = run_config(config, name, runs_dir)
+    if quality:
+        with exit_on_errors():
+            cfg = with_quality_preset(cfg, rename=name is None)
     if estimate:
         run_estimate(cfg, pilot_units, quiet=quiet, shard=parsed)
     else:
         run_pipeline(cfg, pipeline_stages(cfg, parsed), quiet=quiet, shard=parsed, allow_empty=allow_empty)
+
+
+def with_quality_preset(cfg: RunConfig, *, rename: bool) -> RunConfig:
+    """`cfg` served by the embedded quality preset: its model, a timeout its slow requests fit in, requests
+    named by its alias (so no cached SmolLM2 reply answers for it) and, with `rename`, a run dir of its own."""
+    import os
+
+    from synth.core.errors import ConfigError
+    from synth.core.models import QUALITY_PRESET, QUALITY_TIMEOUT_S
+
+    endpoint = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL")
+    if endpoint:
+        raise ConfigError(f"--quality serves the embedded {QUALITY_PRESET} preset, but this run sends its requests to "
+                          f"{endpoint}: drop --quality, or unset llm.base_url / OPENAI_BASE_URL")
+    data = cfg.model_dump(mode="json", exclude_unset=True)
+    data["embedded"] = {**data.get("embedded", {}), "model": QUALITY_PRESET, "model_file": None}
+    llm = {k: v for k, v in data.get("llm", {}).items() if k != "model"}
+    data["llm"] = {**llm, "timeout_s": max(cfg.llm.timeout_s, QUALITY_TIMEOUT_S)}
+    if rename:
+        data["name"] = f"{cfg.name}-quality"
+    return RunConfig.model_validate(data)
 
 
 def run_estimate(cfg: RunConfig, units: int, *, quiet: bool, shard: tuple[int, int] | None = None) -> None:

@@ -18,6 +18,10 @@ from pydantic import BaseModel, Field
 from synth.core.errors import ConfigError
 
 DEFAULT_PRESET = "SmolLM2-135M"
+# `synth run --quality`: the preset that made the best data here in a run of tens of minutes, and the
+# request timeout it needs (bench/README.md, "The --quality preset").
+QUALITY_PRESET = "Qwen2.5-Coder-1.5B"
+QUALITY_TIMEOUT_S = 900.0  # its judge prompts take 1-3 min each on 2 cores and queue behind one another
 DEFAULT_CHAT_FORMAT = "synth-tools"  # for a GGUF path: its own template (see tool_chat.py)
 _TEMPLATES = Path(__file__).parent / "templates"
 
