@@ -126,3 +126,22 @@ def test_a_world_of_one_record_has_no_distractor():
 def test_ids_in_the_users_words():
     text = "Booking B-1001 at 10am on 2024-05-01, order ORD123 and #4411, note 7, 5kg, room 12, user_42"
     assert mentioned_ids([text]) == ["B-1001", "ORD123", "#4411", "user_42"]
+
+
+async def test_a_task_whose_rubric_never_parses_is_rejected_and_the_others_stay(tmp_path):
+    base = handler([VALID, LOOKUP])
+
+    def answer(body: dict) -> str | None:
+        prompt = str(body["messages"][0]["content"])
+        if "grading rubric" in prompt and LOOKUP["goal"] in prompt:
+            return "```python\njson.dumps({ , })"  # what SmolLM2-135M wrote, twice
+        return base(body)
+
+    async with FakeOpenAI(handler=answer) as fake:
+        async with open_run(cfg_for(tmp_path, fake.base_url, 2), quiet=True) as ctx:
+            agent = agent_for(SPECS)
+            tasks = await draft_tasks(ctx, Unit(agent.id, agent), Serving({s.id: s for s in SPECS}, {}))
+            errors = ctx.store.read("errors")
+    assert [t.goal for t in tasks] == [VALID["goal"]] and len(tasks[0].rubric) == 2
+    (error,) = errors
+    assert error.error_type == "Rejected" and LOOKUP["goal"] in error.message and "no valid rubric reply" in error.message

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from judges.gold import shape_problems, validate_tasks
 from judges.user_checks import persona_problem
 from synth.context import Context
-from synth.core.errors import Rejected
+from synth.core.errors import ParseError, Rejected
 from synth.core.prompts import render
 from synth.core.records import Agent, GoldAction, Implementation, StateAssertion, Task, ToolSpec
 from synth.core.units import StageStats, Unit, run_units
@@ -149,9 +149,17 @@ def _plain(ctx: Context, unit_id: str, agent: Agent, drafts: list[TaskDraft]) ->
 
 async def _with_rubrics(ctx: Context, unit: Unit[Agent], agent: Agent, specs: list[ToolSpec],
                         tasks: list[Task]) -> list[Task]:
-    """The rubric step (synth/stages/rubrics.py) on each task that passed its state checks."""
-    return [await write_rubric(ctx.llm, ctx.cfg.tasks, agent, specs, task, seed=ctx.seed_for("rubric", unit.id, n),
-                               max_tokens=ctx.cfg.llm.max_tokens) for n, task in enumerate(tasks)]
+    """The rubric step (synth/stages/rubrics.py) on each task that passed its state checks. A task whose
+    writer gave no parseable rubric, even after the repair round, is rejected with the parse error; the
+    agent's other tasks stay."""
+    kept = []
+    for n, task in enumerate(tasks):
+        try:
+            kept.append(await write_rubric(ctx.llm, ctx.cfg.tasks, agent, specs, task,
+                                           seed=ctx.seed_for("rubric", unit.id, n), max_tokens=ctx.cfg.llm.max_tokens))
+        except ParseError as exc:
+            _reject(ctx, unit.id, n + 1, task, [f"no valid rubric reply: {exc}"])
+    return kept
 
 
 def _task(unit_id: str, agent: Agent, draft: TaskDraft, **fields: Any) -> Task:
