@@ -4,6 +4,7 @@ tool result once and un-escaped; assistant-only masks cover the assistant's text
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,12 @@ def tool_result_form(name: str, content: str) -> str:
     return json.dumps(content, ensure_ascii=False) if name == "llama3_1" else content
 
 
+def held_text(name: str, message: dict) -> str:
+    """A message's text as the template shows it."""
+    content = str(message.get("content") or "")
+    return tool_result_form(name, content) if message["role"] == "tool" else content
+
+
 def rendering_problems(row: dict, name: str) -> list[str]:
     text, _ = render(row, name)
     problems = []
@@ -53,8 +60,9 @@ def rendering_problems(row: dict, name: str) -> list[str]:
                 problems.append(f"{call['id']}: arguments double-encoded")
         if message["role"] == "tool":
             form = tool_result_form(name, message["content"])
-            if text.count(form) != 1:
-                problems.append(f"tool result {form!r} appears {text.count(form)} times")
+            held = sum(held_text(name, m).count(form) for m in row["messages"])  # a reply may quote a result
+            if text.count(form) != held:
+                problems.append(f"tool result {form!r} appears {text.count(form)} times, the row holds it {held} times")
         # Llama-3.1's template drops the text of a message that makes a call (its format has no room for it).
         dropped = name == "llama3_1" and message.get("tool_calls")
         if message["role"] in ("user", "assistant") and message["content"].strip() and not dropped:
@@ -88,6 +96,19 @@ def test_every_exported_row_renders_once_and_unescaped(exported, name):
             assert rendering_problems(row, name) == [], row["trajectory_id"]
             checked += 1
     assert checked >= 3
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3_1"])
+def test_a_reply_quoting_a_tool_result_is_not_a_double_render_but_a_repeat_is(exported, name, monkeypatch):
+    row = next(r for r in rows(exported, "sft") if any(m["role"] == "tool" for m in r["messages"]))
+    result = next(m["content"] for m in row["messages"] if m["role"] == "tool")
+    last = row["messages"][-1]
+    quoting = {**row, "messages": [*row["messages"][:-1], {**last, "content": f"The tool said: {result}"}]}
+    assert rendering_problems(quoting, name) == []
+    # A template that showed the conversation twice is still caught.
+    shown_once = render
+    monkeypatch.setattr(sys.modules[__name__], "render", lambda r, n, mask=False: (shown_once(r, n)[0] * 2, []))
+    assert any("appears" in p and "the row holds it" in p for p in rendering_problems(quoting, name))
 
 
 def test_reasoning_reaches_the_qwen3_template(exported):
