@@ -27,12 +27,15 @@ from synth.core.prompts import render
 from synth.core.records import Criterion, CriterionResult, Task, Trajectory
 
 SINGLE_INDEX = -1  # a single-mode verdict is stored as one CriterionResult that no rubric index matches
+NO_TURN = -1  # a criterion no turn bears on (a pitfall that never happened); stored as turn None
 
 
 class CriterionJudgment(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=200)]  # reason first: the verdict follows from it
     passed: bool
-    turn: int = Field(ge=0, le=200)
+    # -1 is allowed: judges write it for a criterion nothing in the conversation bears on (Qwen2.5-Coder-1.5B
+    # did so for 2 of 4 quickstart trajectories, and with `ge=0` those verdicts were lost as parse errors).
+    turn: int = Field(ge=NO_TURN, le=200)
 
 
 class SingleJudgment(BaseModel):
@@ -87,7 +90,7 @@ async def judge_trajectory(llm: LLM, task: Task, trajectory: Trajectory, *, seed
     prompt = judge_prompt("judge", task, trajectory, order)
     reply = await llm.structured([{"role": "user", "content": prompt}], judgment_model(len(task.rubric)),
                                  seed=seed, temperature=temperature, call="judge")
-    results = [CriterionResult(index=i, passed=r.passed, reason=r.reason, turn=r.turn)
+    results = [CriterionResult(index=i, passed=r.passed, reason=r.reason, turn=None if r.turn == NO_TURN else r.turn)
                for i, r in zip(order, reply.results, strict=True)]
     return sorted(results, key=lambda r: r.index)
 

@@ -10,7 +10,7 @@ from judges.checks import (STRUCTURAL, Subject, calls_answered, ends_with_reply,
                            unknown_tools)
 from judges.config import JudgeConfig
 from judges.filters import drop_reasons
-from judges.judge import criteria_order, judge_trajectory, judgment_model, rubric_score, transcript
+from judges.judge import criteria_order, judge_prompt, judge_trajectory, judgment_model, rubric_score, transcript
 from synth.core.records import Criterion, CriterionResult, Task, Trajectory
 from tests.judge_replies import shown_order
 
@@ -280,6 +280,20 @@ def test_judgment_model_demands_one_result_per_criterion():
             model.model_validate({"results": wrong})
     with pytest.raises(ValidationError):
         model.model_validate({"results": [one, {**one, "reason": ""}]})  # a verdict needs its reason
+    with pytest.raises(ValidationError):
+        model.model_validate({"results": [one, {**one, "turn": -2}]})
+
+
+async def test_a_criterion_no_turn_bears_on_is_judged_with_turn_minus_one_and_stored_without_a_turn():
+    class NoTurnJudge(FakeJudgeLLM):
+        async def structured(self, messages, schema, **kw):
+            return schema.model_validate({"results": [
+                {"reason": "never happened", "passed": False, "turn": -1},
+                {"reason": "booked", "passed": True, "turn": 2}, {"reason": "r", "passed": True, "turn": 3}]})
+
+    found = await judge_trajectory(NoTurnJudge([]), TASK, trajectory(), seed=42)
+    assert sorted((r.turn for r in found), key=str) == [2, 3, None]
+    assert "-1 when no turn bears on it" in judge_prompt("judge", TASK, trajectory(), [0, 1, 2])
 
 
 # -- several samples and the single-score mode ----------------------------------------------
