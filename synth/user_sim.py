@@ -11,8 +11,8 @@ It sees the conversation from the user's side only: roles swapped, tool traffic 
 what the agent said (`content`), never its reasoning.
 
 The opening is asked for with a cue that restates the goal, not with the agent's greeting: SmolLM2-135M
-echoed "How can I help you today?" in 29 of 40 openings after the greeting, and broke role in 9-13 of
-40 after the cue (the quickstart's tasks, 5 seeds each).
+broke role in 32 of 40 openings after the greeting, 16 after the cue and 13 with the retry below
+(`python -m bench.user_sim`: 8 quickstart tasks x 5 seeds).
 A message that speaks as the assistant (small models echo the agent's "How can I help you today?")
 is asked again once, with the phrase it broke role on named in the instructions; the retry is
 recorded (`user_role_retried`, not a drop reason), and a retry that breaks role again keeps its
