@@ -5,8 +5,6 @@ budget finishes the run with every episode once and no answered request sent aga
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,7 @@ import yaml
 
 from synth.core.budget import LEDGER_FILE, Ledger
 from synth.core.llm_cache import ResponseCache
-from tests.test_resume import REPO, children, fake_endpoint_process, gone, jsonl, wait_for
+from tests.test_resume import REPO, fake_endpoint_process, jsonl, kill_mid_rollout
 
 CONCURRENCY = 4
 
@@ -56,21 +54,7 @@ def test_a_budgeted_run_killed_mid_rollout_resumes_under_its_budget_without_rese
         run_dir = tmp_path / "runs" / "killed"
         argv = [sys.executable, str(REPO / "cli.py"), "run", str(path), "--quiet", "--allow-empty"]  # budget mechanics, not what is kept
 
-        first = subprocess.Popen(argv, cwd=REPO, start_new_session=True,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: len(jsonl(run_dir / "trajectories.jsonl")) >= 2 or first.poll() is not None, 120,
-                 "the first trajectories")
-        assert first.poll() is None, f"the run ended before it could be killed: {first.stderr.read().decode()}"
-        if workers == 1:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-        else:  # only the parent: its workers notice and end themselves
-            spawned = [pid for pid in children(first.pid)
-                       if b"synth.rollout_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-            assert len(spawned) == 2, spawned
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait()
-            wait_for(lambda: all(gone(pid) for pid in spawned), 20, "the orphaned workers to exit")
+        kill_mid_rollout(argv, run_dir, workers)
 
         # The ledger holds what the killed run paid for: every cached answer, plus at most the answers
         # charged in the instant between the charge and the cache append when the kill came.

@@ -68,6 +68,24 @@ def gone(pid: int) -> bool:
         return True
 
 
+def kill_mid_rollout(argv: list[str], run_dir: Path, workers: int) -> None:
+    """Start `synth run` (argv), SIGKILL it once 2 trajectories are on disk: the whole process group with
+    one worker; with several, only the parent, whose workers must notice and end themselves."""
+    first = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: len(jsonl(run_dir / "trajectories.jsonl")) >= 2 or first.poll() is not None, 120,
+             "the first trajectories")
+    assert first.poll() is None, f"the run ended before it could be killed: {first.stderr.read().decode()}"
+    if workers == 1:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        return
+    spawned = [pid for pid in children(first.pid) if b"synth.rollout_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(spawned) == workers, spawned
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    wait_for(lambda: all(gone(pid) for pid in spawned), 20, "the orphaned workers to exit")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(tmp_path, workers):
     log = tmp_path / "requests.jsonl"
@@ -84,20 +102,7 @@ def test_sigkill_mid_rollout_resumes_without_duplicates_losses_or_resent_calls(t
         run_dir = tmp_path / "runs" / "killed"
         argv = [sys.executable, str(REPO / "cli.py"), "run", str(config), "--quiet", "--allow-empty"]  # resume, not yield
 
-        first = subprocess.Popen(argv, cwd=REPO, start_new_session=True,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: len(jsonl(run_dir / "trajectories.jsonl")) >= 2 or first.poll() is not None, 120,
-                 "the first trajectories")
-        assert first.poll() is None, f"the run ended before it could be killed: {first.stderr.read().decode()}"
-        if workers == 1:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-        else:  # only the parent: its workers must notice and end themselves
-            spawned = [pid for pid in children(first.pid) if b"synth.rollout_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-            assert len(spawned) == 2, spawned
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait()
-            wait_for(lambda: all(gone(pid) for pid in spawned), 20, "the orphaned workers to exit")
+        kill_mid_rollout(argv, run_dir, workers)
         left_behind = list((tmp_path / "sandboxes").glob("synth-local-*"))
         finished_calls = ResponseCache(run_dir / "cache").keys()
         sent_before = len(log.read_text().splitlines())
