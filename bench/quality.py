@@ -30,21 +30,21 @@ DEFAULT_CONFIG = REPO / "examples" / "quickstart.yaml"
 
 
 def bench_config(config: Path, model: str) -> dict:
-    """The config a `--model` run uses: CONFIG with the preset, its own run name, no llm.model."""
-    from synth.core.models import find_preset, presets
+    """The config a `--model` run uses: CONFIG serving the preset (synth/core/models.py `serve_preset`),
+    under its own run name."""
+    from synth.core.errors import ConfigError
+    from synth.core.models import find_preset, presets, serve_preset
 
     data = yaml.safe_load(config.read_text()) or {}
-    if (data.get("llm") or {}).get("base_url") or os.environ.get("OPENAI_BASE_URL"):
-        raise SystemExit("bench.quality --model serves an embedded preset: unset llm.base_url / OPENAI_BASE_URL, "
-                         "or run the pipeline yourself and measure it with --run-dir")
     found = find_preset(model)
     if found is None:
         raise SystemExit(f"--model {model!r} is not a preset; presets: {', '.join(presets())}")
-    preset = found.name
-    data.setdefault("embedded", {})["model"] = preset
-    data.get("embedded", {}).pop("model_file", None)
-    (data.get("llm") or {}).pop("model", None)  # requests then name the served preset's alias
-    data["name"] = f"{data.get('name', 'quickstart')}-quality-{preset.lower()}"
+    endpoint = (data.get("llm") or {}).get("base_url") or os.environ.get("OPENAI_BASE_URL")
+    try:
+        data = serve_preset(data, found.name, endpoint=endpoint, asked_by="bench.quality --model")
+    except ConfigError as exc:
+        raise SystemExit(f"{exc}; or run the pipeline yourself and measure it with --run-dir") from None
+    data["name"] = f"{data.get('name', 'quickstart')}-quality-{found.name.lower()}"
     return data
 
 

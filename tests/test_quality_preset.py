@@ -90,3 +90,14 @@ def test_quality_runs_the_pipeline_on_the_quality_preset_for_real(tmp_path):
     assert manifest["counts"]["tasks"] >= 1 and manifest["stages"]["judge"]["status"] == "done"
     written = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert written["llm"]["timeout_s"] == QUALITY_TIMEOUT_S and written["embedded"]["model"] == QUALITY_PRESET
+
+
+def test_the_quality_bench_points_a_config_at_a_preset_the_same_way(monkeypatch):
+    from bench.quality import bench_config
+
+    data = bench_config(QUICKSTART, "qwen2.5-coder-1.5b")  # case-insensitive preset name
+    assert data["name"] == "quickstart-quality-qwen2.5-coder-1.5b"
+    assert data["embedded"] == {"model": "Qwen2.5-Coder-1.5B"} and "model" not in data["llm"]
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:7/v1")
+    with pytest.raises(SystemExit, match="http://127.0.0.1:7/v1.*measure it with --run-dir"):
+        bench_config(QUICKSTART, "Qwen2.5-Coder-1.5B")

@@ -108,21 +108,15 @@ def run(config: ConfigArg = None, name: NameOpt = None, runs_dir: RunsDirOpt = N
 
 
 def with_quality_preset(cfg: RunConfig, *, rename: bool) -> RunConfig:
-    """`cfg` served by the embedded quality preset: its model, a timeout its slow requests fit in, requests
-    named by its alias (so no cached SmolLM2 reply answers for it) and, with `rename`, a run dir of its own."""
+    """`cfg` served by the embedded quality preset (synth/core/models.py `serve_preset`), with a timeout its
+    slow requests fit in and, with `rename`, a run dir of its own."""
     import os
 
-    from synth.core.errors import ConfigError
-    from synth.core.models import QUALITY_PRESET, QUALITY_TIMEOUT_S
+    from synth.core.models import QUALITY_PRESET, QUALITY_TIMEOUT_S, serve_preset
 
-    endpoint = cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL")
-    if endpoint:
-        raise ConfigError(f"--quality serves the embedded {QUALITY_PRESET} preset, but this run sends its requests to "
-                          f"{endpoint}: drop --quality, or unset llm.base_url / OPENAI_BASE_URL")
-    data = cfg.model_dump(mode="json", exclude_unset=True)
-    data["embedded"] = {**data.get("embedded", {}), "model": QUALITY_PRESET, "model_file": None}
-    llm = {k: v for k, v in data.get("llm", {}).items() if k != "model"}
-    data["llm"] = {**llm, "timeout_s": max(cfg.llm.timeout_s, QUALITY_TIMEOUT_S)}
+    data = serve_preset(cfg.model_dump(mode="json", exclude_unset=True), QUALITY_PRESET,
+                        endpoint=cfg.llm.base_url or os.environ.get("OPENAI_BASE_URL"), asked_by="--quality")
+    data["llm"]["timeout_s"] = max(cfg.llm.timeout_s, QUALITY_TIMEOUT_S)
     if rename:
         data["name"] = f"{cfg.name}-quality"
     return RunConfig.model_validate(data)

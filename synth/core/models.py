@@ -103,3 +103,17 @@ def preset_or_path(model: str | Path | None) -> Preset | Path:
         return Path(model).expanduser()
     raise ConfigError(f"embedded.model: {model!r} is neither a preset nor a GGUF path; presets: "
                       f"{', '.join(presets())} (`synth models list`), or give a path ending in .gguf")
+
+
+def serve_preset(data: dict, preset: str, *, endpoint: str | None, asked_by: str) -> dict:
+    """Run-config data that serves the embedded `preset`: `embedded.model` set (a `model_file` dropped),
+    and `llm.model` dropped, so requests name the preset's alias and no reply cached for another model
+    answers. `endpoint` (the config's or OPENAI_BASE_URL) is a ConfigError naming `asked_by`: an
+    embedded preset is served only when no endpoint is."""
+    if endpoint:
+        raise ConfigError(f"{asked_by} serves the embedded {preset} preset, but this run sends its requests to "
+                          f"{endpoint}: drop {asked_by}, or unset llm.base_url / OPENAI_BASE_URL")
+    embedded = {k: v for k, v in (data.get("embedded") or {}).items() if k != "model_file"}
+    llm = {k: v for k, v in (data.get("llm") or {}).items() if k != "model"}
+    return {**data, "embedded": {**embedded, "model": preset}, "llm": llm}
+
