@@ -92,13 +92,13 @@ _PERSONA_IS_ASSISTANT = re.compile(r"^\s*(?:you are |i am |i'm )?(?:an? |the )?(
                                    r"(?:assistant|chatbot|bot|ai (?:model|system)|language model)\b", re.IGNORECASE)
 
 
-def persona_problem(persona: str) -> str | None:
-    """Why a task's persona cannot be played as the user, or None. Small task writers describe the
-    assistant instead ("A Booking Assistant who can create bookings"), and a simulator told to be
+def persona_problems(persona: str) -> list[str]:
+    """Why a task's persona cannot be played as the user (empty: it can). Small task writers describe
+    the assistant instead ("A Booking Assistant who can create bookings"), and a simulator told to be
     that persona then speaks as the assistant from its first message."""
     if _PERSONA_IS_ASSISTANT.search(persona) and not _HUMAN_ASSISTANT.search(persona):
-        return f"the persona describes an assistant, not the user who comes to it: {persona[:80]!r}"
-    return None
+        return [f"the persona describes an assistant, not the user who comes to it: {persona[:80]!r}"]
+    return []
 
 
 def role_breaks(text: str) -> list[str]:

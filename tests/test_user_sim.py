@@ -191,5 +191,5 @@ def test_flag_counts_for_the_manifest():
     ("An AI researcher at a lab", False),
 ])
 def test_a_persona_must_be_a_user_not_the_assistant(persona, is_assistant):
-    from judges.user_checks import persona_problem
-    assert (persona_problem(persona) is not None) == is_assistant
+    from judges.user_checks import persona_problems
+    assert bool(persona_problems(persona)) == is_assistant

@@ -110,7 +110,8 @@ async def write_rubric(llm: LLM, cfg: TasksConfig, agent: Agent, specs: list[Too
     decoys = set(agent.distractor_tool_ids)
     essential, pitfall = examples(task, specs, decoys)
     values = dict(system_prompt=agent.system_prompt, tools=tool_lines(specs, decoys),
-                  example_essential=essential, example_pitfall=pitfall, goal=task.goal, facts="; ".join(task.user_facts) or "(nothing)", difficulty=task.difficulty,
+                  example_essential=essential, example_pitfall=pitfall, goal=task.goal,
+                  facts="; ".join(task.user_facts) or "(nothing)", difficulty=task.difficulty,
                   state=(state[:STATE_SHOWN] + " ...") if len(state) > STATE_SHOWN else state or "{}",
                   reference=reference_text(task), count=count)
     schema = rubric_model(count, sketch=not task.gold_actions)

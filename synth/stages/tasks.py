@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from judges.gold import shape_problems, validate_tasks
-from judges.user_checks import persona_problem
+from judges.user_checks import persona_problems
 from synth.context import Context
 from synth.core.errors import ParseError, Rejected
 from synth.core.prompts import render
@@ -130,17 +130,12 @@ async def draft_tasks(ctx: Context, unit: Unit[Agent], serving: Serving) -> list
     return await _with_rubrics(ctx, unit, agent, specs, tasks)
 
 
-def persona_problems(draft: Any) -> list[str]:
-    """A persona that describes the assistant (its simulator would speak as the assistant from the
-    first message) is a reason to reject the task, whatever its kind."""
-    return [problem] if (problem := persona_problem(draft.persona)) else []
-
-
 def _plain(ctx: Context, unit_id: str, agent: Agent, drafts: list[TaskDraft]) -> list[Task]:
+    """Plain tasks; as with every kind, a persona that describes the assistant rejects its task."""
     kept = []
     for n, draft in enumerate(drafts, 1):
         task = _task(unit_id, agent, draft)
-        if problems := persona_problems(draft):
+        if problems := persona_problems(draft.persona):
             _reject(ctx, unit_id, n, task, problems)
         else:
             kept.append(task)
@@ -177,7 +172,7 @@ def _seeded(ctx: Context, unit_id: str, agent: Agent, drafts: list[Any], collect
     for n, draft in enumerate(drafts, 1):
         world, problems = build_world(draft.world)
         task = _task(unit_id, agent, draft, initial_state=world, assertions=_assertions(draft.world_checks))
-        problems += world_problems(world, [draft.goal, *draft.user_facts]) + persona_problems(draft)
+        problems += world_problems(world, [draft.goal, *draft.user_facts]) + persona_problems(draft.persona)
         problems += assertion_problems(world, task.assertions, collections)
         if problems:
             _reject(ctx, unit_id, n, task, problems)
@@ -202,7 +197,7 @@ async def _gold(ctx: Context, unit_id: str, agent: Agent, drafts: list[GoldTaskD
         problems = ["initial_state is not a JSON object"] if not isinstance(initial, dict) else shape_problems(initial, default)
         problems += [f"the goal or the user's facts mention {i!r}, which is not in the initial state"
                      for i in missing_ids(initial, [draft.goal, *draft.user_facts])] if not problems else []
-        problems += persona_problems(draft)
+        problems += persona_problems(draft.persona)
         if problems:
             _reject(ctx, unit_id, n, plain, problems)
             continue

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from judges.gold import validate_tasks
-from judges.user_checks import persona_problem
+from judges.user_checks import persona_problems
 from synth.context import Context
 from synth.core.errors import Rejected
 from synth.core.prompts import render
@@ -66,8 +66,8 @@ async def draft_real_tasks(ctx: Context, unit: Unit[Agent], serving: Serving, sc
     candidates: list[tuple[int, Task]] = []
     for n, draft in enumerate(reply.tasks[: cfg.per_agent], 1):  # type: ignore[attr-defined]
         task = make_task(unit.id, agent, draft)
-        if problem := persona_problem(draft.persona):
-            _reject(ctx, unit.id, n, task, [problem])
+        if problems := persona_problems(draft.persona):
+            _reject(ctx, unit.id, n, task, problems)
             continue
         try:
             initial = _initial_state(draft.initial_state, parts, by_key)
